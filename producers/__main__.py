@@ -1,0 +1,58 @@
+"""`python -m producers send|cancel`: the producer API from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from producers.client import Producer
+from worker.events import InvalidEvent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m producers")
+    commands = parser.add_subparsers(dest="command", required=True)
+    send = commands.add_parser("send", help="send a user message; prints its event id")
+    send.add_argument("--conversation", required=True)
+    send.add_argument("--event-id")
+    send.add_argument("--assistant-id")
+    send.add_argument("--instructions")
+    send.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
+    send.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
+    send.add_argument("--timeout", type=float, default=300.0)
+    send.add_argument("text")
+    cancel = commands.add_parser("cancel", help="cancel the conversation's active batch")
+    cancel.add_argument("--conversation", required=True)
+    args = parser.parse_args(argv)
+
+    producer = Producer()
+    try:
+        if args.command == "cancel":
+            producer.cancel_conversation(args.conversation)
+            return 0
+        return _send(producer, args)
+    except InvalidEvent as exc:
+        print(f"invalid {exc.field}: {exc.reason}", file=sys.stderr)
+        return 64
+
+
+def _send(producer: Producer, args: argparse.Namespace) -> int:
+    metadata = dict(item.split("=", 1) for item in args.metadata)
+    position = producer.outbound_position() if args.wait else "0-0"
+    event_id = producer.send_user_message(
+        args.conversation, args.text, event_id=args.event_id, assistant_id=args.assistant_id,
+        instructions=args.instructions, metadata=metadata)
+    print(event_id, flush=True)
+    if not args.wait:
+        return 0
+    entry = producer.wait_for(event_id, position, args.timeout)
+    if entry is None:
+        print(f"no outcome within {args.timeout:g} s", file=sys.stderr)
+        return 2
+    print(json.dumps(entry, indent=2))
+    return 0 if entry["type"] == "run.completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

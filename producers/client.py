@@ -1,0 +1,91 @@
+"""Handing user messages to the worker: validation, then one atomic accept step in Redis."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+from pydantic import ValidationError
+
+from worker.events import CONVERSATION_ID, InboundEvent, InvalidEvent, invalid_from
+from worker.runtime import make_store
+from worker.settings import Settings, get_settings
+from worker.store import ConversationStore
+
+
+class Producer:
+    """Sends events through one Redis connection pool; safe to share between threads."""
+
+    def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.store: ConversationStore = make_store(self.settings, client)
+
+    def send_user_message(self, conversation_id: str, content: str, *, event_id: str | None = None,
+                          assistant_id: str | None = None, instructions: str | None = None,
+                          metadata: dict[str, str] | None = None,
+                          attachments: list[dict[str, Any]] | None = None) -> str:
+        """Accept a user message; returns its event id. Raises InvalidEvent (a ValueError)
+        naming the field, or a redis error when nothing was accepted (retry with the same id)."""
+        try:
+            event = InboundEvent(
+                event_id=event_id or str(uuid.uuid4()), conversation_id=conversation_id,
+                content=content, assistant_id=assistant_id, instructions=instructions,
+                metadata=metadata or {}, attachments=attachments or [],  # type: ignore[arg-type]
+                sent_at=time.time())
+        except ValidationError as exc:
+            raise invalid_from(exc) from None
+        self.store.accept(event, self.settings.event_dedup_ttl_seconds)
+        return event.event_id
+
+    def cancel_conversation(self, conversation_id: str) -> None:
+        """End the conversation's active batch (run.cancelled); waiting events run after."""
+        if not isinstance(conversation_id, str) or not CONVERSATION_ID.match(conversation_id):
+            raise InvalidEvent("conversation_id", "must be 1-128 characters of [A-Za-z0-9._:@-]")
+        self.store.request_cancel(conversation_id)
+
+    def outbound_position(self) -> str:
+        """The id of the newest outbound entry ("0-0" when empty), to read what follows."""
+        last = self.store.redis.xrevrange(self.settings.outbound_stream, count=1)
+        return last[0][0].decode() if last else "0-0"
+
+    def wait_for(self, event_id: str, after: str, timeout: float) -> dict[str, Any] | None:
+        """The outbound entry answering `event_id`, published after `after`, or None."""
+        deadline = time.monotonic() + timeout
+        position = after
+        while (remaining := deadline - time.monotonic()) > 0:
+            block_ms = max(1, int(min(remaining, 1.0) * 1000))
+            reply = self.store.redis.xread({self.settings.outbound_stream: position},
+                                           count=100, block=block_ms)
+            for _, entries in reply or []:
+                for entry_id, fields in entries:
+                    position = entry_id.decode()
+                    entry = json.loads(fields[b"data"])
+                    if event_id in entry.get("event_ids", []):
+                        return entry
+        return None
+
+
+_default: Producer | None = None
+
+
+def default_producer() -> Producer:
+    global _default
+    if _default is None:
+        _default = Producer()
+    return _default
+
+
+def send_user_message(conversation_id: str, content: str, event_id: str | None = None,
+                      assistant_id: str | None = None, instructions: str | None = None,
+                      metadata: dict[str, str] | None = None,
+                      attachments: list[dict[str, Any]] | None = None) -> str:
+    return default_producer().send_user_message(
+        conversation_id, content, event_id=event_id, assistant_id=assistant_id,
+        instructions=instructions, metadata=metadata, attachments=attachments)
+
+
+def cancel_conversation(conversation_id: str) -> None:
+    default_producer().cancel_conversation(conversation_id)

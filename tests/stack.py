@@ -1,0 +1,93 @@
+"""A whole stack in one test process: emulator, real Redis, Dramatiq worker, producer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dramatiq
+import redis
+
+from producers.client import Producer
+from tests.conftest import wait_until
+from worker.emulator import EmulatorConfig, EmulatorServer
+from worker.logs import configure_logging
+from worker.runtime import Runtime, build_runtime
+from worker.settings import Settings
+
+FAST = {
+    "poll_initial_delay_seconds": 0.05,
+    "poll_max_delay_seconds": 0.3,
+    "scheduler_interval_seconds": 0.01,
+    "api_timeout_seconds": 5.0,
+    "cancel_wait_seconds": 5.0,
+    "log_format": "console",
+    "log_level": "WARNING",
+}
+
+
+class Stack:
+    def __init__(self, runtime: Runtime, worker: dramatiq.Worker, emulator: EmulatorServer,
+                 producer: Producer) -> None:
+        self.runtime = runtime
+        self.worker = worker
+        self.emulator = emulator
+        self.producer = producer
+        self.redis: redis.Redis = producer.store.redis
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    def send(self, conversation_id: str, content: str, **kwargs: Any) -> str:
+        return self.producer.send_user_message(conversation_id, content, **kwargs)
+
+    def entries(self) -> list[dict[str, Any]]:
+        raw = self.redis.xrange(self.settings.outbound_stream)
+        return [json.loads(fields[b"data"]) for _, fields in raw]
+
+    def answered(self) -> dict[str, list[dict[str, Any]]]:
+        """event id -> the entries listing it (exactly one each when all is well)."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        for entry in self.entries():
+            for event_id in entry["event_ids"]:
+                found.setdefault(event_id, []).append(entry)
+        return found
+
+    def wait_answered(self, event_ids: list[str], timeout: float = 20.0) -> list[dict[str, Any]]:
+        """The entries answering `event_ids`, in order, once all are answered."""
+        wanted = set(event_ids)
+        wait_until(lambda: wanted <= set(self.answered()), timeout,
+                   message=f"answers to {len(wanted)} events")
+        answered = self.answered()
+        return [answered[e][0] for e in event_ids]
+
+    def wait_until_run_started(self, conversation_id: str, timeout: float = 10.0) -> None:
+        wait_until(lambda: self.redis.hget(f"aw:batch:{conversation_id}", "run_id"), timeout,
+                   message=f"a run for {conversation_id}")
+
+    def wait_idle(self, timeout: float = 20.0) -> None:
+        wait_until(lambda: self.redis.zcard("aw:schedule") == 0 and self.worker.broker.join(
+            self.settings.worker_queue, timeout=1) is None, timeout, message="an idle stack")
+
+
+@contextmanager
+def running_stack(redis_url: str, emulator_config: EmulatorConfig | None = None,
+                  threads: int = 8, **overrides: Any) -> Iterator[Stack]:
+    emulator = EmulatorServer(emulator_config or EmulatorConfig(run_seconds=0.2), port=0)
+    emulator.start()
+    values = {**FAST, **overrides}
+    settings = Settings(redis_url=redis_url, openai_base_url=emulator.base_url,
+                        openai_api_key="sk-test-secret", assistant_id="asst_default", **values)
+    configure_logging(settings)
+    runtime = build_runtime(settings)
+    worker = dramatiq.Worker(runtime.broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    try:
+        yield Stack(runtime, worker, emulator, Producer(settings))
+    finally:
+        worker.stop(timeout=10_000)
+        runtime.broker.close()
+        emulator.stop()

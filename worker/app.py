@@ -1,0 +1,12 @@
+"""The module Dramatiq's command line loads: `dramatiq worker.app`."""
+
+from __future__ import annotations
+
+from worker.logs import configure_logging
+from worker.runtime import build_runtime
+from worker.settings import get_settings
+
+settings = get_settings()
+configure_logging(settings)
+runtime = build_runtime(settings)
+broker = runtime.broker

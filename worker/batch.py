@@ -1,0 +1,96 @@
+"""The active batch of a conversation: the events one run answers, and how far it got."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from worker.events import InboundEvent
+
+# Where a batch is in its life.
+CREATING = "creating"  # no run known yet: create one (or adopt the one a lost response made)
+RUNNING = "running"  # a run is known: poll it
+CANCELLING = "cancelling"  # answered already (cancel, timeout): wait for the API to stop the run
+
+
+@dataclass
+class Batch:
+    batch_id: str
+    conversation_id: str
+    events: list[InboundEvent]
+    state: str = CREATING
+    thread_id: str | None = None
+    run_id: str | None = None
+    run_attempt: int = 0  # runs started for this batch after retryable failures
+    messages_appended: bool = False  # the user messages are on the thread
+    api_failures: int = 0  # consecutive failed API steps
+    polls: int = 0  # polls of the current run
+    created_at: float = 0.0
+    run_started_at: float | None = None
+    published: bool = False
+    cancel_deadline: float | None = None
+    tools_key: str | None = None  # the requires_action step whose tools were dispatched
+    tools_at: float | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def event_ids(self) -> list[str]:
+        return [e.event_id for e in self.events]
+
+    @property
+    def first(self) -> InboundEvent:
+        return self.events[0]
+
+    @property
+    def oldest_sent_at(self) -> float:
+        return min(e.sent_at for e in self.events)
+
+    def add_usage(self, usage: dict[str, Any] | None) -> None:
+        for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+            value = (usage or {}).get(key)
+            if isinstance(value, int):
+                self.usage[key] = self.usage.get(key, 0) + value
+
+    def to_hash(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "events":
+                out[f.name] = json.dumps([e.model_dump(mode="json") for e in value])
+            elif value is None:
+                continue
+            elif isinstance(value, bool):
+                out[f.name] = "1" if value else "0"
+            elif isinstance(value, dict):
+                out[f.name] = json.dumps(value)
+            else:
+                out[f.name] = str(value)
+        return out
+
+    @classmethod
+    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> Batch:
+        data = {_s(k): _s(v) for k, v in raw.items()}
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            text = data[f.name]
+            if f.name == "events":
+                kwargs[f.name] = [InboundEvent.model_validate(e) for e in json.loads(text)]
+            elif f.name == "usage":
+                kwargs[f.name] = json.loads(text)
+            elif f.type in ("bool",):
+                kwargs[f.name] = text == "1"
+            elif f.type in ("int",):
+                kwargs[f.name] = int(text)
+            elif f.type in ("float", "float | None"):
+                kwargs[f.name] = float(text)
+            else:
+                kwargs[f.name] = text
+        return cls(**kwargs)
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

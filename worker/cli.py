@@ -1,0 +1,104 @@
+"""`assistant-worker`: start the workers, create or update the assistant."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from worker.settings import Settings, SettingsError, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="assistant-worker")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("run", help="start WORKER_PROCESSES x WORKER_THREADS workers and /metrics")
+    assistant = commands.add_parser("assistant", help="manage the assistant")
+    actions = assistant.add_subparsers(dest="action", required=True)
+    actions.add_parser("create", help="create an assistant from settings and the registered tools")
+    push = actions.add_parser("push-tools", help="merge the registered tools into an assistant")
+    push.add_argument("--assistant-id", help="default: ASSISTANT_ID")
+    actions.add_parser("tools", help="print the registered function definitions")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 78
+    if args.command == "run":
+        return run_workers(settings)
+    return manage_assistant(settings, args)
+
+
+def run_workers(settings: Settings) -> int:
+    """Run Dramatiq's worker processes under this process, which serves the metrics."""
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="aw-prom-")
+    Path(metrics_dir).mkdir(parents=True, exist_ok=True)
+    for stale in Path(metrics_dir).glob("*.db"):
+        stale.unlink()  # files of a previous run would be added to this one's figures
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ.setdefault("dramatiq_prom_db", metrics_dir)
+
+    from worker.http import start_http_server  # imports prometheus_client: after the env
+
+    command = [sys.executable, "-m", "dramatiq", "worker.app",
+               "--processes", str(settings.worker_processes),
+               "--threads", str(settings.worker_threads),
+               "--queues", settings.worker_queue, "--skip-logging"]
+    child = subprocess.Popen(command)
+    server = start_http_server(settings, child) if settings.metrics_port else None
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    code = child.wait()
+    if server is not None:
+        server.shutdown()
+    return code
+
+
+def manage_assistant(settings: Settings, args: argparse.Namespace) -> int:
+    from worker.runtime import make_openai
+    from worker.tools import definitions, load_tool_modules
+
+    load_tool_modules(settings.tool_modules)
+    functions = definitions()
+    if args.action == "tools":
+        print(json.dumps(functions, indent=2))
+        return 0
+    client = make_openai(settings).with_options(max_retries=2)
+    if args.action == "create":
+        created = client.beta.assistants.create(
+            name=settings.assistant_name, model=settings.assistant_model,
+            instructions=settings.assistant_instructions, tools=functions)  # type: ignore[arg-type]
+        print(created.id)
+        return 0
+    assistant_id = args.assistant_id or settings.assistant_id
+    if not assistant_id:
+        print("push-tools needs --assistant-id or ASSISTANT_ID", file=sys.stderr)
+        return 64
+    raw = client.beta.assistants.with_raw_response.retrieve(assistant_id)
+    existing = json.loads(raw.text).get("tools") or []
+    merged = merge_tools(existing, functions)
+    client.beta.assistants.update(assistant_id, tools=merged)  # type: ignore[arg-type]
+    print(f"{assistant_id}: {len(merged)} tools ({len(functions)} functions pushed)")
+    return 0
+
+
+def merge_tools(existing: list[dict], functions: list[dict]) -> list[dict]:
+    """Keep hosted tools and functions we don't register; ours replace same-named ones."""
+    ours = {f["function"]["name"] for f in functions}
+    kept = [t for t in existing
+            if t.get("type") != "function" or (t.get("function") or {}).get("name") not in ours]
+    return kept + functions
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""`make demo`: start Redis, the emulator (unless OPENAI_BASE_URL is set) and a worker, send
+the seed's math-tutor message, print the reply as it arrives, stop everything, exit 0."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+SEED_MESSAGE = "I need to solve the equation `3x + 11 = 14`. Can you help me?"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port} after {timeout:g} s")
+
+
+def main() -> int:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print("redis-server is missing: run `make demo` (it installs it)", file=sys.stderr)
+        return 1
+    children: list[subprocess.Popen[bytes]] = []
+    env = dict(os.environ)
+    try:
+        redis_port = free_port()
+        children.append(subprocess.Popen(
+            [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="aw-demo-redis-")],
+            stdout=subprocess.DEVNULL))
+        wait_for_port(redis_port, 10)
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        if not env.get("OPENAI_BASE_URL"):
+            emulator_port = free_port()
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "worker.emulator", "--port", str(emulator_port)], env=env,
+                stdout=subprocess.DEVNULL))
+            wait_for_port(emulator_port, 10)
+            env.update(OPENAI_BASE_URL=f"http://127.0.0.1:{emulator_port}/v1",
+                       OPENAI_API_KEY=env.get("OPENAI_API_KEY") or "sk-demo",
+                       ASSISTANT_ID=env.get("ASSISTANT_ID") or "asst_default")
+            print(f"emulator on {env['OPENAI_BASE_URL']}")
+        else:
+            print(f"using the API at {env['OPENAI_BASE_URL']}")
+        env.setdefault("METRICS_PORT", str(free_port()))
+        env.setdefault("LOG_FORMAT", "console")
+        env.setdefault("LOG_LEVEL", "WARNING")
+        children.append(subprocess.Popen(["assistant-worker", "run"], env=env)
+                        if shutil.which("assistant-worker")
+                        else subprocess.Popen([sys.executable, "-m", "worker.cli", "run"], env=env))
+        print(f"user: {SEED_MESSAGE}")
+        send = subprocess.run(
+            [sys.executable, "-m", "producers", "send", "--conversation", "demo-user",
+             "--wait", "--timeout", "120", SEED_MESSAGE], env=env, capture_output=True, text=True)
+        return _show(send)
+    finally:
+        for child in reversed(children):
+            child.terminate()
+        for child in reversed(children):
+            try:
+                child.wait(15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+
+
+def _show(send: subprocess.CompletedProcess[str]) -> int:
+    import json
+
+    lines = send.stdout.splitlines()
+    if send.returncode == 2 or len(lines) < 2:
+        print(f"no reply: {send.stderr.strip() or send.stdout.strip()}", file=sys.stderr)
+        return 1
+    entry = json.loads("\n".join(lines[1:]))
+    if entry["type"] != "run.completed":
+        print(f"{entry['type']}: {entry.get('error')}", file=sys.stderr)
+        return 1
+    for message in entry["messages"]:
+        print(f"assistant: {message['text']}")
+    print(f"({entry['timings']['total_ms']} ms, run {entry['run_id']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""Every Redis key and queue name the project uses, in one place."""
+
+PREFIX = "aw:"
+
+# The schedule of conversations to advance: member conversation_id, score due time (epoch s).
+SCHEDULE = PREFIX + "schedule"
+# Conversations with an active batch: member conversation_id, score batch start.
+ACTIVE = PREFIX + "active"
+# Rejected raw events with their reason (a Redis Stream).
+DEAD_LETTERS = PREFIX + "deadletter"
+
+
+def dedup(event_id: str) -> str:
+    """Marks an accepted event id (value: its conversation id) for EVENT_DEDUP_TTL_SECONDS."""
+    return f"{PREFIX}event:{event_id}"
+
+
+def inbox(conversation_id: str) -> str:
+    """Events waiting for a run, in send order (a list of JSON objects)."""
+    return f"{PREFIX}inbox:{conversation_id}"
+
+
+def conversation(conversation_id: str) -> str:
+    """The conversation's lasting state: its thread id (a hash)."""
+    return f"{PREFIX}conv:{conversation_id}"
+
+
+def batch(conversation_id: str) -> str:
+    """The active batch of a conversation (a hash); absent when idle."""
+    return f"{PREFIX}batch:{conversation_id}"
+
+
+def lock(conversation_id: str) -> str:
+    """Short lease serialising the steps of one conversation."""
+    return f"{PREFIX}lock:{conversation_id}"
+
+
+def cancel_request(conversation_id: str) -> str:
+    """Set by cancel_conversation: the time of the request."""
+    return f"{PREFIX}cancel:{conversation_id}"

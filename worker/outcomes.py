@@ -1,0 +1,59 @@
+"""Building outbound entries (contract section 2) from a batch and its run's outcome."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from worker.batch import Batch
+from worker.events import OutboundEntry, OutboundError, Timings
+
+# Run status -> outbound type and the error code used when the API gives none.
+STATUS_TYPES = {
+    "completed": ("run.completed", None),
+    "failed": ("run.failed", "server_error"),
+    "cancelled": ("run.cancelled", "cancelled"),
+    "expired": ("run.expired", "expired"),
+    "incomplete": ("run.incomplete", "incomplete"),
+}
+
+
+def batch_entry(batch: Batch, kind: str, *, error: dict[str, str] | None = None,
+                messages: list[dict[str, Any]] | None = None,
+                steps: list[dict[str, Any]] | None = None, now: float | None = None) -> OutboundEntry:
+    now = time.time() if now is None else now
+    oldest = batch.oldest_sent_at
+    started = batch.run_started_at
+    return OutboundEntry(
+        type=kind,  # type: ignore[arg-type]
+        conversation_id=batch.conversation_id,
+        event_ids=batch.event_ids,
+        thread_id=batch.thread_id,
+        run_id=batch.run_id,
+        messages=messages or [],  # type: ignore[arg-type]
+        steps=steps,
+        error=OutboundError(**error) if error else None,
+        usage=dict(batch.usage) if batch.usage else None,
+        metadata=batch.first.metadata,
+        timings=Timings(
+            queued_ms=_ms(started - oldest) if started else None,
+            run_ms=_ms(now - started) if started else None,
+            total_ms=_ms(now - oldest),
+        ),
+    )
+
+
+def rejection_entry(conversation_id: str | None, event_ids: list[str], reason: str,
+                    sent_at: float | None = None) -> OutboundEntry:
+    now = time.time()
+    return OutboundEntry(
+        type="event.rejected",
+        conversation_id=conversation_id,
+        event_ids=event_ids,
+        error=OutboundError(code="invalid_event", message=reason),
+        timings=Timings(queued_ms=None, run_ms=None, total_ms=_ms(now - sent_at) if sent_at else 0),
+    )
+
+
+def _ms(seconds: float) -> int:
+    return max(0, int(round(seconds * 1000)))

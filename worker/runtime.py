@@ -1,0 +1,75 @@
+"""Wiring: builds the broker, the store, the backend and the service from settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import dramatiq
+import openai
+import redis
+from dramatiq.brokers.redis import RedisBroker
+
+from worker import metrics
+from worker.actors import Actors, declare_actors
+from worker.backends.assistants import AssistantsBackend
+from worker.backends.base import RunBackend
+from worker.scheduler import Scheduler, SchedulerMiddleware
+from worker.service import ConversationService
+from worker.settings import Settings
+from worker.store import ConversationStore
+from worker.tools import ToolRunner, load_tool_modules
+
+
+def make_redis(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+
+
+def make_store(settings: Settings, client: redis.Redis | None = None) -> ConversationStore:
+    return ConversationStore(client or make_redis(settings), outbound_stream=settings.outbound_stream,
+                             outbound_maxlen=settings.outbound_maxlen,
+                             dead_letter_maxlen=settings.dead_letter_maxlen)
+
+
+def make_openai(settings: Settings) -> openai.OpenAI:
+    return openai.OpenAI(api_key=settings.openai_api_key.get_secret_value() or "unset",
+                         base_url=settings.openai_base_url, timeout=settings.api_timeout_seconds,
+                         max_retries=0)
+
+
+def make_backend(settings: Settings) -> RunBackend:
+    if settings.assistant_backend != "assistants":
+        raise SystemExit(f"ASSISTANT_BACKEND={settings.assistant_backend} is not available yet")
+    return AssistantsBackend(make_openai(settings), observe=metrics.observe_api)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    broker: RedisBroker
+    store: ConversationStore
+    actors: Actors = field(init=False)
+    _service: ConversationService | None = None
+
+    def service(self) -> ConversationService:
+        """The process's service, built on first use (after a fork, not before)."""
+        if self._service is None:
+            self._service = ConversationService(
+                self.store, make_backend(self.settings), self.settings,
+                dispatch_tools=self.actors.dispatch_tools,
+                tool_runner=ToolRunner(self.settings.tool_timeout_seconds))
+        return self._service
+
+    def scheduler(self) -> Scheduler:
+        s = self.settings
+        return Scheduler(self.store, self.actors.dispatch_claims, chunk_size=s.poll_batch_size,
+                         lease_seconds=s.lease_seconds, interval=s.scheduler_interval_seconds)
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    load_tool_modules(settings.tool_modules)
+    broker = RedisBroker(url=settings.redis_url)
+    runtime = Runtime(settings=settings, broker=broker, store=make_store(settings))
+    broker.add_middleware(SchedulerMiddleware(runtime.scheduler))
+    runtime.actors = declare_actors(broker, settings.worker_queue, runtime.service)
+    dramatiq.set_broker(broker)
+    return runtime

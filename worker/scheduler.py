@@ -1,0 +1,77 @@
+"""The schedule drainer: one thread per worker process turns due conversations into work.
+
+Conversations wait on a Redis sorted set scored by due time. Each tick claims what is due
+(atomically, so two workers never take the same item, pushing it `lease_seconds` ahead so a
+claim whose worker died comes due again) and sends one Dramatiq message per chunk of
+conversations. A poll therefore costs a share of one plain message, not a delayed message.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import dramatiq
+import redis
+import structlog
+
+from worker.store import ConversationStore
+
+log = structlog.get_logger("worker.scheduler")
+
+Claims = list[tuple[str, float]]
+
+
+class Scheduler:
+    def __init__(self, store: ConversationStore, dispatch: Callable[[Claims], None], *,
+                 chunk_size: int, lease_seconds: float, interval: float,
+                 claim_limit: int = 1000, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.dispatch = dispatch
+        self.chunk_size = chunk_size
+        self.lease_seconds = lease_seconds
+        self.interval = interval
+        self.claim_limit = claim_limit
+        self.clock = clock
+
+    def tick(self) -> int:
+        """Claim what is due and dispatch it; returns the number of conversations claimed."""
+        now = self.clock()
+        claim_until = now + self.lease_seconds
+        due = self.store.claim_due(now, self.claim_limit, claim_until)
+        for start in range(0, len(due), self.chunk_size):
+            self.dispatch([(cid, claim_until) for cid in due[start:start + self.chunk_size]])
+        return len(due)
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                claimed = self.tick()
+            except (redis.exceptions.RedisError, OSError) as exc:
+                log.warning("scheduler tick failed", error=str(exc))
+                claimed = 0
+                stop.wait(1.0)
+            if claimed < self.claim_limit:
+                stop.wait(self.interval)
+
+
+class SchedulerMiddleware(dramatiq.Middleware):
+    """Runs a Scheduler thread for as long as the Dramatiq worker of this process runs."""
+
+    def __init__(self, make_scheduler: Callable[[], Scheduler]) -> None:
+        self.make_scheduler = make_scheduler
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.clear()
+        scheduler = self.make_scheduler()
+        self._thread = threading.Thread(target=scheduler.run, args=(self._stop,),
+                                        name="assistant-scheduler", daemon=True)
+        self._thread.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,95 @@
+"""Every setting of the worker and the producers, read once from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Typed settings. Names are the environment variables (case-insensitive)."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    # The API
+    assistant_backend: Literal["assistants", "responses"] = "assistants"
+    openai_api_key: SecretStr = SecretStr("")
+    openai_base_url: str | None = None
+    assistant_id: str | None = None
+    responses_model: str = "gpt-4o"
+    responses_instructions: str | None = None
+    api_timeout_seconds: float = Field(20.0, gt=0)
+    api_max_attempts: int = Field(8, ge=1, description="attempts of one API step before api_error")
+    run_retry_limit: int = Field(2, ge=0, description="new runs after rate_limit_exceeded/server_error")
+
+    # Assistant creation (`assistant-worker assistant create`)
+    assistant_name: str = "Math Tutor"
+    assistant_model: str = "gpt-4o"
+    assistant_instructions: str = (
+        "You are a personal math tutor. Write and run code to answer math questions."
+    )
+
+    # Redis and the outbound stream
+    redis_url: str = "redis://localhost:6379/0"
+    outbound_stream: str = "assistant:outbound"
+    outbound_maxlen: int = Field(100_000, ge=1)
+    event_dedup_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)
+    dead_letter_maxlen: int = Field(100_000, ge=1)
+
+    # Runs
+    worker_tool_modules: str = ""
+    tool_timeout_seconds: float = Field(30.0, gt=0)
+    run_timeout_seconds: float = Field(600.0, gt=0)
+    cancel_wait_seconds: float = Field(30.0, gt=0)
+    include_run_steps: bool = False
+    max_batch_events: int = Field(32, ge=1, le=100)
+
+    # Polling
+    poll_initial_delay_seconds: float = Field(0.5, gt=0)
+    poll_max_delay_seconds: float = Field(2.0, gt=0)
+    poll_backoff_factor: float = Field(1.5, ge=1)
+    poll_jitter: float = Field(0.1, ge=0, lt=1)
+    poll_batch_size: int = Field(25, ge=1)
+    scheduler_interval_seconds: float = Field(0.05, gt=0)
+    lease_seconds: float = Field(45.0, gt=0, description="claim/lock expiry of a dead worker's step")
+
+    # Processes, logging, metrics
+    worker_queue: str = "assistant"
+    worker_processes: int = Field(1, ge=1)
+    worker_threads: int = Field(8, ge=1)
+    metrics_port: int = Field(9191, ge=0, le=65535)
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_message_content: bool = False
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> Settings:
+        if self.poll_max_delay_seconds < self.poll_initial_delay_seconds:
+            raise ValueError("POLL_MAX_DELAY_SECONDS must be >= POLL_INITIAL_DELAY_SECONDS")
+        return self
+
+    @property
+    def tool_modules(self) -> list[str]:
+        return [m.strip() for m in self.worker_tool_modules.split(",") if m.strip()]
+
+
+class SettingsError(SystemExit):
+    """A bad setting: the process stops with one clear line."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"]).upper() or "settings"
+        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; tests call get_settings.cache_clear())."""
+    return load_settings()

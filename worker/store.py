@@ -1,0 +1,262 @@
+"""The conversation store: every read and write of conversation state in Redis.
+
+Steps that must not interleave with a producer or a second worker are Lua scripts, so
+each is one atomic Redis operation. A worker step on one conversation also holds the
+conversation's lock (a lease with an expiry), and every write of a batch is fenced by its
+batch id, so a step that lost its lease can never overwrite a newer batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+from redis.lock import Lock
+
+from worker import keys
+from worker.batch import Batch
+from worker.events import InboundEvent
+
+# KEYS: dedup, inbox, schedule. ARGV: conversation id, event JSON, dedup ttl, now.
+_ACCEPT = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# KEYS: schedule. ARGV: now, limit, claim-until. Claimed members move to claim-until, so a
+# claim whose worker died comes due again by itself.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], ARGV[3], member)
+end
+return due
+"""
+
+# KEYS: schedule. ARGV: conversation id, claimed score, new due. Moves a claim we still
+# own (nobody rescheduled it meanwhile) to a new due time.
+_RECLAIM = """
+if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+# KEYS: batch, schedule. ARGV: batch id, conversation id, due. Counts a poll and schedules
+# the next one, fenced by batch id.
+_POLLED = """
+if redis.call('HGET', KEYS[1], 'batch_id') ~= ARGV[1] then return 0 end
+redis.call('HINCRBY', KEYS[1], 'polls', 1)
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+
+# KEYS: inbox, batch, active. ARGV: count taken, conversation id, created_at, then the
+# batch hash as field/value pairs. Fails (0) when a batch is already open.
+_OPEN_BATCH = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('LTRIM', KEYS[1], ARGV[1], -1)
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+return 1
+"""
+
+# KEYS: batch. ARGV: batch id, then field/value pairs. Fenced by batch id.
+_UPDATE_BATCH = """
+if redis.call('HGET', KEYS[1], 'batch_id') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+# KEYS: batch, outbound, schedule, inbox, active. ARGV: batch id, entry JSON, maxlen,
+# release (0/1), conversation id, next due. An empty entry only releases. Publishes at most once per batch; on release
+# the conversation is idle (off the schedule) unless events wait in its inbox.
+# Returns: -1 stale batch, 0 already published, 1 published; +10 when released and events wait.
+_PUBLISH = """
+if redis.call('HGET', KEYS[1], 'batch_id') ~= ARGV[1] then return -1 end
+local result = 0
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'published') ~= '1' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'data', ARGV[2])
+  redis.call('HSET', KEYS[1], 'published', '1')
+  result = 1
+end
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[5], ARGV[5])
+  if redis.call('LLEN', KEYS[4]) == 0 then
+    redis.call('ZREM', KEYS[3], ARGV[5])
+  else
+    redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
+    result = result + 10
+  end
+end
+return result
+"""
+
+# KEYS: inbox, outbound, dead letters. ARGV: raw event, entry JSON, maxlen, reason, dl maxlen.
+# Removes an invalid event from the head of the inbox, publishes its rejection, dead-letters it.
+_REJECT_HEAD = """
+if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[1] then return 0 end
+redis.call('LPOP', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'data', ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'raw', ARGV[1], 'reason', ARGV[4])
+return 1
+"""
+
+# KEYS: batch, inbox, schedule. ARGV: conversation id. Takes an idle, empty conversation
+# off the schedule; returns 1 when there is nothing to do.
+_RETIRE = """
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('LLEN', KEYS[2]) > 0 then return 0 end
+redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+
+
+class ConversationStore:
+    def __init__(self, client: redis.Redis, *, outbound_stream: str, outbound_maxlen: int,
+                 dead_letter_maxlen: int = 100_000) -> None:
+        self.redis = client
+        self.outbound_stream = outbound_stream
+        self.outbound_maxlen = outbound_maxlen
+        self.dead_letter_maxlen = dead_letter_maxlen
+        self._accept = client.register_script(_ACCEPT)
+        self._claim = client.register_script(_CLAIM)
+        self._open_batch = client.register_script(_OPEN_BATCH)
+        self._update_batch = client.register_script(_UPDATE_BATCH)
+        self._publish = client.register_script(_PUBLISH)
+        self._reject_head = client.register_script(_REJECT_HEAD)
+        self._retire = client.register_script(_RETIRE)
+        self._reclaim = client.register_script(_RECLAIM)
+        self._polled = client.register_script(_POLLED)
+
+    # --- producers -------------------------------------------------------------------
+    def accept(self, event: InboundEvent, dedup_ttl: int) -> bool:
+        """The accept step: dedup, append to the inbox, schedule. False for a repeat."""
+        cid = event.conversation_id
+        keys_ = [keys.dedup(event.event_id), keys.inbox(cid), keys.SCHEDULE]
+        args = [cid, event.model_dump_json(), dedup_ttl, time.time()]
+        return bool(self._accept(keys=keys_, args=args))
+
+    def request_cancel(self, conversation_id: str) -> None:
+        now = time.time()
+        pipe = self.redis.pipeline()
+        pipe.set(keys.cancel_request(conversation_id), now, ex=3600)
+        pipe.zadd(keys.SCHEDULE, {conversation_id: now}, lt=True)
+        pipe.zadd(keys.SCHEDULE, {conversation_id: now}, nx=True)
+        pipe.execute()
+
+    # --- schedule --------------------------------------------------------------------
+    def claim_due(self, now: float, limit: int, claim_until: float) -> list[str]:
+        members = self._claim(keys=[keys.SCHEDULE], args=[now, limit, claim_until])
+        return [m.decode() for m in members]
+
+    def schedule(self, conversation_id: str, due: float) -> None:
+        self.redis.zadd(keys.SCHEDULE, {conversation_id: due})
+
+    def claims_current(self, claims: list[tuple[str, float]]) -> list[bool]:
+        """Whether each (conversation, claimed score) is still the schedule's entry: a
+        duplicated or overtaken message finds it changed and stops."""
+        pipe = self.redis.pipeline(transaction=False)
+        for cid, _ in claims:
+            pipe.zscore(keys.SCHEDULE, cid)
+        return [score is not None and float(score) == claimed
+                for score, (_, claimed) in zip(pipe.execute(), claims)]
+
+    def reschedule_claim(self, conversation_id: str, claimed: float, due: float) -> bool:
+        return bool(self._reclaim(keys=[keys.SCHEDULE], args=[conversation_id, claimed, due]))
+
+    def record_poll(self, batch: Batch, due: float) -> bool:
+        k = [keys.batch(batch.conversation_id), keys.SCHEDULE]
+        return bool(self._polled(keys=k, args=[batch.batch_id, batch.conversation_id, due]))
+
+    def retire_if_idle(self, conversation_id: str) -> bool:
+        k = [keys.batch(conversation_id), keys.inbox(conversation_id), keys.SCHEDULE]
+        return bool(self._retire(keys=k, args=[conversation_id]))
+
+    # --- conversation ----------------------------------------------------------------
+    @contextmanager
+    def locked(self, conversation_id: str, lease_seconds: float) -> Iterator[bool]:
+        """Hold the conversation's lease; yields False (without waiting) when it is taken."""
+        lease = Lock(self.redis, keys.lock(conversation_id), timeout=lease_seconds,
+                     blocking=False, thread_local=False)
+        acquired = lease.acquire()
+        try:
+            yield acquired
+        finally:
+            if acquired:
+                try:
+                    lease.release()
+                except redis.exceptions.LockError:
+                    pass  # expired meanwhile; fencing by batch id keeps writes safe
+
+    def thread_id(self, conversation_id: str) -> str | None:
+        value = self.redis.hget(keys.conversation(conversation_id), "thread_id")
+        return value.decode() if value else None
+
+    def set_thread_id(self, conversation_id: str, thread_id: str) -> None:
+        self.redis.hset(keys.conversation(conversation_id), "thread_id", thread_id)
+
+    def take_cancel_request(self, conversation_id: str) -> float | None:
+        value = self.redis.getdel(keys.cancel_request(conversation_id))
+        return float(value) if value else None
+
+    def peek_inbox(self, conversation_id: str, count: int) -> list[bytes]:
+        return self.redis.lrange(keys.inbox(conversation_id), 0, count - 1)
+
+    def inbox_length(self, conversation_id: str) -> int:
+        return int(self.redis.llen(keys.inbox(conversation_id)))
+
+    # --- batches ---------------------------------------------------------------------
+    def load_batch(self, conversation_id: str) -> Batch | None:
+        raw = self.redis.hgetall(keys.batch(conversation_id))
+        return Batch.from_hash(raw) if raw else None
+
+    def open_batch(self, batch: Batch, taken: int) -> bool:
+        cid = batch.conversation_id
+        fields = [x for pair in batch.to_hash().items() for x in pair]
+        k = [keys.inbox(cid), keys.batch(cid), keys.ACTIVE]
+        return bool(self._open_batch(keys=k, args=[taken, cid, batch.created_at, *fields]))
+
+    def save_batch(self, batch: Batch) -> bool:
+        """Write the batch's progress; False when it is no longer the active batch."""
+        fields = [x for pair in batch.to_hash().items() for x in pair]
+        k = [keys.batch(batch.conversation_id)]
+        return bool(self._update_batch(keys=k, args=[batch.batch_id, *fields]))
+
+    def publish(self, batch: Batch, entry_json: str, *, release: bool) -> tuple[bool, bool]:
+        """Publish the batch's outcome once. Returns (published now, events wait)."""
+        cid = batch.conversation_id
+        k = [keys.batch(cid), self.outbound_stream, keys.SCHEDULE, keys.inbox(cid), keys.ACTIVE]
+        args = [batch.batch_id, entry_json, self.outbound_maxlen, int(release), cid, time.time()]
+        result = int(self._publish(keys=k, args=args))
+        if result < 0:
+            return False, False
+        return result % 10 == 1, result >= 10
+
+    def reject_head(self, conversation_id: str, raw: bytes, entry_json: str, reason: str) -> bool:
+        k = [keys.inbox(conversation_id), self.outbound_stream, keys.DEAD_LETTERS]
+        args = [raw, entry_json, self.outbound_maxlen, reason, self.dead_letter_maxlen]
+        return bool(self._reject_head(keys=k, args=args))
+
+    def dead_letter(self, raws: list[str], reason: str) -> None:
+        pipe = self.redis.pipeline()
+        for raw in raws:
+            pipe.xadd(keys.DEAD_LETTERS, {"raw": raw, "reason": reason},
+                      maxlen=self.dead_letter_maxlen, approximate=True)
+        pipe.execute()
+
+    def publish_rejection(self, entry_json: str, raw: str, reason: str) -> None:
+        """Reject something that never reached an inbox (a malformed worker message)."""
+        pipe = self.redis.pipeline()
+        pipe.xadd(self.outbound_stream, {"data": entry_json},
+                  maxlen=self.outbound_maxlen, approximate=True)
+        pipe.xadd(keys.DEAD_LETTERS, {"raw": raw, "reason": reason},
+                  maxlen=self.dead_letter_maxlen, approximate=True)
+        pipe.execute()
