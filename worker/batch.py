@@ -60,7 +60,7 @@ class Batch:
             if f.name == "events":
                 out[f.name] = json.dumps([e.model_dump(mode="json") for e in value])
             elif value is None:
-                continue
+                out[f.name] = ""  # written, so that a cleared field is cleared in Redis too
             elif isinstance(value, bool):
                 out[f.name] = "1" if value else "0"
             elif isinstance(value, dict):
@@ -77,7 +77,9 @@ class Batch:
             if f.name not in data:
                 continue
             text = data[f.name]
-            if f.name == "events":
+            if text == "" and "None" in str(f.type):
+                kwargs[f.name] = None
+            elif f.name == "events":
                 kwargs[f.name] = [InboundEvent.model_validate(e) for e in json.loads(text)]
             elif f.name == "usage":
                 kwargs[f.name] = json.loads(text)

@@ -249,8 +249,7 @@ class ConversationService:
         except (TransientApiError, PermanentApiError) as exc:
             # Either it went through after all, or the run moved on (expired, cancelled):
             # the next poll tells, and re-dispatches the tools if still required.
-            batch.tools_key = None
-            self.store.save_batch(batch)
+            self.store.clear_field(batch, "tools_key")  # not a whole save: we hold no lease
             log.warning("tool output submission failed", conversation_id=batch.conversation_id,
                         run_id=batch.run_id, error=str(exc))
         self.store.schedule(batch.conversation_id, self.clock() + self.settings.poll_initial_delay_seconds)

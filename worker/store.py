@@ -225,10 +225,16 @@ class ConversationStore:
         return bool(self._open_batch(keys=k, args=[taken, cid, batch.created_at, *fields]))
 
     def save_batch(self, batch: Batch) -> bool:
-        """Write the batch's progress; False when it is no longer the active batch."""
-        fields = [x for pair in batch.to_hash().items() for x in pair]
+        """Write the batch's progress; False when it is no longer the active batch.
+        `published` is left alone: only the publish script sets it."""
+        fields = [x for k, v in batch.to_hash().items() if k != "published" for x in (k, v)]
         k = [keys.batch(batch.conversation_id)]
         return bool(self._update_batch(keys=k, args=[batch.batch_id, *fields]))
+
+    def clear_field(self, batch: Batch, name: str) -> None:
+        """Drop one field of the active batch (fenced), leaving the rest as it is."""
+        self._update_batch(keys=[keys.batch(batch.conversation_id)],
+                           args=[batch.batch_id, name, ""])
 
     def publish(self, batch: Batch, entry_json: str, *, release: bool) -> tuple[bool, bool]:
         """Publish the batch's outcome once. Returns (published now, events wait)."""
