@@ -192,3 +192,60 @@ def test_api_key_never_appears_in_outbound_events(stack: Stack) -> None:
     stack.wait_answered([event_id])
     raw = b"".join(f[b"data"] for _, f in stack.redis.xrange(stack.settings.outbound_stream))
     assert b"sk-test-secret" not in raw
+
+
+def test_hosted_tools_citations_and_images_with_run_steps(redis_url: str) -> None:
+    """Runs using code interpreter and file search are followed like any other; citations and
+    image parts reach the outbound message; INCLUDE_RUN_STEPS lists the steps."""
+    with running_stack(redis_url, include_run_steps=True) as stack:
+        code = stack.send("o1", "code_interpreter please")
+        search = stack.send("o2", "file_search the docs")
+        image = stack.send("o3", "image of a graph")
+        c, s, i = stack.wait_answered([code, search, image])
+        assert c["type"] == s["type"] == i["type"] == "run.completed"
+        assert any(call["type"] == "code_interpreter" for step in c["steps"] for call in step["tool_calls"])
+        assert any(call["type"] == "file_search" for step in s["steps"] for call in step["tool_calls"])
+        assert any(a.get("type") == "file_citation" for a in s["messages"][0]["annotations"])
+        assert {"type": "image_file", "file_id": "file-img123"} in i["messages"][0]["annotations"]
+        assert c["steps"][-1]["type"] == "message_creation"
+
+
+def test_two_assistant_messages_are_published_oldest_first(stack: Stack) -> None:
+    event_id = stack.send("p1", "twice")
+    (entry,) = stack.wait_answered([event_id])
+    assert len(entry["messages"]) == 2
+    assert entry["messages"][0]["created_at"] <= entry["messages"][1]["created_at"]
+
+
+def test_per_event_instructions_and_batch_boundaries(stack: Stack) -> None:
+    """Instructions reach the run; events with other instructions form their own batch."""
+    stack.emulator.configure(run_seconds=0.4)
+    first = stack.send("q1", "start")
+    stack.wait_until_run_started("q1")
+    a = stack.send("q1", "plain one")
+    b = stack.send("q1", "styled", instructions="prefix:Ahoy")
+    c = stack.send("q1", "plain two")
+    e0, ea, eb, ec = stack.wait_answered([first, a, b, c])
+    assert [ea["event_ids"], eb["event_ids"], ec["event_ids"]] == [[a], [b], [c]]
+    assert eb["messages"][0]["text"].startswith("Ahoy")
+    assert not ec["messages"][0]["text"].startswith("Ahoy")
+
+
+def test_requires_action_not_answered_in_time_is_published_expired(redis_url: str) -> None:
+    with running_stack(redis_url, worker_tool_modules="tests.sample_tools",
+                       tool_timeout_seconds=5.0) as stack:
+        event_id = stack.send("r1", "expire")  # asks for slow_lookup, expires after 1 s
+        (entry,) = stack.wait_answered([event_id], timeout=20)
+        assert entry["type"] == "run.expired"
+        assert entry["error"]["code"] == "expired"
+
+
+def test_many_conversations_each_in_send_order(stack: Stack) -> None:
+    sent: dict[str, list[str]] = {}
+    for round_ in range(4):
+        for c in range(25):
+            sent.setdefault(f"s{c}", []).append(stack.send(f"s{c}", f"r{round_}"))
+    stack.wait_answered([e for ids in sent.values() for e in ids], timeout=60)
+    from tests.invariants import check_exactly_once_in_order
+
+    check_exactly_once_in_order(stack.entries(), sent)
