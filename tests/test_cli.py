@@ -106,3 +106,13 @@ def _get(port: int, path: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except OSError:
         return 0, ""
+
+
+def test_make_demo_prints_the_reply_and_exits_0() -> None:
+    """The README's demo (what `make demo` runs once installed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ASSISTANT_ID"))}
+    done = subprocess.run([sys.executable, "-m", "worker.demo"], env=env, capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "assistant: To solve 3x + 11 = 14" in done.stdout
+    assert "x = 1" in done.stdout

@@ -70,9 +70,8 @@ def main() -> int:
              "--wait", "--timeout", "120", SEED_MESSAGE], env=env, capture_output=True, text=True)
         return _show(send)
     finally:
-        for child in reversed(children):
+        for child in reversed(children):  # the worker first, Redis last
             child.terminate()
-        for child in reversed(children):
             try:
                 child.wait(15)
             except subprocess.TimeoutExpired:
