@@ -1,0 +1,157 @@
+"""The request pipeline, free of HTTP plumbing: admin endpoints, auth, faults, the /v1 operations, counters."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from . import api
+from .api import Api, Response
+from .config import ConfigError, EmulatorConfig
+from .errors import ApiError
+from .faults import LOST, FaultInjector
+from .store import Store
+
+ADMIN_PREFIX = "/_emulator/"
+_NO_KEY = ("You didn't provide an API key. You need to provide your API key in an Authorization header "
+           "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+
+
+class App:
+    def __init__(self, config: EmulatorConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.config = config or EmulatorConfig()
+        self.store = Store(self.config, clock)
+        self.api = Api(self.store)
+        self.faults = FaultInjector(self.config)
+        self._lock = threading.Lock()
+        self._config_lock = threading.Lock()
+        self.calls: Counter[str] = Counter()
+        self.responses: Counter[str] = Counter()
+
+    def handle(self, method: str, target: str, authorization: str | None, body: bytes) -> Response:
+        """Answer one request: `target` is the path and query, `authorization` the header's value."""
+        path, _, query_string = target.partition("?")
+        if path.startswith(ADMIN_PREFIX):
+            response = self._admin(method, path[len(ADMIN_PREFIX):].strip("/"), body)
+        else:
+            response = self._v1(method, path, query_string, authorization, body)
+        with self._lock:
+            self.responses[str(response.status)] += 1
+        return response
+
+    # -- runtime control ---------------------------------------------------------------------
+
+    def configure(self, **changes: Any) -> EmulatorConfig:
+        with self._config_lock:
+            config = self.config.replace(**changes)
+            with self.store.lock:
+                self.store.reconfigure(config)
+            self.faults.reconfigure(config)
+            self.config = config
+        return config
+
+    def reset(self) -> None:
+        with self.store.lock:
+            self.store.reset()
+        self.faults.reset()
+        with self._lock:
+            self.calls.clear()
+            self.responses.clear()
+
+    def stats(self) -> dict[str, Any]:
+        store = self.store
+        with store.lock:
+            store.settle_all(store.clock())
+            runs = store.run_counts()
+            sizes = {"assistants": len(store.assistants), "threads": len(store.threads),
+                     "messages": len(store.messages)}
+        with self._lock:
+            calls, responses = dict(self.calls), dict(self.responses)
+        return {"calls": calls, "responses": responses, "runs": runs, "objects": sizes,
+                "faults_injected": self.faults.counts()}
+
+    def runs(self) -> list[dict[str, Any]]:
+        store = self.store
+        with store.lock:
+            store.settle_all(store.clock())
+            return [
+                {"id": run.id, "thread_id": run.thread_id, "status": run.status, "created_at": run.created_at,
+                 "started_at": run.started_at, "finished_at": run.finished_at, "polls": run.polls,
+                 "history": [[status, at] for status, at in run.history]}
+                for run in store.runs.values()
+            ]
+
+    # -- pipeline ----------------------------------------------------------------------------
+
+    def _v1(self, method: str, path: str, query_string: str, authorization: str | None, body: bytes) -> Response:
+        parts = path.strip("/").split("/")
+        route = api.match(method, parts[1:]) if parts[0] == "v1" else None
+        if route is None:
+            return _error(ApiError(404, f"Invalid URL ({method} {path})"))
+        op, ids = route
+        with self._lock:
+            self.calls[op] += 1
+        if not _authorized(authorization):
+            return _error(ApiError(401, _NO_KEY))
+        try:
+            payload = _json_body(body)
+        except ApiError as exc:
+            return _error(exc)
+        fault = self.faults.draw(op)
+        if fault is not None and fault != LOST:
+            return _error(self.faults.error(fault))
+        try:
+            response = self.api.call(op, ids, dict(parse_qsl(query_string)), payload)
+        except ApiError as exc:
+            response = _error(exc)
+        return _error(self.faults.error(fault)) if fault == LOST else response
+
+    def _admin(self, method: str, name: str, body: bytes) -> Response:
+        endpoints: dict[tuple[str, str], Callable[[], Any]] = {
+            ("GET", "stats"): self.stats,
+            ("GET", "runs"): self.runs,
+            ("GET", "config"): self.config.as_dict,
+            ("POST", "config"): lambda: self.configure(**_json_body(body)).as_dict(),
+            ("POST", "reset"): self._admin_reset,
+            ("GET", "health"): lambda: {"ok": True},
+        }
+        endpoint = endpoints.get((method, name))
+        if endpoint is None:
+            return _error(ApiError(404, f"Invalid URL ({method} {ADMIN_PREFIX}{name})"))
+        try:
+            return Response(200, endpoint())
+        except ConfigError as exc:
+            return _error(ApiError(400, str(exc)))
+        except ApiError as exc:
+            return _error(exc)
+
+    def _admin_reset(self) -> dict[str, bool]:
+        self.reset()
+        return {"ok": True}
+
+
+def _authorized(header: str | None) -> bool:
+    scheme, _, token = (header or "").partition(" ")
+    return scheme.lower() == "bearer" and bool(token.strip())
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "We could not parse the JSON body of your request. (HINT: This likely means you "
+                            "aren't using your HTTP library correctly.)") from None
+    if not isinstance(payload, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    return payload
+
+
+def _error(exc: ApiError) -> Response:
+    return Response(exc.status, exc.body(), exc.headers)

@@ -1,0 +1,124 @@
+"""Settings of the emulator: one dataclass, read from the environment or changed at runtime."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+FLAVOURS = ("strict", "loose")
+_RATE_FIELDS = ("fault_429", "fault_500", "fault_lost", "fail_rate", "expire_rate")
+
+# environment variable -> config field, for the CLI's fallbacks
+ENV_FIELDS = {
+    "EMULATOR_RUN_SECONDS": "run_seconds",
+    "EMULATOR_JITTER": "jitter",
+    "EMULATOR_POLL_HINT": "poll_hint",
+    "EMULATOR_FLAVOUR": "flavour",
+    "EMULATOR_FAULT_429": "fault_429",
+    "EMULATOR_FAULT_500": "fault_500",
+    "EMULATOR_FAULT_LOST": "fault_lost",
+    "EMULATOR_FAIL_RATE": "fail_rate",
+    "EMULATOR_EXPIRE_RATE": "expire_rate",
+    "EMULATOR_SEED": "seed",
+}
+
+
+class ConfigError(ValueError):
+    """A config field is unknown or has a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Everything that shapes the emulator's behaviour; see README.md for each field."""
+
+    run_seconds: float = 1.0  # how long a run works before its outcome
+    jitter: float = 0.0  # fraction: duration is run_seconds * uniform(1 - jitter, 1 + jitter)
+    after_tools_seconds: float | None = None  # phase after submit_tool_outputs; None = the run's duration
+    action_ttl_seconds: float = 600.0  # requires_action -> expired after this long
+    expire_rule_seconds: float = 1.0  # the `expire` rule's short deadline
+    cancel_seconds: float = 0.1  # cancelling -> cancelled after this long
+    poll_hint: bool = True  # send openai-poll-after-ms while a run is working
+    poll_hint_ms: int | None = None  # constant hint; None = min(time left, 1000 ms)
+    flavour: str = "strict"
+    fault_429: float = 0.0
+    fault_500: float = 0.0
+    fault_lost: float = 0.0
+    fault_retry_after_ms: int = 100
+    fault_operations: frozenset[str] | None = None  # None = every /v1 operation
+    fail_rate: float = 0.0
+    expire_rate: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.flavour not in FLAVOURS:
+            raise ConfigError(f"flavour must be one of {FLAVOURS}, got {self.flavour!r}")
+        for name in _RATE_FIELDS:
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1, got {value!r}")
+        if self.fault_429 + self.fault_500 + self.fault_lost > 1.0:
+            raise ConfigError("fault_429 + fault_500 + fault_lost must not exceed 1")
+        if not 0.0 <= self.jitter < 1.0:
+            raise ConfigError(f"jitter must be in [0, 1), got {self.jitter!r}")
+        if self.run_seconds < 0:
+            raise ConfigError(f"run_seconds must be >= 0, got {self.run_seconds!r}")
+
+    def replace(self, **changes: Any) -> EmulatorConfig:
+        """A copy with `changes` applied; values are coerced from JSON/strings."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        coerced = {name: _coerce(name, known[name].type, value) for name, value in changes.items()}
+        return dataclasses.replace(self, **coerced)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        ops = data["fault_operations"]
+        data["fault_operations"] = sorted(ops) if ops is not None else None
+        return data
+
+
+def from_env(environ: Mapping[str, str] | None = None, base: EmulatorConfig | None = None) -> EmulatorConfig:
+    """The config with every EMULATOR_* variable that is set applied over `base`."""
+    env = os.environ if environ is None else environ
+    changes = {name: env[var] for var, name in ENV_FIELDS.items() if env.get(var, "") != ""}
+    return (base or EmulatorConfig()).replace(**changes)
+
+
+def _coerce(name: str, annotation: Any, value: Any) -> Any:
+    """`value` (from JSON, the environment or Python) as the field's type."""
+    kind = str(annotation)  # the annotation's text, e.g. "float | None"
+    if value is None and "None" in kind:
+        return None
+    convert = next((fn for prefix, fn in _CONVERTERS if kind.startswith(prefix)), None)
+    if convert is None:
+        return value
+    try:
+        return convert(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{name}: invalid value {value!r}") from exc
+
+
+def _as_set(value: Any) -> frozenset[str]:
+    items = value.split(",") if isinstance(value, str) else value
+    return frozenset(str(item).strip() for item in items if str(item).strip())
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+_CONVERTERS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("bool", _as_bool), ("float", float), ("int", int), ("frozenset", _as_set), ("str", str),
+)

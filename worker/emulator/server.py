@@ -1,0 +1,175 @@
+"""The HTTP side: a keep-alive, TCP_NODELAY, thread-per-connection server around `App`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+
+from .app import App
+from .config import EmulatorConfig
+
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024
+
+    def __init__(self, address: tuple[str, int], app: App) -> None:
+        self.app = app
+        self.connections: set[socket.socket] = set()
+        self.connections_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def close_connections(self) -> None:
+        """Shut the keep-alive connections still open, so no request is answered after stop()."""
+        with self.connections_lock:
+            connections, self.connections = self.connections, set()
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "assistant-emulator"
+    sys_version = ""
+    server: _HTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.connections_lock:
+            self.server.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.server.connections_lock:
+            self.server.connections.discard(self.connection)
+        super().finish()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        """Quiet: a benchmark makes thousands of requests."""
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES or self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            error = {"message": "Request body too large or chunked.", "type": "invalid_request_error",
+                     "param": None, "code": None}
+            self._write(413, {"error": error}, {})
+            return
+        body = self.rfile.read(length) if length else b""
+        try:
+            response = self.server.app.handle(method, self.path, self.headers.get("Authorization"), body)
+        except Exception as exc:  # a bug in the emulator: answer, and show it
+            traceback.print_exc(file=sys.stderr)
+            error = {"message": f"Emulator bug: {exc!r}", "type": "server_error", "param": None, "code": None}
+            self._write(500, {"error": error}, {})
+            return
+        self._write(response.status, response.payload, response.headers)
+
+    def _write(self, status: int, payload: Any, headers: dict[str, str]) -> None:
+        body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = ""
+        lines = [f"HTTP/1.1 {status} {reason}", "Content-Type: application/json", f"Content-Length: {len(body)}"]
+        lines.extend(f"{name}: {value}" for name, value in headers.items())
+        if self.close_connection:
+            lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        self.wfile.write(head + body)
+
+
+class EmulatorServer:
+    """The emulator on a real socket. `port=0` picks a free port; see `base_url`.
+
+    >>> with EmulatorServer(EmulatorConfig(run_seconds=0.2)) as srv:
+    ...     client = openai.OpenAI(base_url=srv.base_url, api_key="test")
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.app = App(config, clock)
+        self._httpd = _HTTPServer((host, port), self.app)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def host(self) -> str:
+        return str(self._httpd.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The root URL, where the admin endpoints live under /_emulator/."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL to give the SDK."""
+        return self.url + "/v1"
+
+    @property
+    def config(self) -> EmulatorConfig:
+        return self.app.config
+
+    def start(self) -> EmulatorServer:
+        """Serve in a background thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                            name="assistant-emulator", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close the socket and every open connection. Idempotent."""
+        if self._thread is not None:
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._httpd.server_close()
+        self._httpd.close_connections()
+
+    def configure(self, **changes: Any) -> EmulatorConfig:
+        """Change config fields at runtime (fault rates, run_seconds, flavour, ...)."""
+        return self.app.configure(**changes)
+
+    def stats(self) -> dict[str, Any]:
+        return self.app.stats()
+
+    def runs(self) -> list[dict[str, Any]]:
+        return self.app.runs()
+
+    def reset(self) -> None:
+        self.app.reset()
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
