@@ -9,12 +9,15 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 import redis
 
 from worker.logs import reset_logging
 from worker.settings import get_settings
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -23,8 +26,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.02,
-               message: str = "condition") -> object:
+def wait_until(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02,
+               what: str = "condition") -> T:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -32,7 +35,7 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {message}")
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
 
 
@@ -50,7 +53,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port)
     try:
-        wait_until(lambda: _pings(client), 10, message="redis-server to start")
+        wait_until(lambda: _pings(client), 10, what="redis-server to start")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()

@@ -19,22 +19,12 @@ from typing import Any, TypeVar
 import openai
 import pytest
 
+from tests.conftest import wait_until  # noqa: F401 - re-exported for the emulator tests
+
 from worker.emulator import EmulatorConfig, EmulatorServer
 
 T = TypeVar("T")
 FAST_RUN_SECONDS = 0.2
-
-
-def wait_until(predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.02, what: str = "condition") -> T:
-    """Poll `predicate` every `interval` seconds until it returns something truthy; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def openai_client(srv: EmulatorServer, **kwargs: Any) -> openai.OpenAI:

@@ -60,17 +60,17 @@ class Stack:
         """The entries answering `event_ids`, in order, once all are answered."""
         wanted = set(event_ids)
         wait_until(lambda: wanted <= set(self.answered()), timeout,
-                   message=f"answers to {len(wanted)} events")
+                   what=f"answers to {len(wanted)} events")
         answered = self.answered()
         return [answered[e][0] for e in event_ids]
 
     def wait_until_run_started(self, conversation_id: str, timeout: float = 10.0) -> None:
         wait_until(lambda: self.redis.hget(f"aw:batch:{conversation_id}", "run_id"), timeout,
-                   message=f"a run for {conversation_id}")
+                   what=f"a run for {conversation_id}")
 
     def wait_idle(self, timeout: float = 20.0) -> None:
         wait_until(lambda: self.redis.zcard("aw:schedule") == 0 and self.worker.broker.join(
-            self.settings.worker_queue, timeout=1) is None, timeout, message="an idle stack")
+            self.settings.worker_queue, timeout=1) is None, timeout, what="an idle stack")
 
 
 @contextmanager

@@ -11,19 +11,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import openai
 import pytest
+import referencing
+import yaml
 
 from tests.emulator_fixtures import emulator, make_emulator, openai_client, wait_until  # noqa: F401
 from worker.emulator import EmulatorServer
 
-jsonschema = pytest.importorskip("jsonschema")
-referencing = pytest.importorskip("referencing")
-yaml = pytest.importorskip("yaml")
 
 # openai 3.x marks beta.assistants.* deprecated with the bare message "deprecated"
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
-SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi.yaml"
+SPEC_PATH = Path(__file__).resolve().parent / "data" / "openai-openapi.yaml"
 BASE_URI = "urn:openai-openapi"
 TERMINAL = {"completed", "failed", "cancelled", "expired", "incomplete"}
 WEATHER_CALL = 'What is the weather? call:get_weather{"city": "Paris"}'
@@ -76,8 +76,6 @@ def _nullable_to_null_type(node: Any) -> Any:
 
 @pytest.fixture(scope="module")
 def schemas() -> SpecSchemas:
-    if not SPEC_PATH.exists():
-        pytest.skip(f"OpenAPI spec not found at {SPEC_PATH}")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     with SPEC_PATH.open(encoding="utf-8") as handle:
         return SpecSchemas(yaml.load(handle, Loader=loader))
