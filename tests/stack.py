@@ -24,7 +24,7 @@ FAST = {
     "api_timeout_seconds": 5.0,
     "cancel_wait_seconds": 5.0,
     "log_format": "console",
-    "log_level": "WARNING",
+    "log_level": "ERROR",
 }
 
 

@@ -12,6 +12,7 @@ import dramatiq
 import openai
 import pytest
 
+from tests.conftest import wait_until
 from tests.invariants import check_exactly_once_in_order
 from tests.stack import Stack, running_stack
 from worker.emulator import EmulatorConfig
@@ -49,6 +50,8 @@ def user_texts(stack: Stack, thread_id: str) -> list[str]:
 
 
 def send_many(stack: Stack, conversations: int, per_conversation: int) -> dict[str, list[str]]:
+    """Send in rounds; before the next round, wait until most conversations have a run
+    under way, so later messages meet active runs (coalescing) and later batches."""
     sent: dict[str, list[str]] = {}
     contents: dict[str, str] = {}
     for round_ in range(per_conversation):
@@ -57,8 +60,19 @@ def send_many(stack: Stack, conversations: int, per_conversation: int) -> dict[s
             content = f"{cid} message {round_}"
             sent.setdefault(cid, []).append(stack.send(cid, content))
             contents[sent[cid][-1]] = content
+        if round_ < per_conversation - 1:
+            wait_until(lambda: _busy_or_answered(stack, sent) >= conversations // 2, 60,
+                       what="runs under way")
     stack.contents = contents  # type: ignore[attr-defined]
     return sent
+
+
+def _busy_or_answered(stack: Stack, sent: dict[str, list[str]]) -> int:
+    pipe = stack.redis.pipeline(transaction=False)
+    for cid in sent:
+        pipe.hget(f"aw:batch:{cid}", "run_id")
+    running = sum(1 for run_id in pipe.execute() if run_id)
+    return running + len({e["conversation_id"] for e in stack.entries()})
 
 
 @pytest.mark.parametrize("flavour", ["strict", "loose"])
