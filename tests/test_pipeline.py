@@ -249,3 +249,16 @@ def test_many_conversations_each_in_send_order(stack: Stack) -> None:
     from tests.invariants import check_exactly_once_in_order
 
     check_exactly_once_in_order(stack.entries(), sent)
+
+
+def test_logs_carry_ids_but_never_the_api_key_or_message_text(
+        redis_url: str, capfd: pytest.CaptureFixture[str]) -> None:
+    with running_stack(redis_url, log_level="DEBUG", log_format="json") as stack:
+        event_id = stack.send("t1", "a private question")
+        stack.wait_answered([event_id])
+        stack.wait_idle()
+    out, err = capfd.readouterr()
+    logs = out + err
+    assert '"event": "published"' in logs and event_id in logs
+    assert "sk-test-secret" not in logs
+    assert "a private question" not in logs
