@@ -34,6 +34,8 @@ class Batch:
     tools_key: str | None = None  # the requires_action step whose tools were dispatched
     tools_at: float | None = None
     usage: dict[str, int] = field(default_factory=dict)
+    create_sent: int = -1  # the run attempt whose create request went out (reconcile first)
+    fence: int = 0  # the fencing token of the lease that last wrote the batch
 
     @property
     def event_ids(self) -> list[str]:

@@ -52,14 +52,14 @@ class ConversationService:
     # --- entry points ----------------------------------------------------------------
     def advance(self, conversation_id: str, claimed: float | None = None) -> None:
         """Take the next step of a conversation that is due."""
-        with self.store.locked(conversation_id, self.settings.lease_seconds) as held:
-            if not held:
+        with self.store.leased(conversation_id, self.settings.lease_seconds) as token:
+            if not token:
                 # Someone is working on it and will reschedule; retry soon in case they
                 # finished before our claim moved the due time.
                 if claimed is not None:
                     self.store.reschedule_claim(conversation_id, claimed, self.clock() + 1.0)
                 return
-            self._advance_held(conversation_id)
+            self._advance_held(conversation_id, token)
 
     def run_tools(self, conversation_id: str, batch_id: str, run_id: str,
                   calls: list[ToolCall]) -> None:
@@ -76,15 +76,17 @@ class ConversationService:
         self._submit(batch, outputs)
 
     # --- the state machine -----------------------------------------------------------
-    def _advance_held(self, cid: str) -> None:
+    def _advance_held(self, cid: str, token: int) -> None:
         batch = self.store.load_batch(cid)
+        if batch is not None:
+            batch.fence = token
         cancel_at = self.store.take_cancel_request(cid)
         if batch is not None and cancel_at is not None and not batch.published \
                 and batch.created_at <= cancel_at:
             self._cancel(batch, "cancelled", "the conversation was cancelled")
             return
         while batch is None:
-            batch = self._open_next_batch(cid)
+            batch = self._open_next_batch(cid, token)
             if batch is None:
                 if not self.store.retire_if_idle(cid):
                     self.store.schedule(cid, self.clock())  # an event arrived meanwhile
@@ -105,7 +107,7 @@ class ConversationService:
             self._poll(batch)
 
     # --- opening a batch -------------------------------------------------------------
-    def _open_next_batch(self, cid: str) -> Batch | None:
+    def _open_next_batch(self, cid: str, token: int) -> Batch | None:
         events: list[InboundEvent] = []
         for raw in self.store.peek_inbox(cid, self.settings.max_batch_events):
             try:
@@ -123,9 +125,9 @@ class ConversationService:
         if not events:
             return None
         batch = Batch(batch_id=uuid.uuid4().hex, conversation_id=cid, events=events,
-                      created_at=self.clock(), thread_id=self.store.thread_id(cid))
+                      created_at=self.clock(), thread_id=self.store.thread_id(cid), fence=token)
         if not self.store.open_batch(batch, taken=len(events)):
-            return self.store.load_batch(cid)
+            return None
         log.info("batch opened", conversation_id=cid, event_ids=batch.event_ids,
                  batch_id=batch.batch_id, **self._content(events))
         return batch
@@ -147,10 +149,15 @@ class ConversationService:
             return
         if batch.thread_id is None:
             batch.thread_id = self.store.thread_id(batch.conversation_id) or self._create_thread(batch)
-        # A previous attempt may have created the run although its answer was lost.
-        found = self.backend.find_run(batch.thread_id, batch.batch_id, batch.run_attempt) \
-            if batch.api_failures else None
+        # A previous attempt may have created the run although its answer was lost, or its
+        # worker died before recording it: the intent recorded below says so.
+        found = None
+        if batch.api_failures or batch.create_sent == batch.run_attempt:
+            found = self.backend.find_run(batch.thread_id, batch.batch_id, batch.run_attempt)
         if found is None:
+            batch.create_sent = batch.run_attempt
+            if not self.store.save_batch(batch):
+                return  # a newer lease holder owns the batch now
             request = RunRequest(thread_id=batch.thread_id, assistant_id=assistant_id,
                                  instructions=batch.first.instructions, batch_id=batch.batch_id,
                                  attempt=batch.run_attempt,
@@ -354,7 +361,7 @@ class ConversationService:
                      thread_id=batch.thread_id, run_id=batch.run_id, type=entry.type,
                      total_ms=entry.timings.total_ms)
         if release and events_wait:
-            self._advance_held(batch.conversation_id)
+            self._advance_held(batch.conversation_id, batch.fence)
 
     def _release(self, batch: Batch) -> None:
         """Close an answered batch and start the next one."""

@@ -13,11 +13,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
-from redis.lock import Lock
 
 from worker import keys
 from worker.batch import Batch
 from worker.events import InboundEvent
+
+# A batch write is fenced twice: by batch id (the batch is still the active one) and by the
+# lease's fencing token (no newer lease holder wrote it since). Token 0: no lease, no check.
+_FENCE = """
+local function fenced(batch_key, batch_id, token)
+  if redis.call('HGET', batch_key, 'batch_id') ~= batch_id then return false end
+  if tonumber(token) == 0 then return true end
+  if tonumber(redis.call('HGET', batch_key, 'fence') or '0') > tonumber(token) then return false end
+  redis.call('HSET', batch_key, 'fence', token)
+  return true
+end
+"""
 
 # KEYS: dedup, inbox, schedule. ARGV: conversation id, event JSON, dedup ttl, now.
 _ACCEPT = """
@@ -49,13 +60,30 @@ end
 return 0
 """
 
-# KEYS: batch, schedule. ARGV: batch id, conversation id, due. Counts a poll and schedules
-# the next one, fenced by batch id.
-_POLLED = """
-if redis.call('HGET', KEYS[1], 'batch_id') ~= ARGV[1] then return 0 end
+# KEYS: batch, schedule. ARGV: batch id, conversation id, due, token. Counts a poll and
+# schedules the next one.
+_POLLED = _FENCE + """
+if not fenced(KEYS[1], ARGV[1], ARGV[4]) then return 0 end
 redis.call('HINCRBY', KEYS[1], 'polls', 1)
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 return 1
+"""
+
+# KEYS: lock, conversation. ARGV: lease ms. Takes the conversation's lease and returns a
+# fencing token that grows with every lease taken (0 when the lease is held by another).
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], '0', 'NX', 'PX', ARGV[1]) then
+  local token = redis.call('HINCRBY', KEYS[2], 'fence', 1)
+  redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
+  return token
+end
+return 0
+"""
+
+# KEYS: lock. ARGV: token. Releases the lease only when it is still ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS: inbox, batch, active. ARGV: count taken, conversation id, created_at, then the
@@ -68,19 +96,20 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 return 1
 """
 
-# KEYS: batch. ARGV: batch id, then field/value pairs. Fenced by batch id.
-_UPDATE_BATCH = """
-if redis.call('HGET', KEYS[1], 'batch_id') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+# KEYS: batch. ARGV: batch id, token, then field/value pairs.
+_UPDATE_BATCH = _FENCE + """
+if not fenced(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 return 1
 """
 
 # KEYS: batch, outbound, schedule, inbox, active. ARGV: batch id, entry JSON, maxlen,
 # release (0/1), conversation id, next due. An empty entry only releases. Publishes at most once per batch; on release
 # the conversation is idle (off the schedule) unless events wait in its inbox.
+# ARGV[7]: the lease's token.
 # Returns: -1 stale batch, 0 already published, 1 published; +10 when released and events wait.
-_PUBLISH = """
-if redis.call('HGET', KEYS[1], 'batch_id') ~= ARGV[1] then return -1 end
+_PUBLISH = _FENCE + """
+if not fenced(KEYS[1], ARGV[1], ARGV[7]) then return -1 end
 local result = 0
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'published') ~= '1' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'data', ARGV[2])
@@ -135,6 +164,8 @@ class ConversationStore:
         self._retire = client.register_script(_RETIRE)
         self._reclaim = client.register_script(_RECLAIM)
         self._polled = client.register_script(_POLLED)
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
 
     # --- producers -------------------------------------------------------------------
     def accept(self, event: InboundEvent, dedup_ttl: int) -> bool:
@@ -174,7 +205,7 @@ class ConversationStore:
 
     def record_poll(self, batch: Batch, due: float) -> bool:
         k = [keys.batch(batch.conversation_id), keys.SCHEDULE]
-        return bool(self._polled(keys=k, args=[batch.batch_id, batch.conversation_id, due]))
+        return bool(self._polled(keys=k, args=[batch.batch_id, batch.conversation_id, due, batch.fence]))
 
     def retire_if_idle(self, conversation_id: str) -> bool:
         k = [keys.batch(conversation_id), keys.inbox(conversation_id), keys.SCHEDULE]
@@ -182,19 +213,17 @@ class ConversationStore:
 
     # --- conversation ----------------------------------------------------------------
     @contextmanager
-    def locked(self, conversation_id: str, lease_seconds: float) -> Iterator[bool]:
-        """Hold the conversation's lease; yields False (without waiting) when it is taken."""
-        lease = Lock(self.redis, keys.lock(conversation_id), timeout=lease_seconds,
-                     blocking=False, thread_local=False)
-        acquired = lease.acquire()
+    def leased(self, conversation_id: str, lease_seconds: float) -> Iterator[int]:
+        """Hold the conversation's lease; yields its fencing token, or 0 (without waiting)
+        when another worker holds it. The lease expires by itself if its holder dies."""
+        lock_key = keys.lock(conversation_id)
+        token = int(self._acquire(keys=[lock_key, keys.conversation(conversation_id)],
+                                  args=[int(lease_seconds * 1000)]))
         try:
-            yield acquired
+            yield token
         finally:
-            if acquired:
-                try:
-                    lease.release()
-                except redis.exceptions.LockError:
-                    pass  # expired meanwhile; fencing by batch id keeps writes safe
+            if token:
+                self._release(keys=[lock_key], args=[token])
 
     def thread_id(self, conversation_id: str) -> str | None:
         value = self.redis.hget(keys.conversation(conversation_id), "thread_id")
@@ -229,18 +258,19 @@ class ConversationStore:
         `published` is left alone: only the publish script sets it."""
         fields = [x for k, v in batch.to_hash().items() if k != "published" for x in (k, v)]
         k = [keys.batch(batch.conversation_id)]
-        return bool(self._update_batch(keys=k, args=[batch.batch_id, *fields]))
+        return bool(self._update_batch(keys=k, args=[batch.batch_id, batch.fence, *fields]))
 
     def clear_field(self, batch: Batch, name: str) -> None:
         """Drop one field of the active batch (fenced), leaving the rest as it is."""
         self._update_batch(keys=[keys.batch(batch.conversation_id)],
-                           args=[batch.batch_id, name, ""])
+                           args=[batch.batch_id, 0, name, ""])
 
     def publish(self, batch: Batch, entry_json: str, *, release: bool) -> tuple[bool, bool]:
         """Publish the batch's outcome once. Returns (published now, events wait)."""
         cid = batch.conversation_id
         k = [keys.batch(cid), self.outbound_stream, keys.SCHEDULE, keys.inbox(cid), keys.ACTIVE]
-        args = [batch.batch_id, entry_json, self.outbound_maxlen, int(release), cid, time.time()]
+        args = [batch.batch_id, entry_json, self.outbound_maxlen, int(release), cid, time.time(),
+                batch.fence]
         result = int(self._publish(keys=k, args=args))
         if result < 0:
             return False, False
