@@ -7,6 +7,7 @@ import json
 import sys
 
 from producers.client import Producer
+from producers.dead_letters import list_dead_letters, requeue
 from worker.events import InvalidEvent
 
 
@@ -24,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     send.add_argument("text")
     cancel = commands.add_parser("cancel", help="cancel the conversation's active batch")
     cancel.add_argument("--conversation", required=True)
+    dead = commands.add_parser("dead-letters", help="list or re-queue rejected events")
+    dead.add_argument("action", choices=["list", "requeue"])
+    dead.add_argument("ids", nargs="*", help="dead-letter ids to re-queue (default: all listed)")
+    dead.add_argument("--count", type=int, default=100)
     args = parser.parse_args(argv)
 
     producer = Producer()
@@ -31,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "cancel":
             producer.cancel_conversation(args.conversation)
             return 0
+        if args.command == "dead-letters":
+            return _dead_letters(producer, args)
         return _send(producer, args)
     except InvalidEvent as exc:
         print(f"invalid {exc.field}: {exc.reason}", file=sys.stderr)
@@ -52,6 +59,24 @@ def _send(producer: Producer, args: argparse.Namespace) -> int:
         return 2
     print(json.dumps(entry, indent=2))
     return 0 if entry["type"] == "run.completed" else 1
+
+
+def _dead_letters(producer: Producer, args: argparse.Namespace) -> int:
+    letters = list_dead_letters(producer, args.count)
+    if args.action == "list":
+        for letter in letters:
+            print(json.dumps({"id": letter.id, "reason": letter.reason, "raw": letter.raw[:500]}))
+        return 0
+    failed = 0
+    for letter in letters:
+        if args.ids and letter.id not in args.ids:
+            continue
+        try:
+            print(f"{letter.id} -> {requeue(producer, letter)}")
+        except InvalidEvent as exc:
+            failed += 1
+            print(f"{letter.id}: kept, {exc.field}: {exc.reason}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

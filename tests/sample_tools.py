@@ -39,3 +39,9 @@ def slow_lookup(seconds: float = 5.0) -> str:
     """Sleeps longer than the tests' tool timeout."""
     time.sleep(seconds)
     return "late"
+
+
+@tool
+def big_output(size: int) -> str:
+    """Returns `size` characters."""
+    return "x" * size

@@ -49,7 +49,7 @@ def test_assistant_create_and_push_tools_keep_hosted_tools(emulator: EmulatorSer
     assistant_id = created.stdout.strip()
     client = openai.OpenAI(base_url=emulator.base_url, api_key="sk-x")
     names = {t.function.name for t in client.beta.assistants.retrieve(assistant_id).tools}
-    assert names == {"add", "explode", "get_weather", "slow_lookup"}
+    assert names == {"add", "big_output", "explode", "get_weather", "slow_lookup"}
 
     pushed = _run("assistant", "push-tools", "--assistant-id", "asst_default", env=env)
     assert pushed.returncode == 0, pushed.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,8 @@ import dramatiq
 import structlog
 
 from worker.backends.base import ToolCall
+from worker.events import CONVERSATION_ID
+from worker.outcomes import rejection_entry
 from worker.service import ConversationService
 
 log = structlog.get_logger("worker.actors")
@@ -31,19 +34,52 @@ class Actors:
         self.run_tools.send(cid, batch_id, run_id, payload)
 
 
+def _conversation_id(value: Any) -> str:
+    if not isinstance(value, str) or not CONVERSATION_ID.match(value):
+        raise ValueError(f"not a conversation id: {str(value)[:80]!r}")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"not an id: {str(value)[:80]!r}")
+    return value
+
+
+def _reject_message(svc: ConversationService, actor: str, payload: Any, reason: str) -> None:
+    """A message no producer of ours could have sent: reject it once, never retry it."""
+    raw = json.dumps(payload, default=repr)[:10_000]
+    entry = rejection_entry(None, [], reason)
+    svc.store.publish_rejection(entry.to_json(), raw, reason)
+    log.warning("message rejected", actor=actor, reason=reason)
+
+
 def declare_actors(broker: dramatiq.Broker, queue: str,
                    service: Callable[[], ConversationService]) -> Actors:
     """Declare the actors on `broker`; `service` gives the process's service."""
 
-    def advance_conversations(claims: list[list[Any]]) -> None:
-        pairs = [(str(cid), float(claimed)) for cid, claimed in claims]
+    def advance_conversations(claims: Any) -> None:
         svc = service()
+        try:
+            pairs = [(_conversation_id(cid), float(claimed)) for cid, claimed in claims]
+        except (TypeError, ValueError) as exc:
+            _reject_message(svc, ADVANCE, claims, f"malformed {ADVANCE} message: {exc}")
+            return
         for (cid, claimed), current in zip(pairs, svc.store.claims_current(pairs)):
             if current:  # a duplicated or overtaken message finds its claim replaced
                 svc.advance(cid, claimed)
 
-    def run_tools(cid: str, batch_id: str, run_id: str, calls: list[dict[str, str]]) -> None:
-        service().run_tools(cid, batch_id, run_id, [ToolCall(**c) for c in calls])
+    def run_tools(cid: Any, batch_id: Any, run_id: Any, calls: Any) -> None:
+        svc = service()
+        try:
+            tool_calls = [ToolCall(id=str(c["id"]), name=str(c["name"]), arguments=str(c["arguments"]))
+                          for c in calls]
+            cid, batch_id, run_id = _conversation_id(cid), _text(batch_id), _text(run_id)
+        except (TypeError, ValueError, KeyError) as exc:
+            _reject_message(svc, RUN_TOOLS, [cid, batch_id, run_id, calls],
+                            f"malformed {RUN_TOOLS} message: {exc!r}")
+            return
+        svc.run_tools(cid, batch_id, run_id, tool_calls)
 
     options = {"broker": broker, "queue_name": queue, "max_retries": 5,
                "min_backoff": 500, "max_backoff": 30_000}

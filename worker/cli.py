@@ -49,7 +49,8 @@ def run_workers(settings: Settings) -> int:
     command = [sys.executable, "-m", "dramatiq", "worker.app",
                "--processes", str(settings.worker_processes),
                "--threads", str(settings.worker_threads),
-               "--queues", settings.worker_queue, "--skip-logging"]
+               "--queues", settings.worker_queue, "--skip-logging",
+               "--worker-shutdown-timeout", str(int(settings.worker_shutdown_seconds * 1000))]
     child = subprocess.Popen(command)
     server = start_http_server(settings, child) if settings.metrics_port else None
 

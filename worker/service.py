@@ -46,8 +46,10 @@ class ConversationService:
         self.backend = backend
         self.settings = settings
         self.dispatch_tools = dispatch_tools
-        self.tool_runner = tool_runner or ToolRunner(settings.tool_timeout_seconds)
+        self.tool_runner = tool_runner or ToolRunner(settings.tool_timeout_seconds,
+                                                     settings.tool_output_max_chars)
         self.clock = clock
+        self._rng = random.Random()  # jitter; private, so it never disturbs the global one
 
     # --- entry points ----------------------------------------------------------------
     def advance(self, conversation_id: str, claimed: float | None = None) -> None:
@@ -377,12 +379,12 @@ class ConversationService:
         if run.poll_after_ms is not None:
             return min(max(run.poll_after_ms / 1000.0, 0.05), s.poll_max_delay_seconds * 4)
         base = min(s.poll_max_delay_seconds, s.poll_initial_delay_seconds * s.poll_backoff_factor ** batch.polls)
-        return base * random.uniform(1 - s.poll_jitter, 1 + s.poll_jitter)
+        return base * self._rng.uniform(1 - s.poll_jitter, 1 + s.poll_jitter)
 
     def _backoff(self, failures: int) -> float:
         s = self.settings
         base = min(30.0, s.poll_initial_delay_seconds * 2 ** max(0, failures - 1))
-        return base * random.uniform(1 - s.poll_jitter, 1 + s.poll_jitter)
+        return base * self._rng.uniform(1 - s.poll_jitter, 1 + s.poll_jitter)
 
     def _content(self, events: list[InboundEvent]) -> dict[str, Any]:
         if self.settings.log_message_content:

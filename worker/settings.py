@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     # Runs
     worker_tool_modules: str = ""
     tool_timeout_seconds: float = Field(30.0, gt=0)
+    tool_output_max_chars: int = Field(32_000, ge=100, le=512_000)
     run_timeout_seconds: float = Field(600.0, gt=0)
     cancel_wait_seconds: float = Field(30.0, gt=0)
     include_run_steps: bool = False
@@ -54,7 +55,10 @@ class Settings(BaseSettings):
     poll_jitter: float = Field(0.1, ge=0, lt=1)
     poll_batch_size: int = Field(25, ge=1)
     scheduler_interval_seconds: float = Field(0.05, gt=0)
-    lease_seconds: float = Field(45.0, gt=0, description="claim/lock expiry of a dead worker's step")
+    lease_seconds: float = Field(45.0, gt=0, le=300,
+                                 description="claim/lease expiry: a dead worker's work comes back after this")
+    worker_shutdown_seconds: float = Field(25.0, gt=0,
+                                           description="SIGTERM: finish in-flight messages for at most this long")
 
     # Processes, logging, metrics
     worker_queue: str = "assistant"

@@ -8,6 +8,7 @@ the model (`{"error": {"type", "message"}}`), never a crashed run.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import importlib
 import inspect
 import json
@@ -97,8 +98,9 @@ class ToolRunner:
     the pool is shared and sized generously; the run continues without waiting for it.
     """
 
-    def __init__(self, timeout: float, max_workers: int = 32) -> None:
+    def __init__(self, timeout: float, max_output_chars: int = 32_000, max_workers: int = 32) -> None:
         self.timeout = timeout
+        self.max_output_chars = max_output_chars
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="tool")
 
     def run(self, calls: list[ToolCall]) -> list[ToolResult]:
@@ -113,10 +115,22 @@ class ToolRunner:
                 results.append(ToolResult(call.id, _registered_name(call.name), "timeout", _error_output(
                     "timeout", f"tool {call.name!r} did not finish within {self.timeout:g} s"),
                     time.monotonic() - started))
-        return results
+        return [truncated(r, self.max_output_chars) for r in results]
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+TRUNCATION_MARKER = "…[truncated {dropped} characters]"
+
+
+def truncated(result: ToolResult, limit: int) -> ToolResult:
+    """Cut an output longer than `limit`, ending it with a marker the model can read."""
+    if len(result.output) <= limit:
+        return result
+    marker = TRUNCATION_MARKER.format(dropped=len(result.output) - limit)
+    output = result.output[: max(0, limit - len(marker))] + marker
+    return dataclasses.replace(result, output=output)
 
 
 def _registered_name(name: str) -> str:

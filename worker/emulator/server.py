@@ -23,6 +23,12 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that died mid-request (a killed worker) is routine, not a traceback."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
     allow_reuse_address = True
     request_queue_size = 1024
 
