@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install redis-server demo test lint stack clean
+.PHONY: install redis-server demo test chaos stack clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ demo: install redis-server
 
 test: install redis-server
 	$(PY) -m pytest
+
+# The chaos test at full length (5 minutes of load, a pod SIGKILLed every 7 s).
+chaos: install redis-server
+	$(PY) -m tests.chaos --duration 300 --kill-every 7 --json chaos-results.json
 
 # A long-running local stack (emulator + worker) on the Procfile; needs Redis on REDIS_URL.
 stack: install
