@@ -163,3 +163,20 @@ def test_next_event_id_counts_requeues() -> None:
     assert next_event_id("abc") == "abc:r1"
     assert next_event_id("abc:r1") == "abc:r2"
     assert next_event_id("a:r9") == "a:r10"
+
+
+def test_a_step_that_keeps_crashing_ends_in_run_failed_internal_error(stack: Stack) -> None:
+    """A bug or an answer the worker cannot handle never loops forever on a conversation."""
+    backend = stack.runtime.service().backend
+
+    def broken(thread_id: str, run_id: str) -> Any:
+        raise RuntimeError("unexpected answer")
+
+    backend.get_run = broken  # type: ignore[method-assign]
+    event_id = stack.send("bug-1", "hello")
+    (entry,) = stack.wait_answered([event_id], timeout=30)
+    assert entry["type"] == "run.failed"
+    assert entry["error"]["code"] == "internal_error"
+    other = stack.send("bug-1", "next one")  # the conversation moved on
+    stack.wait_until_run_started("bug-1")
+    assert other

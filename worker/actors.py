@@ -65,9 +65,8 @@ def declare_actors(broker: dramatiq.Broker, queue: str,
         except (TypeError, ValueError) as exc:
             _reject_message(svc, ADVANCE, claims, f"malformed {ADVANCE} message: {exc}")
             return
-        for (cid, claimed), current in zip(pairs, svc.store.claims_current(pairs)):
-            if current:  # a duplicated or overtaken message finds its claim replaced
-                svc.advance(cid, claimed)
+        for cid, claimed in pairs:
+            svc.advance(cid, claimed)  # stops at once when the claim was replaced
 
     def run_tools(cid: Any, batch_id: Any, run_id: Any, calls: Any) -> None:
         svc = service()

@@ -15,17 +15,22 @@ RUNNING = "running"  # a run is known: poll it
 CANCELLING = "cancelling"  # answered already (cancel, timeout): wait for the API to stop the run
 
 
+# Fields kept in memory only, never written to Redis.
+TRANSIENT = frozenset({"events_json", "lease_released"})
+
+
 @dataclass
 class Batch:
     batch_id: str
     conversation_id: str
-    events: list[InboundEvent]
+    events_json: str  # the events, parsed only when needed (a poll does not need them)
     state: str = CREATING
     thread_id: str | None = None
     run_id: str | None = None
     run_attempt: int = 0  # runs started for this batch after retryable failures
     messages_appended: bool = False  # the user messages are on the thread
     api_failures: int = 0  # consecutive failed API steps
+    step_crashes: int = 0  # steps that raised something unexpected (a bug, a strange answer)
     polls: int = 0  # polls of the current run
     created_at: float = 0.0
     run_started_at: float | None = None
@@ -36,6 +41,22 @@ class Batch:
     usage: dict[str, int] = field(default_factory=dict)
     create_sent: int = -1  # the run attempt whose create request went out (reconcile first)
     fence: int = 0  # the fencing token of the lease that last wrote the batch
+    lease_released: bool = False  # the step's last write already gave the lease back
+
+    @classmethod
+    def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
+        events_json = json.dumps([e.model_dump(mode="json") for e in events])
+        batch = cls(batch_id, conversation_id, events_json, **kwargs)
+        batch.__dict__["_events"] = events
+        return batch
+
+    @property
+    def events(self) -> list[InboundEvent]:
+        cached = self.__dict__.get("_events")
+        if cached is None:
+            cached = [InboundEvent.model_validate(e) for e in json.loads(self.events_json)]
+            self.__dict__["_events"] = cached
+        return cached
 
     @property
     def event_ids(self) -> list[str]:
@@ -57,11 +78,12 @@ class Batch:
 
     def to_hash(self) -> dict[str, str]:
         out: dict[str, str] = {}
+        out["events"] = self.events_json
         for f in dataclasses.fields(self):
+            if f.name in TRANSIENT:
+                continue
             value = getattr(self, f.name)
-            if f.name == "events":
-                out[f.name] = json.dumps([e.model_dump(mode="json") for e in value])
-            elif value is None:
+            if value is None:
                 out[f.name] = ""  # written, so that a cleared field is cleared in Redis too
             elif isinstance(value, bool):
                 out[f.name] = "1" if value else "0"
@@ -74,15 +96,13 @@ class Batch:
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> Batch:
         data = {_s(k): _s(v) for k, v in raw.items()}
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"events_json": data.get("events", "[]")}
         for f in dataclasses.fields(cls):
-            if f.name not in data:
+            if f.name not in data or f.name in TRANSIENT:
                 continue
             text = data[f.name]
             if text == "" and "None" in str(f.type):
                 kwargs[f.name] = None
-            elif f.name == "events":
-                kwargs[f.name] = [InboundEvent.model_validate(e) for e in json.loads(text)]
             elif f.name == "usage":
                 kwargs[f.name] = json.loads(text)
             elif f.type in ("bool",):

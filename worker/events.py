@@ -51,7 +51,7 @@ class InboundEvent(BaseModel):
     instructions: str | None = Field(None, max_length=MAX_CONTENT_CHARS)
     metadata: dict[str, str] = Field(default_factory=dict)
     attachments: list[Attachment] = Field(default_factory=list, max_length=MAX_ATTACHMENTS)
-    sent_at: float = Field(gt=0, description="epoch seconds of the accept step")
+    sent_at: float = Field(gt=0, lt=4_102_444_800, description="epoch seconds of the accept step")
 
     @field_validator("conversation_id")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -56,4 +57,6 @@ def rejection_entry(conversation_id: str | None, event_ids: list[str], reason: s
 
 
 def _ms(seconds: float) -> int:
-    return max(0, int(round(seconds * 1000)))
+    if not math.isfinite(seconds):
+        return 0
+    return max(0, min(int(round(seconds * 1000)), 2**53))

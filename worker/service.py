@@ -35,6 +35,7 @@ from worker.tools import ToolRunner
 log = structlog.get_logger("worker.service")
 
 RETRYABLE_RUN_ERRORS = frozenset({"rate_limit_exceeded", "server_error"})
+MAX_STEP_CRASHES = 3
 ToolDispatch = Callable[[str, str, str, list[ToolCall]], None]
 
 
@@ -53,15 +54,38 @@ class ConversationService:
 
     # --- entry points ----------------------------------------------------------------
     def advance(self, conversation_id: str, claimed: float | None = None) -> None:
-        """Take the next step of a conversation that is due."""
-        with self.store.leased(conversation_id, self.settings.lease_seconds) as token:
-            if not token:
-                # Someone is working on it and will reschedule; retry soon in case they
-                # finished before our claim moved the due time.
-                if claimed is not None:
-                    self.store.reschedule_claim(conversation_id, claimed, self.clock() + 1.0)
-                return
-            self._advance_held(conversation_id, token)
+        """Take the next step of a conversation that is due (`claimed`: the schedule score
+        of the claim this call answers; a changed score means the call is stale)."""
+        step = self.store.begin_step(conversation_id, self.settings.lease_seconds, claimed,
+                                     retry_due=self.clock() + 1.0)
+        if step.token <= 0:
+            return  # stale, or another worker holds the lease (the claim comes due again)
+        batch = step.batch
+        try:
+            self._advance_held(conversation_id, step.token, batch, step.cancel_at)
+        except Exception as exc:  # noqa: BLE001 - a step must never crash-loop a conversation
+            self._step_crashed(conversation_id, step.token, exc)
+        finally:
+            if batch is None or not batch.lease_released:
+                self.store.end_step(conversation_id, step.token)
+
+    def _step_crashed(self, cid: str, token: int, exc: Exception) -> None:
+        """An unexpected error: retry the step with backoff; after MAX_STEP_CRASHES the batch
+        is answered with `run.failed` / `internal_error` so the conversation moves on."""
+        log.exception("step crashed", conversation_id=cid, error=f"{type(exc).__name__}: {exc}")
+        batch = self.store.load_batch(cid)
+        if batch is None:
+            self.store.schedule(cid, self.clock() + self._backoff(2))
+            return
+        batch.fence = token
+        batch.step_crashes += 1
+        if batch.step_crashes < MAX_STEP_CRASHES:
+            self._save_and_schedule(batch, self._backoff(batch.step_crashes + 1))
+            return
+        if batch.published:
+            self._release(batch)
+        else:
+            self._give_up(batch, "internal_error", f"the worker failed on this batch: {type(exc).__name__}")
 
     def run_tools(self, conversation_id: str, batch_id: str, run_id: str,
                   calls: list[ToolCall]) -> None:
@@ -78,11 +102,8 @@ class ConversationService:
         self._submit(batch, outputs)
 
     # --- the state machine -----------------------------------------------------------
-    def _advance_held(self, cid: str, token: int) -> None:
-        batch = self.store.load_batch(cid)
-        if batch is not None:
-            batch.fence = token
-        cancel_at = self.store.take_cancel_request(cid)
+    def _advance_held(self, cid: str, token: int, batch: Batch | None,
+                      cancel_at: float | None = None) -> None:
         if batch is not None and cancel_at is not None and not batch.published \
                 and batch.created_at <= cancel_at:
             self._cancel(batch, "cancelled", "the conversation was cancelled")
@@ -126,7 +147,7 @@ class ConversationService:
             events.append(event)
         if not events:
             return None
-        batch = Batch(batch_id=uuid.uuid4().hex, conversation_id=cid, events=events,
+        batch = Batch.new(uuid.uuid4().hex, cid, events,
                       created_at=self.clock(), thread_id=self.store.thread_id(cid), fence=token)
         if not self.store.open_batch(batch, taken=len(events)):
             return None
@@ -336,19 +357,23 @@ class ConversationService:
         log.warning("api step failed", conversation_id=batch.conversation_id, run_id=batch.run_id,
                     state=batch.state, failures=batch.api_failures, error=str(exc))
         if batch.api_failures >= self.settings.api_max_attempts and not batch.published:
-            entry = batch_entry(batch, "run.failed", error={
-                "code": "api_error", "message": f"the API failed {batch.api_failures} times: {exc}"})
-            self._publish(batch, entry, release=batch.run_id is None)
-            if batch.run_id is not None:  # a run may still be going: stop it before the next batch
-                batch.state = CANCELLING
-                batch.cancel_deadline = self.clock() + self.settings.cancel_wait_seconds
-                self._save_and_schedule(batch, self._backoff(1))
+            self._give_up(batch, "api_error", f"the API failed {batch.api_failures} times: {exc}")
             return
         if batch.api_failures >= self.settings.api_max_attempts:
             self._release(batch)  # already answered, and the API keeps failing: give up waiting
             return
         delay = max(retry_after or 0.0, self._backoff(batch.api_failures))
         self._save_and_schedule(batch, delay)
+
+    def _give_up(self, batch: Batch, code: str, message: str) -> None:
+        """Answer the batch with `run.failed`; a run that may still be going is stopped
+        before the conversation moves on."""
+        entry = batch_entry(batch, "run.failed", error={"code": code, "message": message})
+        self._publish(batch, entry, release=batch.run_id is None)
+        if batch.run_id is not None:
+            batch.state = CANCELLING
+            batch.cancel_deadline = self.clock() + self.settings.cancel_wait_seconds
+            self._save_and_schedule(batch, self._backoff(1))
 
     def _publish(self, batch: Batch, entry: Any | None, *, release: bool) -> None:
         published, events_wait = self.store.publish(batch, entry.to_json() if entry else "",
@@ -363,7 +388,7 @@ class ConversationService:
                      thread_id=batch.thread_id, run_id=batch.run_id, type=entry.type,
                      total_ms=entry.timings.total_ms)
         if release and events_wait:
-            self._advance_held(batch.conversation_id, batch.fence)
+            self._advance_held(batch.conversation_id, batch.fence, None)
 
     def _release(self, batch: Batch) -> None:
         """Close an answered batch and start the next one."""

@@ -9,8 +9,7 @@ batch id, so a step that lost its lease can never overwrite a newer batch.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from dataclasses import dataclass
 
 import redis
 
@@ -50,34 +49,34 @@ end
 return due
 """
 
-# KEYS: schedule. ARGV: conversation id, claimed score, new due. Moves a claim we still
-# own (nobody rescheduled it meanwhile) to a new due time.
-_RECLAIM = """
-if tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) == tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  return 1
-end
-return 0
-"""
-
-# KEYS: batch, schedule. ARGV: batch id, conversation id, due, token. Counts a poll and
-# schedules the next one.
+# KEYS: batch, schedule, lock. ARGV: batch id, conversation id, due, token. Counts a poll,
+# schedules the next one and gives the lease back: a poll step's only write.
 _POLLED = _FENCE + """
+if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
 if not fenced(KEYS[1], ARGV[1], ARGV[4]) then return 0 end
 redis.call('HINCRBY', KEYS[1], 'polls', 1)
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 return 1
 """
 
-# KEYS: lock, conversation. ARGV: lease ms. Takes the conversation's lease and returns a
-# fencing token that grows with every lease taken (0 when the lease is held by another).
-_ACQUIRE = """
-if redis.call('SET', KEYS[1], '0', 'NX', 'PX', ARGV[1]) then
-  local token = redis.call('HINCRBY', KEYS[2], 'fence', 1)
-  redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-  return token
+# KEYS: schedule, lock, conversation, batch, cancel request. ARGV: conversation id, claimed
+# score ('' when not called from a claim), lease ms, retry due. The start of every step, in
+# one round trip: checks the claim is still the schedule's (a duplicated or overtaken
+# message stops here: -1), takes the lease (busy: 0, and the claim comes due again soon),
+# then returns the token, the batch and the pending cancel request.
+_BEGIN = """
+if ARGV[2] ~= '' and tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) ~= tonumber(ARGV[2]) then
+  return {-1}
 end
-return 0
+if not redis.call('SET', KEYS[2], '0', 'NX', 'PX', ARGV[3]) then
+  if ARGV[2] ~= '' then redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1]) end
+  return {0}
+end
+local token = redis.call('HINCRBY', KEYS[3], 'fence', 1)
+redis.call('SET', KEYS[2], token, 'PX', ARGV[3])
+local cancel = redis.call('GET', KEYS[5])
+if cancel then redis.call('DEL', KEYS[5]) end
+return {token, redis.call('HGETALL', KEYS[4]), cancel}
 """
 
 # KEYS: lock. ARGV: token. Releases the lease only when it is still ours.
@@ -148,6 +147,16 @@ return 1
 """
 
 
+@dataclass(frozen=True)
+class Step:
+    """The start of a step: the lease's token (0: held elsewhere, -1: stale claim), the
+    conversation's batch and its pending cancel request."""
+
+    token: int
+    batch: Batch | None
+    cancel_at: float | None
+
+
 class ConversationStore:
     def __init__(self, client: redis.Redis, *, outbound_stream: str, outbound_maxlen: int,
                  dead_letter_maxlen: int = 100_000) -> None:
@@ -162,9 +171,8 @@ class ConversationStore:
         self._publish = client.register_script(_PUBLISH)
         self._reject_head = client.register_script(_REJECT_HEAD)
         self._retire = client.register_script(_RETIRE)
-        self._reclaim = client.register_script(_RECLAIM)
         self._polled = client.register_script(_POLLED)
-        self._acquire = client.register_script(_ACQUIRE)
+        self._begin = client.register_script(_BEGIN)
         self._release = client.register_script(_RELEASE)
 
     # --- producers -------------------------------------------------------------------
@@ -191,39 +199,36 @@ class ConversationStore:
     def schedule(self, conversation_id: str, due: float) -> None:
         self.redis.zadd(keys.SCHEDULE, {conversation_id: due})
 
-    def claims_current(self, claims: list[tuple[str, float]]) -> list[bool]:
-        """Whether each (conversation, claimed score) is still the schedule's entry: a
-        duplicated or overtaken message finds it changed and stops."""
-        pipe = self.redis.pipeline(transaction=False)
-        for cid, _ in claims:
-            pipe.zscore(keys.SCHEDULE, cid)
-        return [score is not None and float(score) == claimed
-                for score, (_, claimed) in zip(pipe.execute(), claims)]
-
-    def reschedule_claim(self, conversation_id: str, claimed: float, due: float) -> bool:
-        return bool(self._reclaim(keys=[keys.SCHEDULE], args=[conversation_id, claimed, due]))
-
     def record_poll(self, batch: Batch, due: float) -> bool:
-        k = [keys.batch(batch.conversation_id), keys.SCHEDULE]
-        return bool(self._polled(keys=k, args=[batch.batch_id, batch.conversation_id, due, batch.fence]))
+        """Count a poll, schedule the next and give the lease back, in one round trip."""
+        cid = batch.conversation_id
+        k = [keys.batch(cid), keys.SCHEDULE, keys.lock(cid)]
+        batch.lease_released = True
+        return bool(self._polled(keys=k, args=[batch.batch_id, cid, due, batch.fence]))
 
     def retire_if_idle(self, conversation_id: str) -> bool:
         k = [keys.batch(conversation_id), keys.inbox(conversation_id), keys.SCHEDULE]
         return bool(self._retire(keys=k, args=[conversation_id]))
 
     # --- conversation ----------------------------------------------------------------
-    @contextmanager
-    def leased(self, conversation_id: str, lease_seconds: float) -> Iterator[int]:
-        """Hold the conversation's lease; yields its fencing token, or 0 (without waiting)
-        when another worker holds it. The lease expires by itself if its holder dies."""
-        lock_key = keys.lock(conversation_id)
-        token = int(self._acquire(keys=[lock_key, keys.conversation(conversation_id)],
-                                  args=[int(lease_seconds * 1000)]))
-        try:
-            yield token
-        finally:
-            if token:
-                self._release(keys=[lock_key], args=[token])
+    def begin_step(self, conversation_id: str, lease_seconds: float, claimed: float | None,
+                   retry_due: float) -> Step:
+        cid = conversation_id
+        k = [keys.SCHEDULE, keys.lock(cid), keys.conversation(cid), keys.batch(cid),
+             keys.cancel_request(cid)]
+        reply = self._begin(keys=k, args=[cid, "" if claimed is None else claimed,
+                                          int(lease_seconds * 1000), retry_due])
+        token = int(reply[0])
+        if token <= 0:
+            return Step(token, None, None)
+        flat = reply[1]
+        batch = Batch.from_hash(dict(zip(flat[::2], flat[1::2]))) if flat else None
+        if batch is not None:
+            batch.fence = token
+        return Step(token, batch, float(reply[2]) if reply[2] else None)
+
+    def end_step(self, conversation_id: str, token: int) -> None:
+        self._release(keys=[keys.lock(conversation_id)], args=[token])
 
     def thread_id(self, conversation_id: str) -> str | None:
         value = self.redis.hget(keys.conversation(conversation_id), "thread_id")
@@ -231,10 +236,6 @@ class ConversationStore:
 
     def set_thread_id(self, conversation_id: str, thread_id: str) -> None:
         self.redis.hset(keys.conversation(conversation_id), "thread_id", thread_id)
-
-    def take_cancel_request(self, conversation_id: str) -> float | None:
-        value = self.redis.getdel(keys.cancel_request(conversation_id))
-        return float(value) if value else None
 
     def peek_inbox(self, conversation_id: str, count: int) -> list[bytes]:
         return self.redis.lrange(keys.inbox(conversation_id), 0, count - 1)

@@ -82,6 +82,7 @@ class App:
             return [
                 {"id": run.id, "thread_id": run.thread_id, "status": run.status, "created_at": run.created_at,
                  "started_at": run.started_at, "finished_at": run.finished_at, "polls": run.polls,
+                 "last_polled_at": run.last_polled_at,
                  "history": [[status, at] for status, at in run.history]}
                 for run in store.runs.values()
             ]

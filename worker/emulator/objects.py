@@ -107,6 +107,7 @@ class Run:
     finished_at: float | None = None  # last time it reached requires_action or a final status
     history: list[tuple[str, float]] = field(default_factory=list)
     polls: int = 0
+    last_polled_at: float | None = None  # time of the most recent getRun
     seq: int = 0  # position in the thread's run list
 
     @property

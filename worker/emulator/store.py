@@ -213,6 +213,7 @@ class Store:
             raise not_found("run", run_id, "run_id")
         if poll:
             run.polls += 1
+            run.last_polled_at = now
         return run
 
     def list_runs(self, thread_id: str, query: Mapping[str, str], now: float) -> tuple[list[Run], bool]:
