@@ -12,6 +12,7 @@ import redis
 
 from producers.client import Producer
 from tests.conftest import wait_until
+from worker.batch import Batch
 from worker.emulator import EmulatorConfig, EmulatorServer
 from worker.logs import configure_logging
 from worker.runtime import Runtime, build_runtime
@@ -19,6 +20,7 @@ from worker.settings import Settings
 
 FAST = {
     "poll_initial_delay_seconds": 0.05,
+    "poll_min_delay_seconds": 0.02,
     "poll_max_delay_seconds": 0.3,
     "scheduler_interval_seconds": 0.01,
     "api_timeout_seconds": 5.0,
@@ -64,8 +66,13 @@ class Stack:
         answered = self.answered()
         return [answered[e][0] for e in event_ids]
 
+    def run_id(self, conversation_id: str) -> str | None:
+        """The run of the conversation's active batch, if it has one yet."""
+        raw = self.redis.hgetall(f"aw:batch:{conversation_id}")
+        return Batch.from_hash(raw).run_id if raw else None
+
     def wait_until_run_started(self, conversation_id: str, timeout: float = 10.0) -> None:
-        wait_until(lambda: self.redis.hget(f"aw:batch:{conversation_id}", "run_id"), timeout,
+        wait_until(lambda: self.run_id(conversation_id), timeout,
                    what=f"a run for {conversation_id}")
 
     def wait_idle(self, timeout: float = 20.0) -> None:

@@ -68,10 +68,7 @@ def send_many(stack: Stack, conversations: int, per_conversation: int) -> dict[s
 
 
 def _busy_or_answered(stack: Stack, sent: dict[str, list[str]]) -> int:
-    pipe = stack.redis.pipeline(transaction=False)
-    for cid in sent:
-        pipe.hget(f"aw:batch:{cid}", "run_id")
-    running = sum(1 for run_id in pipe.execute() if run_id)
+    running = sum(1 for cid in sent if stack.run_id(cid))
     return running + len({e["conversation_id"] for e in stack.entries()})
 
 

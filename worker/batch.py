@@ -16,7 +16,7 @@ CANCELLING = "cancelling"  # answered already (cancel, timeout): wait for the AP
 
 
 # Fields kept in memory only, never written to Redis.
-TRANSIENT = frozenset({"events_json", "lease_released"})
+TRANSIENT = frozenset({"events_json", "lease_released", "fresh"})
 
 
 @dataclass
@@ -31,7 +31,9 @@ class Batch:
     messages_appended: bool = False  # the user messages are on the thread
     api_failures: int = 0  # consecutive failed API steps
     step_crashes: int = 0  # steps that raised something unexpected (a bug, a strange answer)
-    polls: int = 0  # polls of the current run
+    polls: int = 0  # polls of the current phase
+    phase_started_at: float | None = None  # run start, or the last tool submission
+    polled_at: float | None = None  # the last poll
     created_at: float = 0.0
     run_started_at: float | None = None
     published: bool = False
@@ -42,6 +44,7 @@ class Batch:
     create_sent: int = -1  # the run attempt whose create request went out (reconcile first)
     fence: int = 0  # the fencing token of the lease that last wrote the batch
     lease_released: bool = False  # the step's last write already gave the lease back
+    fresh: bool = False  # opened by the current step (nothing of it can have reached the API)
 
     @classmethod
     def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
@@ -77,43 +80,49 @@ class Batch:
                 self.usage[key] = self.usage.get(key, 0) + value
 
     def to_hash(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        out["events"] = self.events_json
-        for f in dataclasses.fields(self):
-            if f.name in TRANSIENT:
-                continue
-            value = getattr(self, f.name)
-            if value is None:
-                out[f.name] = ""  # written, so that a cleared field is cleared in Redis too
-            elif isinstance(value, bool):
-                out[f.name] = "1" if value else "0"
-            elif isinstance(value, dict):
-                out[f.name] = json.dumps(value)
-            else:
-                out[f.name] = str(value)
+        """The Redis form: the fields Lua scripts read or write on their own, and one JSON
+        document with the rest (one argument to send instead of dozens)."""
+        out = {name: _encode(getattr(self, name)) for name in HASH_FIELDS}
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in HASH_FIELDS and f.name not in TRANSIENT}
+        data["events"] = self.events_json
+        out["data"] = json.dumps(data)
         return out
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> Batch:
-        data = {_s(k): _s(v) for k, v in raw.items()}
-        kwargs: dict[str, Any] = {"events_json": data.get("events", "[]")}
-        for f in dataclasses.fields(cls):
-            if f.name not in data or f.name in TRANSIENT:
-                continue
-            text = data[f.name]
-            if text == "" and "None" in str(f.type):
-                kwargs[f.name] = None
-            elif f.name == "usage":
-                kwargs[f.name] = json.loads(text)
-            elif f.type in ("bool",):
-                kwargs[f.name] = text == "1"
-            elif f.type in ("int",):
-                kwargs[f.name] = int(text)
-            elif f.type in ("float", "float | None"):
-                kwargs[f.name] = float(text)
-            else:
-                kwargs[f.name] = text
+        fields = {_s(k): _s(v) for k, v in raw.items()}
+        data = json.loads(fields.get("data") or "{}")
+        kwargs: dict[str, Any] = {"events_json": data.pop("events", "[]")}
+        kwargs.update(data)
+        for name, kind in HASH_FIELDS.items():
+            if name in fields:
+                kwargs[name] = _decode(fields[name], kind)
         return cls(**kwargs)
+
+
+# Fields kept as hash fields of their own (read or written by Lua scripts, or by steps that
+# run without the lease), with their types.
+HASH_FIELDS: dict[str, type] = {
+    "batch_id": str, "fence": int, "published": bool, "polls": int, "polled_at": float,
+    "tools_key": str, "phase_started_at": float,
+}
+
+
+def _encode(value: Any) -> str:
+    if value is None:
+        return ""  # written, so that a cleared field is cleared in Redis too
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)
+
+
+def _decode(text: str, kind: type) -> Any:
+    if kind is bool:
+        return text == "1"
+    if text == "":
+        return 0 if kind is int else None
+    return kind(text)
 
 
 def _s(value: bytes | str) -> str:

@@ -70,6 +70,13 @@ class Runtime:
                                        self.settings.tool_output_max_chars))
         return self._service
 
+    def close(self) -> None:
+        """Close the API connections of this process (Dramatiq's broker is closed by its owner)."""
+        if self._service is not None:
+            self._service.backend.close()
+            self._service.tool_runner.shutdown()
+            self._service = None
+
     def scheduler(self) -> Scheduler:
         s = self.settings
         return Scheduler(self.store, self.actors.dispatch_claims, chunk_size=s.poll_batch_size,
@@ -80,7 +87,7 @@ def build_runtime(settings: Settings) -> Runtime:
     load_tool_modules(settings.tool_modules)
     broker = make_broker(settings)
     runtime = Runtime(settings=settings, broker=broker, store=make_store(settings))
-    broker.add_middleware(SchedulerMiddleware(runtime.scheduler))
+    broker.add_middleware(SchedulerMiddleware(runtime.scheduler, on_shutdown=runtime.close))
     runtime.actors = declare_actors(broker, settings.worker_queue, runtime.service)
     dramatiq.set_broker(broker)
     return runtime

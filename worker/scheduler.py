@@ -59,8 +59,10 @@ class Scheduler:
 class SchedulerMiddleware(dramatiq.Middleware):
     """Runs a Scheduler thread for as long as the Dramatiq worker of this process runs."""
 
-    def __init__(self, make_scheduler: Callable[[], Scheduler]) -> None:
+    def __init__(self, make_scheduler: Callable[[], Scheduler],
+                 on_shutdown: Callable[[], None] | None = None) -> None:
         self.make_scheduler = make_scheduler
+        self.on_shutdown = on_shutdown
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -75,3 +77,7 @@ class SchedulerMiddleware(dramatiq.Middleware):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()

@@ -28,6 +28,7 @@ from worker.batch import CANCELLING, CREATING, RUNNING, Batch
 from worker.errors import InvalidRequestError, PermanentApiError, ThreadBusyError, TransientApiError
 from worker.events import InboundEvent, InvalidEvent
 from worker.outcomes import STATUS_TYPES, batch_entry, rejection_entry
+from worker.polling import PollPlanner
 from worker.settings import Settings
 from worker.store import ConversationStore
 from worker.tools import ToolRunner
@@ -51,18 +52,21 @@ class ConversationService:
                                                      settings.tool_output_max_chars)
         self.clock = clock
         self._rng = random.Random()  # jitter; private, so it never disturbs the global one
+        self.planner = PollPlanner(settings, self._rng)
 
     # --- entry points ----------------------------------------------------------------
     def advance(self, conversation_id: str, claimed: float | None = None) -> None:
         """Take the next step of a conversation that is due (`claimed`: the schedule score
         of the claim this call answers; a changed score means the call is stale)."""
         step = self.store.begin_step(conversation_id, self.settings.lease_seconds, claimed,
-                                     retry_due=self.clock() + 1.0)
+                                     retry_due=self.clock() + 1.0,
+                                     inbox_head=self.settings.max_batch_events)
         if step.token <= 0:
             return  # stale, or another worker holds the lease (the claim comes due again)
         batch = step.batch
         try:
-            self._advance_held(conversation_id, step.token, batch, step.cancel_at)
+            self._advance_held(conversation_id, step.token, batch, step.cancel_at,
+                               step.inbox_head, step.thread_id)
         except Exception as exc:  # noqa: BLE001 - a step must never crash-loop a conversation
             self._step_crashed(conversation_id, step.token, exc)
         finally:
@@ -103,13 +107,15 @@ class ConversationService:
 
     # --- the state machine -----------------------------------------------------------
     def _advance_held(self, cid: str, token: int, batch: Batch | None,
-                      cancel_at: float | None = None) -> None:
+                      cancel_at: float | None = None, inbox_head: list[bytes] | None = None,
+                      thread_id: str | None = None) -> None:
         if batch is not None and cancel_at is not None and not batch.published \
                 and batch.created_at <= cancel_at:
             self._cancel(batch, "cancelled", "the conversation was cancelled")
             return
         while batch is None:
-            batch = self._open_next_batch(cid, token)
+            batch = self._open_next_batch(cid, token, inbox_head, thread_id)
+            inbox_head = None
             if batch is None:
                 if not self.store.retire_if_idle(cid):
                     self.store.schedule(cid, self.clock())  # an event arrived meanwhile
@@ -130,9 +136,13 @@ class ConversationService:
             self._poll(batch)
 
     # --- opening a batch -------------------------------------------------------------
-    def _open_next_batch(self, cid: str, token: int) -> Batch | None:
+    def _open_next_batch(self, cid: str, token: int, inbox_head: list[bytes] | None,
+                         thread_id: str | None) -> Batch | None:
         events: list[InboundEvent] = []
-        for raw in self.store.peek_inbox(cid, self.settings.max_batch_events):
+        if inbox_head is None:
+            inbox_head = self.store.peek_inbox(cid, self.settings.max_batch_events)
+            thread_id = self.store.thread_id(cid)
+        for raw in inbox_head:
             try:
                 event = InboundEvent.parse(raw)
                 if event.conversation_id != cid:
@@ -147,11 +157,11 @@ class ConversationService:
             events.append(event)
         if not events:
             return None
-        batch = Batch.new(uuid.uuid4().hex, cid, events,
-                      created_at=self.clock(), thread_id=self.store.thread_id(cid), fence=token)
+        batch = Batch.new(uuid.uuid4().hex, cid, events, created_at=self.clock(),
+                          thread_id=thread_id, fence=token, create_sent=0, fresh=True)
         if not self.store.open_batch(batch, taken=len(events)):
             return None
-        log.info("batch opened", conversation_id=cid, event_ids=batch.event_ids,
+        log.debug("batch opened", conversation_id=cid, event_ids=batch.event_ids,
                  batch_id=batch.batch_id, **self._content(events))
         return batch
 
@@ -170,16 +180,22 @@ class ConversationService:
         if not assistant_id:
             self._reject_batch(batch, "no assistant_id on the event and ASSISTANT_ID is not set")
             return
-        if batch.thread_id is None:
-            batch.thread_id = self.store.thread_id(batch.conversation_id) or self._create_thread(batch)
+        new_thread = batch.thread_id is None
+        if new_thread:
+            # A worker that died between creating a thread and recording it leaves that
+            # thread unused: harmless, and no message was appended to it.
+            batch.thread_id = self._create_thread(batch)
         # A previous attempt may have created the run although its answer was lost, or its
         # worker died before recording it: the intent recorded below says so.
         found = None
-        if batch.api_failures or batch.create_sent == batch.run_attempt:
+        if batch.api_failures or (batch.create_sent == batch.run_attempt and not batch.fresh):
             found = self.backend.find_run(batch.thread_id, batch.batch_id, batch.run_attempt)
         if found is None:
+            # Record the intent before the call. A batch opened by this very step already
+            # carries it (written with the batch), unless a thread had to be created first.
+            already_recorded = batch.create_sent == batch.run_attempt and batch.fresh
             batch.create_sent = batch.run_attempt
-            if not self.store.save_batch(batch):
+            if (new_thread or not already_recorded) and not self.store.save_batch(batch):
                 return  # a newer lease holder owns the batch now
             request = RunRequest(thread_id=batch.thread_id, assistant_id=assistant_id,
                                  instructions=batch.first.instructions, batch_id=batch.batch_id,
@@ -198,7 +214,6 @@ class ConversationService:
 
     def _create_thread(self, batch: Batch) -> str:
         thread_id = self.backend.create_thread(batch.conversation_id)
-        self.store.set_thread_id(batch.conversation_id, thread_id)
         log.info("thread created", conversation_id=batch.conversation_id, thread_id=thread_id)
         return thread_id
 
@@ -224,6 +239,7 @@ class ConversationService:
         batch.api_failures = 0
         batch.polls = 0
         batch.run_started_at = batch.run_started_at or self.clock()
+        batch.phase_started_at, batch.polled_at = self.clock(), None
         log.info("run created", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
                  thread_id=batch.thread_id, run_id=run.id, attempt=batch.run_attempt)
         if run.terminal or run.status == "requires_action":
@@ -242,6 +258,8 @@ class ConversationService:
 
     def _on_run_state(self, batch: Batch, run: RunState, failures_before: int = 0) -> None:
         log.debug("polled", conversation_id=batch.conversation_id, run_id=run.id, status=run.status)
+        if (run.terminal or run.status == "requires_action") and batch.phase_started_at:
+            self.planner.observe(self._phase_end_estimate(batch) - batch.phase_started_at)
         if run.terminal:
             self._finish(batch, run)
             return
@@ -257,7 +275,8 @@ class ConversationService:
         if failures_before:
             self._save_and_schedule(batch, delay)
         else:
-            self.store.record_poll(batch, self.clock() + delay)
+            now = self.clock()
+            self.store.record_poll(batch, now, now + delay)
 
     def _requires_action(self, batch: Batch, run: RunState) -> None:
         key = f"{run.id}:{','.join(sorted(c.id for c in run.tool_calls))}"
@@ -272,17 +291,20 @@ class ConversationService:
 
     def _submit(self, batch: Batch, outputs: list[dict[str, str]]) -> None:
         assert batch.thread_id is not None and batch.run_id is not None
+        now = self.clock()
         try:
             self.backend.submit_tool_outputs(batch.thread_id, batch.run_id, outputs)
             log.info("tool outputs submitted", conversation_id=batch.conversation_id,
                      run_id=batch.run_id, outputs=len(outputs))
+            fields = {"phase_started_at": str(now), "polls": "0", "polled_at": ""}
         except (TransientApiError, PermanentApiError) as exc:
             # Either it went through after all, or the run moved on (expired, cancelled):
             # the next poll tells, and re-dispatches the tools if still required.
-            self.store.clear_field(batch, "tools_key")  # not a whole save: we hold no lease
             log.warning("tool output submission failed", conversation_id=batch.conversation_id,
                         run_id=batch.run_id, error=str(exc))
-        self.store.schedule(batch.conversation_id, self.clock() + self.settings.poll_initial_delay_seconds)
+            fields = {"tools_key": ""}
+        # Some fields only, not a whole save: tools run without the lease.
+        self.store.set_fields(batch, fields, due=now + self.planner.next_delay(0.0, 0))
 
     # --- endings ---------------------------------------------------------------------
     def _finish(self, batch: Batch, run: RunState) -> None:
@@ -396,15 +418,17 @@ class ConversationService:
 
     # --- timing ----------------------------------------------------------------------
     def _save_and_schedule(self, batch: Batch, delay: float) -> None:
-        if self.store.save_batch(batch):
-            self.store.schedule(batch.conversation_id, self.clock() + delay)
+        """The last write of a step: progress, next due time and the lease, in one go."""
+        self.store.save_batch(batch, due=self.clock() + delay, release=True)
+
+    def _phase_end_estimate(self, batch: Batch) -> float:
+        """The phase ended between the previous poll and this one: take the middle."""
+        now = self.clock()
+        return (now + batch.polled_at) / 2 if batch.polled_at else now
 
     def _poll_delay(self, batch: Batch, run: RunState) -> float:
-        s = self.settings
-        if run.poll_after_ms is not None:
-            return min(max(run.poll_after_ms / 1000.0, 0.05), s.poll_max_delay_seconds * 4)
-        base = min(s.poll_max_delay_seconds, s.poll_initial_delay_seconds * s.poll_backoff_factor ** batch.polls)
-        return base * self._rng.uniform(1 - s.poll_jitter, 1 + s.poll_jitter)
+        elapsed = self.clock() - (batch.phase_started_at or batch.run_started_at or self.clock())
+        return self.planner.next_delay(elapsed, batch.polls, run.poll_after_ms)
 
     def _backoff(self, failures: int) -> float:
         s = self.settings

@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     # Polling
     poll_initial_delay_seconds: float = Field(0.5, gt=0)
     poll_max_delay_seconds: float = Field(2.0, gt=0)
+    poll_min_delay_seconds: float = Field(0.1, gt=0)
     poll_backoff_factor: float = Field(1.5, ge=1)
-    poll_jitter: float = Field(0.1, ge=0, lt=1)
+    poll_jitter: float = Field(0.05, ge=0, lt=1)
     poll_batch_size: int = Field(25, ge=1)
     scheduler_interval_seconds: float = Field(0.05, gt=0)
     lease_seconds: float = Field(45.0, gt=0, le=300,
@@ -71,8 +72,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> Settings:
-        if self.poll_max_delay_seconds < self.poll_initial_delay_seconds:
-            raise ValueError("POLL_MAX_DELAY_SECONDS must be >= POLL_INITIAL_DELAY_SECONDS")
+        if not self.poll_min_delay_seconds <= self.poll_initial_delay_seconds <= self.poll_max_delay_seconds:
+            raise ValueError("POLL_MIN_DELAY_SECONDS <= POLL_INITIAL_DELAY_SECONDS <= "
+                             "POLL_MAX_DELAY_SECONDS must hold")
         return self
 
     @property

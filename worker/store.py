@@ -49,21 +49,23 @@ end
 return due
 """
 
-# KEYS: batch, schedule, lock. ARGV: batch id, conversation id, due, token. Counts a poll,
-# schedules the next one and gives the lease back: a poll step's only write.
+# KEYS: batch, schedule, lock. ARGV: batch id, conversation id, due, token, now. Counts a
+# poll, schedules the next one and gives the lease back: a poll step's only write.
 _POLLED = _FENCE + """
 if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
 if not fenced(KEYS[1], ARGV[1], ARGV[4]) then return 0 end
 redis.call('HINCRBY', KEYS[1], 'polls', 1)
+redis.call('HSET', KEYS[1], 'polled_at', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 return 1
 """
 
-# KEYS: schedule, lock, conversation, batch, cancel request. ARGV: conversation id, claimed
-# score ('' when not called from a claim), lease ms, retry due. The start of every step, in
-# one round trip: checks the claim is still the schedule's (a duplicated or overtaken
-# message stops here: -1), takes the lease (busy: 0, and the claim comes due again soon),
-# then returns the token, the batch and the pending cancel request.
+# KEYS: schedule, lock, conversation, batch, cancel request, inbox. ARGV: conversation id,
+# claimed score ('' when not called from a claim), lease ms, retry due, inbox head size.
+# The start of every step, in one round trip: checks the claim is still the schedule's (a
+# duplicated or overtaken message stops here: -1), takes the lease (busy: 0, and the claim
+# comes due again soon), then returns the token, the batch, the pending cancel request and,
+# when no batch is open, the head of the inbox and the thread id.
 _BEGIN = """
 if ARGV[2] ~= '' and tonumber(redis.call('ZSCORE', KEYS[1], ARGV[1])) ~= tonumber(ARGV[2]) then
   return {-1}
@@ -76,7 +78,10 @@ local token = redis.call('HINCRBY', KEYS[3], 'fence', 1)
 redis.call('SET', KEYS[2], token, 'PX', ARGV[3])
 local cancel = redis.call('GET', KEYS[5])
 if cancel then redis.call('DEL', KEYS[5]) end
-return {token, redis.call('HGETALL', KEYS[4]), cancel}
+local batch = redis.call('HGETALL', KEYS[4])
+if #batch > 0 then return {token, batch, cancel} end
+return {token, batch, cancel, redis.call('LRANGE', KEYS[6], 0, ARGV[5] - 1),
+        redis.call('HGET', KEYS[3], 'thread_id')}
 """
 
 # KEYS: lock. ARGV: token. Releases the lease only when it is still ours.
@@ -95,17 +100,23 @@ redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
 return 1
 """
 
-# KEYS: batch. ARGV: batch id, token, then field/value pairs.
+# KEYS: batch, schedule, lock, conversation. ARGV: batch id, token, due ('' for none),
+# release (0/1), conversation id, thread id ('' for none), then field/value pairs. Writes the
+# batch's progress and, in the same round trip, its next due time, the conversation's thread
+# id and the lease's release.
 _UPDATE_BATCH = _FENCE + """
+if ARGV[4] == '1' and redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
 if not fenced(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+if ARGV[3] ~= '' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'thread_id', ARGV[6]) end
 return 1
 """
 
 # KEYS: batch, outbound, schedule, inbox, active. ARGV: batch id, entry JSON, maxlen,
 # release (0/1), conversation id, next due. An empty entry only releases. Publishes at most once per batch; on release
 # the conversation is idle (off the schedule) unless events wait in its inbox.
-# ARGV[7]: the lease's token.
+# ARGV[7]: the lease's token; KEYS[6]: the lease, given back when the conversation goes idle.
 # Returns: -1 stale batch, 0 already published, 1 published; +10 when released and events wait.
 _PUBLISH = _FENCE + """
 if not fenced(KEYS[1], ARGV[1], ARGV[7]) then return -1 end
@@ -120,6 +131,7 @@ if ARGV[4] == '1' then
   redis.call('ZREM', KEYS[5], ARGV[5])
   if redis.call('LLEN', KEYS[4]) == 0 then
     redis.call('ZREM', KEYS[3], ARGV[5])
+    if redis.call('GET', KEYS[6]) == ARGV[7] then redis.call('DEL', KEYS[6]) end
   else
     redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5])
     result = result + 10
@@ -155,6 +167,8 @@ class Step:
     token: int
     batch: Batch | None
     cancel_at: float | None
+    inbox_head: list[bytes] | None = None  # when no batch is open
+    thread_id: str | None = None  # when no batch is open
 
 
 class ConversationStore:
@@ -199,12 +213,12 @@ class ConversationStore:
     def schedule(self, conversation_id: str, due: float) -> None:
         self.redis.zadd(keys.SCHEDULE, {conversation_id: due})
 
-    def record_poll(self, batch: Batch, due: float) -> bool:
+    def record_poll(self, batch: Batch, now: float, due: float) -> bool:
         """Count a poll, schedule the next and give the lease back, in one round trip."""
         cid = batch.conversation_id
         k = [keys.batch(cid), keys.SCHEDULE, keys.lock(cid)]
         batch.lease_released = True
-        return bool(self._polled(keys=k, args=[batch.batch_id, cid, due, batch.fence]))
+        return bool(self._polled(keys=k, args=[batch.batch_id, cid, due, batch.fence, now]))
 
     def retire_if_idle(self, conversation_id: str) -> bool:
         k = [keys.batch(conversation_id), keys.inbox(conversation_id), keys.SCHEDULE]
@@ -212,20 +226,23 @@ class ConversationStore:
 
     # --- conversation ----------------------------------------------------------------
     def begin_step(self, conversation_id: str, lease_seconds: float, claimed: float | None,
-                   retry_due: float) -> Step:
+                   retry_due: float, inbox_head: int) -> Step:
         cid = conversation_id
         k = [keys.SCHEDULE, keys.lock(cid), keys.conversation(cid), keys.batch(cid),
-             keys.cancel_request(cid)]
+             keys.cancel_request(cid), keys.inbox(cid)]
         reply = self._begin(keys=k, args=[cid, "" if claimed is None else claimed,
-                                          int(lease_seconds * 1000), retry_due])
+                                          int(lease_seconds * 1000), retry_due, inbox_head])
         token = int(reply[0])
         if token <= 0:
             return Step(token, None, None)
         flat = reply[1]
-        batch = Batch.from_hash(dict(zip(flat[::2], flat[1::2]))) if flat else None
-        if batch is not None:
-            batch.fence = token
-        return Step(token, batch, float(reply[2]) if reply[2] else None)
+        cancel_at = float(reply[2]) if reply[2] else None
+        if not flat:
+            thread_id = reply[4].decode() if reply[4] else None
+            return Step(token, None, cancel_at, list(reply[3]), thread_id)
+        batch = Batch.from_hash(dict(zip(flat[::2], flat[1::2])))
+        batch.fence = token
+        return Step(token, batch, cancel_at)
 
     def end_step(self, conversation_id: str, token: int) -> None:
         self._release(keys=[keys.lock(conversation_id)], args=[token])
@@ -233,9 +250,6 @@ class ConversationStore:
     def thread_id(self, conversation_id: str) -> str | None:
         value = self.redis.hget(keys.conversation(conversation_id), "thread_id")
         return value.decode() if value else None
-
-    def set_thread_id(self, conversation_id: str, thread_id: str) -> None:
-        self.redis.hset(keys.conversation(conversation_id), "thread_id", thread_id)
 
     def peek_inbox(self, conversation_id: str, count: int) -> list[bytes]:
         return self.redis.lrange(keys.inbox(conversation_id), 0, count - 1)
@@ -254,28 +268,40 @@ class ConversationStore:
         k = [keys.inbox(cid), keys.batch(cid), keys.ACTIVE]
         return bool(self._open_batch(keys=k, args=[taken, cid, batch.created_at, *fields]))
 
-    def save_batch(self, batch: Batch) -> bool:
-        """Write the batch's progress; False when it is no longer the active batch.
-        `published` is left alone: only the publish script sets it."""
+    def save_batch(self, batch: Batch, *, due: float | None = None, release: bool = False) -> bool:
+        """Write the batch's progress (and its next due time, the lease's release, and the
+        batch's thread as the conversation's thread); False when it is no longer the active
+        batch or a newer lease wrote it. `published` is left alone: only publish sets it."""
+        cid = batch.conversation_id
         fields = [x for k, v in batch.to_hash().items() if k != "published" for x in (k, v)]
-        k = [keys.batch(batch.conversation_id)]
-        return bool(self._update_batch(keys=k, args=[batch.batch_id, batch.fence, *fields]))
+        k = [keys.batch(cid), keys.SCHEDULE, keys.lock(cid), keys.conversation(cid)]
+        args = [batch.batch_id, batch.fence, "" if due is None else due, int(release), cid,
+                batch.thread_id or "", *fields]
+        if release:
+            batch.lease_released = True
+        return bool(self._update_batch(keys=k, args=args))
 
-    def clear_field(self, batch: Batch, name: str) -> None:
-        """Drop one field of the active batch (fenced), leaving the rest as it is."""
-        self._update_batch(keys=[keys.batch(batch.conversation_id)],
-                           args=[batch.batch_id, 0, name, ""])
+    def set_fields(self, batch: Batch, fields: dict[str, str], due: float | None = None) -> None:
+        """Write some fields of the active batch (fenced by batch id only: for steps that run
+        without the lease, like tools) and optionally its next due time."""
+        cid = batch.conversation_id
+        pairs = [x for item in fields.items() for x in item]
+        self._update_batch(keys=[keys.batch(cid), keys.SCHEDULE, keys.lock(cid), keys.conversation(cid)],
+                           args=[batch.batch_id, 0, "" if due is None else due, 0, cid, "", *pairs])
 
     def publish(self, batch: Batch, entry_json: str, *, release: bool) -> tuple[bool, bool]:
         """Publish the batch's outcome once. Returns (published now, events wait)."""
         cid = batch.conversation_id
-        k = [keys.batch(cid), self.outbound_stream, keys.SCHEDULE, keys.inbox(cid), keys.ACTIVE]
+        k = [keys.batch(cid), self.outbound_stream, keys.SCHEDULE, keys.inbox(cid), keys.ACTIVE,
+             keys.lock(cid)]
         args = [batch.batch_id, entry_json, self.outbound_maxlen, int(release), cid, time.time(),
                 batch.fence]
         result = int(self._publish(keys=k, args=args))
         if result < 0:
             return False, False
-        return result % 10 == 1, result >= 10
+        events_wait = result >= 10
+        batch.lease_released = release and not events_wait
+        return result % 10 == 1, events_wait
 
     def reject_head(self, conversation_id: str, raw: bytes, entry_json: str, reason: str) -> bool:
         k = [keys.inbox(conversation_id), self.outbound_stream, keys.DEAD_LETTERS]

@@ -16,6 +16,7 @@ from typing import Any
 import openai
 
 from worker.backends.base import ACTIVE_STATUSES, RunRequest, RunState, ToolCall
+from worker.backends.run_reader import ConnectionProblem, RunReader
 from worker.errors import (
     InvalidRequestError,
     PermanentApiError,
@@ -33,6 +34,7 @@ class AssistantsBackend:
         self._observe = observe or (lambda operation, outcome: None)
         self._runs = self.client.beta.threads.runs.with_raw_response
         self._messages = self.client.beta.threads.messages.with_raw_response
+        self._reader = RunReader(self.client)
 
     # --- operations ------------------------------------------------------------------
     def create_thread(self, conversation_id: str) -> str:
@@ -66,9 +68,16 @@ class AssistantsBackend:
         return None
 
     def get_run(self, thread_id: str, run_id: str) -> RunState:
-        raw = self._call("runs.retrieve", False,
-                         lambda: self._runs.retrieve(run_id, thread_id=thread_id))
-        return _run_state(_json(raw), raw.headers)
+        try:
+            status, headers, body = self._reader.get(f"threads/{thread_id}/runs/{run_id}")
+        except ConnectionProblem as exc:
+            self._observe("runs.retrieve", "connection_error")
+            raise TransientApiError(f"runs.retrieve: {exc}") from None
+        if status >= 400 or not isinstance(body, dict):
+            self._observe("runs.retrieve", _outcome(status) if status >= 400 else "client_error")
+            raise _translate(status, _body_message(body, status), headers, is_post=False)
+        self._observe("runs.retrieve", "ok")
+        return _run_state(body, headers)
 
     def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, str]]) -> None:
         self._call("runs.submit_tool_outputs", True, lambda: self._runs.submit_tool_outputs(
@@ -87,6 +96,10 @@ class AssistantsBackend:
         return [_outbound_step(s) for s in self._pages(
             "runs.steps.list", lambda after: self.client.beta.threads.runs.steps.with_raw_response.list(
                 run_id, thread_id=thread_id, order="asc", limit=PAGE_LIMIT, **after))]
+
+    def close(self) -> None:
+        self._reader.close()
+        self.client.close()
 
     # --- plumbing --------------------------------------------------------------------
     def _recent_runs(self, thread_id: str) -> list[dict[str, Any]]:
@@ -125,10 +138,14 @@ def _outcome(status: int) -> str:
 
 
 def _translate_status(exc: openai.APIStatusError, is_post: bool) -> Exception:
-    status = exc.status_code
-    message = _error_message(exc)
+    return _translate(exc.status_code, _body_message(exc.body, exc.status_code) or str(exc),
+                      exc.response.headers, is_post)
+
+
+def _translate(status: int, message: str, headers: Any, is_post: bool) -> Exception:
+    """An HTTP error status as a worker error: transient, busy thread, or permanent."""
     if status == 429 or status >= 500 or status in (401, 403, 408):
-        return TransientApiError(message, retry_after=_retry_after(exc.response.headers),
+        return TransientApiError(message, retry_after=_retry_after(headers),
                                  maybe_applied=is_post and status >= 500, status=status)
     lowered = message.lower()
     if status in (400, 409) and ("active run" in lowered or "while a run" in lowered):
@@ -142,13 +159,12 @@ def _translate_status(exc: openai.APIStatusError, is_post: bool) -> Exception:
     return InvalidRequestError(message, code="invalid_event", status=status)
 
 
-def _error_message(exc: openai.APIStatusError) -> str:
-    body = exc.body
+def _body_message(body: Any, status: int) -> str:
     if isinstance(body, dict):
         inner = body.get("error", body)
         if isinstance(inner, dict) and inner.get("message"):
             return str(inner["message"])
-    return str(exc)
+    return f"HTTP {status}"
 
 
 def _retry_after(headers: Any) -> float | None:
