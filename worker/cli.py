@@ -51,7 +51,10 @@ def run_workers(settings: Settings) -> int:
                "--threads", str(settings.worker_threads),
                "--queues", settings.worker_queue, "--skip-logging",
                "--worker-shutdown-timeout", str(int(settings.worker_shutdown_seconds * 1000))]
-    child = subprocess.Popen(command)
+    # An idle Dramatiq consumer backs off up to its worker timeout (1 s by default) before
+    # it looks for new messages again: that would be the latency of every first step.
+    env = {**os.environ, "dramatiq_worker_timeout": str(settings.worker_idle_poll_ms)}
+    child = subprocess.Popen(command, env=env)
     server = start_http_server(settings, child) if settings.metrics_port else None
 
     def forward(signum: int, _frame: object) -> None:

@@ -4,6 +4,8 @@ PREFIX = "aw:"
 
 # The schedule of conversations to advance: member conversation_id, score due time (epoch s).
 SCHEDULE = PREFIX + "schedule"
+# Wakes a sleeping scheduler when something became due now (at most one element).
+WAKE = PREFIX + "wake"
 # Conversations with an active batch: member conversation_id, score batch start.
 ACTIVE = PREFIX + "active"
 # Rejected raw events with their reason (a Redis Stream).

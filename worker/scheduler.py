@@ -4,6 +4,8 @@ Conversations wait on a Redis sorted set scored by due time. Each tick claims wh
 (atomically, so two workers never take the same item, pushing it `lease_seconds` ahead so a
 claim whose worker died comes due again) and sends one Dramatiq message per chunk of
 conversations. A poll therefore costs a share of one plain message, not a delayed message.
+Between ticks the thread sleeps until the next due time (at most `interval`), and a
+producer's new event wakes it at once (a blocking pop on a one-element wake list).
 """
 
 from __future__ import annotations
@@ -35,25 +37,26 @@ class Scheduler:
         self.claim_limit = claim_limit
         self.clock = clock
 
-    def tick(self) -> int:
-        """Claim what is due and dispatch it; returns the number of conversations claimed."""
+    def tick(self) -> tuple[int, float]:
+        """Claim what is due and dispatch it; returns how many were claimed and how long
+        to sleep before the next tick (until the next due time, at most `interval`)."""
         now = self.clock()
         claim_until = now + self.lease_seconds
-        due = self.store.claim_due(now, self.claim_limit, claim_until)
+        due, next_due = self.store.claim_due(now, self.claim_limit, claim_until)
         for start in range(0, len(due), self.chunk_size):
             self.dispatch([(cid, claim_until) for cid in due[start:start + self.chunk_size]])
-        return len(due)
+        sleep = self.interval if next_due is None else min(self.interval, next_due - self.clock())
+        return len(due), sleep
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                claimed = self.tick()
+                claimed, sleep = self.tick()
+                if claimed < self.claim_limit and sleep > 0:
+                    self.store.wait_for_wake(sleep)  # a producer's new event ends it early
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("scheduler tick failed", error=str(exc))
-                claimed = 0
                 stop.wait(1.0)
-            if claimed < self.claim_limit:
-                stop.wait(self.interval)
 
 
 class SchedulerMiddleware(dramatiq.Middleware):

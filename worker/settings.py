@@ -55,7 +55,8 @@ class Settings(BaseSettings):
     poll_backoff_factor: float = Field(1.5, ge=1)
     poll_jitter: float = Field(0.05, ge=0, lt=1)
     poll_batch_size: int = Field(25, ge=1)
-    scheduler_interval_seconds: float = Field(0.05, gt=0)
+    scheduler_interval_seconds: float = Field(0.25, gt=0, description="longest scheduler sleep")
+    worker_idle_poll_ms: int = Field(100, ge=10, description="an idle Dramatiq consumer polls this often")
     lease_seconds: float = Field(45.0, gt=0, le=300,
                                  description="claim/lease expiry: a dead worker's work comes back after this")
     worker_shutdown_seconds: float = Field(25.0, gt=0,

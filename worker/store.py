@@ -29,24 +29,29 @@ local function fenced(batch_key, batch_id, token)
 end
 """
 
-# KEYS: dedup, inbox, schedule. ARGV: conversation id, event JSON, dedup ttl, now.
+# KEYS: dedup, inbox, schedule, wake. ARGV: conversation id, event JSON, dedup ttl, now.
 _ACCEPT = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[3]) then
   redis.call('RPUSH', KEYS[2], ARGV[2])
-  redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[1])
+  if redis.call('ZADD', KEYS[3], 'NX', ARGV[4], ARGV[1]) == 1 then
+    redis.call('LPUSH', KEYS[4], '1')
+    redis.call('LTRIM', KEYS[4], 0, 0)
+  end
   return 1
 end
 return 0
 """
 
 # KEYS: schedule. ARGV: now, limit, claim-until. Claimed members move to claim-until, so a
-# claim whose worker died comes due again by itself.
+# claim whose worker died comes due again by itself. Returns the claimed members and the
+# next due time (or nothing), so the scheduler can sleep until then.
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, member in ipairs(due) do
   redis.call('ZADD', KEYS[1], ARGV[3], member)
 end
-return due
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {due, nxt[2] or false}
 """
 
 # KEYS: batch, schedule, lock. ARGV: batch id, conversation id, due, token, now. Counts a
@@ -193,7 +198,7 @@ class ConversationStore:
     def accept(self, event: InboundEvent, dedup_ttl: int) -> bool:
         """The accept step: dedup, append to the inbox, schedule. False for a repeat."""
         cid = event.conversation_id
-        keys_ = [keys.dedup(event.event_id), keys.inbox(cid), keys.SCHEDULE]
+        keys_ = [keys.dedup(event.event_id), keys.inbox(cid), keys.SCHEDULE, keys.WAKE]
         args = [cid, event.model_dump_json(), dedup_ttl, time.time()]
         return bool(self._accept(keys=keys_, args=args))
 
@@ -203,12 +208,19 @@ class ConversationStore:
         pipe.set(keys.cancel_request(conversation_id), now, ex=3600)
         pipe.zadd(keys.SCHEDULE, {conversation_id: now}, lt=True)
         pipe.zadd(keys.SCHEDULE, {conversation_id: now}, nx=True)
+        pipe.lpush(keys.WAKE, 1)
+        pipe.ltrim(keys.WAKE, 0, 0)
         pipe.execute()
 
     # --- schedule --------------------------------------------------------------------
-    def claim_due(self, now: float, limit: int, claim_until: float) -> list[str]:
-        members = self._claim(keys=[keys.SCHEDULE], args=[now, limit, claim_until])
-        return [m.decode() for m in members]
+    def claim_due(self, now: float, limit: int, claim_until: float) -> tuple[list[str], float | None]:
+        """Claim what is due; returns it and the next due time on the schedule."""
+        members, next_due = self._claim(keys=[keys.SCHEDULE], args=[now, limit, claim_until])
+        return [m.decode() for m in members], float(next_due) if next_due else None
+
+    def wait_for_wake(self, timeout: float) -> None:
+        """Sleep up to `timeout` seconds, or until a producer says something is due now."""
+        self.redis.blpop([keys.WAKE], timeout=max(0.001, timeout))
 
     def schedule(self, conversation_id: str, due: float) -> None:
         self.redis.zadd(keys.SCHEDULE, {conversation_id: due})
