@@ -35,3 +35,10 @@ stack: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Benchmarks against the emulator on a private redis-server (~15 minutes): prints the table,
+# writes bench-results/ and BENCHMARKS.md. `make bench BENCH_FLAGS=--quick` for a smoke run.
+BENCH_FLAGS ?=
+.PHONY: bench
+bench: install redis-server
+	$(PY) -m bench $(BENCH_FLAGS)

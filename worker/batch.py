@@ -33,7 +33,6 @@ class Batch:
     step_crashes: int = 0  # steps that raised something unexpected (a bug, a strange answer)
     polls: int = 0  # polls of the current phase
     phase_started_at: float | None = None  # run start, or the last tool submission
-    polled_at: float | None = None  # the last poll
     created_at: float = 0.0
     run_started_at: float | None = None
     published: bool = False
@@ -104,7 +103,7 @@ class Batch:
 # Fields kept as hash fields of their own (read or written by Lua scripts, or by steps that
 # run without the lease), with their types.
 HASH_FIELDS: dict[str, type] = {
-    "batch_id": str, "fence": int, "published": bool, "polls": int, "polled_at": float,
+    "batch_id": str, "fence": int, "published": bool, "polls": int,
     "tools_key": str, "phase_started_at": float,
 }
 

@@ -21,6 +21,7 @@ from worker.settings import Settings
 HISTORY = 200  # phase durations remembered
 MIN_HISTORY = 20  # below this, plain backoff
 POLLS_PER_WINDOW = 6  # polls spread over the window where most runs end
+RELATIVE_SPACING = 0.08  # polls in the window at least this share of its start apart
 WINDOW_REFRESH = 10  # recompute the window after this many new observations
 
 
@@ -38,7 +39,8 @@ class PollPlanner:
         self._since_refresh = 0
 
     def observe(self, duration: float) -> None:
-        """A run phase ended (or needed the worker) `duration` seconds after it started."""
+        """A run phase was seen ended (or needing the worker) `duration` seconds after it
+        started."""
         if duration <= 0:
             return
         with self._lock:
@@ -57,13 +59,18 @@ class PollPlanner:
         window = self._window
         if window is not None:
             low, high = window
-            spacing = min(max((high - low) / POLLS_PER_WINDOW, self.minimum), self.maximum)
+            # Evenly through the window, but never closer than a small share of the typical
+            # duration: a window learnt from the first (shortest) runs of a burst is narrow.
+            spacing = (high - low) / POLLS_PER_WINDOW
+            spacing = min(max(spacing, low * RELATIVE_SPACING, self.minimum), self.maximum)
             if polls == 0 and elapsed + self.initial < low:
                 return self._jittered(self.initial)  # one early look: fast failures
             if elapsed + spacing < low:
                 return low - elapsed  # nothing to see before the window opens
             if elapsed <= high:
                 return self._jittered(spacing)
+            beyond = int((elapsed - high) / spacing) + 1  # an unusually long run: back off
+            return self._jittered(min(self.maximum, spacing * self.factor ** beyond))
         return self._jittered(min(self.maximum, self.initial * self.factor ** polls))
 
     def _refresh(self) -> None:

@@ -239,7 +239,7 @@ class ConversationService:
         batch.api_failures = 0
         batch.polls = 0
         batch.run_started_at = batch.run_started_at or self.clock()
-        batch.phase_started_at, batch.polled_at = self.clock(), None
+        batch.phase_started_at = self.clock()
         log.info("run created", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
                  thread_id=batch.thread_id, run_id=run.id, attempt=batch.run_attempt)
         if run.terminal or run.status == "requires_action":
@@ -259,7 +259,9 @@ class ConversationService:
     def _on_run_state(self, batch: Batch, run: RunState, failures_before: int = 0) -> None:
         log.debug("polled", conversation_id=batch.conversation_id, run_id=run.id, status=run.status)
         if (run.terminal or run.status == "requires_action") and batch.phase_started_at:
-            self.planner.observe(self._phase_end_estimate(batch) - batch.phase_started_at)
+            # Observed when seen: an upper bound, which keeps the learnt window from opening
+            # before runs can end (a midpoint guess after a long gap would open it too early).
+            self.planner.observe(self.clock() - batch.phase_started_at)
         if run.terminal:
             self._finish(batch, run)
             return
@@ -275,8 +277,7 @@ class ConversationService:
         if failures_before:
             self._save_and_schedule(batch, delay)
         else:
-            now = self.clock()
-            self.store.record_poll(batch, now, now + delay)
+            self.store.record_poll(batch, self.clock() + delay)
 
     def _requires_action(self, batch: Batch, run: RunState) -> None:
         key = f"{run.id}:{','.join(sorted(c.id for c in run.tool_calls))}"
@@ -296,7 +297,7 @@ class ConversationService:
             self.backend.submit_tool_outputs(batch.thread_id, batch.run_id, outputs)
             log.info("tool outputs submitted", conversation_id=batch.conversation_id,
                      run_id=batch.run_id, outputs=len(outputs))
-            fields = {"phase_started_at": str(now), "polls": "0", "polled_at": ""}
+            fields = {"phase_started_at": str(now), "polls": "0"}
         except (TransientApiError, PermanentApiError) as exc:
             # Either it went through after all, or the run moved on (expired, cancelled):
             # the next poll tells, and re-dispatches the tools if still required.
@@ -420,11 +421,6 @@ class ConversationService:
     def _save_and_schedule(self, batch: Batch, delay: float) -> None:
         """The last write of a step: progress, next due time and the lease, in one go."""
         self.store.save_batch(batch, due=self.clock() + delay, release=True)
-
-    def _phase_end_estimate(self, batch: Batch) -> float:
-        """The phase ended between the previous poll and this one: take the middle."""
-        now = self.clock()
-        return (now + batch.polled_at) / 2 if batch.polled_at else now
 
     def _poll_delay(self, batch: Batch, run: RunState) -> float:
         elapsed = self.clock() - (batch.phase_started_at or batch.run_started_at or self.clock())

@@ -54,13 +54,12 @@ local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 return {due, nxt[2] or false}
 """
 
-# KEYS: batch, schedule, lock. ARGV: batch id, conversation id, due, token, now. Counts a
+# KEYS: batch, schedule, lock. ARGV: batch id, conversation id, due, token. Counts a
 # poll, schedules the next one and gives the lease back: a poll step's only write.
 _POLLED = _FENCE + """
 if redis.call('GET', KEYS[3]) == ARGV[4] then redis.call('DEL', KEYS[3]) end
 if not fenced(KEYS[1], ARGV[1], ARGV[4]) then return 0 end
 redis.call('HINCRBY', KEYS[1], 'polls', 1)
-redis.call('HSET', KEYS[1], 'polled_at', ARGV[5])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 return 1
 """
@@ -225,12 +224,12 @@ class ConversationStore:
     def schedule(self, conversation_id: str, due: float) -> None:
         self.redis.zadd(keys.SCHEDULE, {conversation_id: due})
 
-    def record_poll(self, batch: Batch, now: float, due: float) -> bool:
+    def record_poll(self, batch: Batch, due: float) -> bool:
         """Count a poll, schedule the next and give the lease back, in one round trip."""
         cid = batch.conversation_id
         k = [keys.batch(cid), keys.SCHEDULE, keys.lock(cid)]
         batch.lease_released = True
-        return bool(self._polled(keys=k, args=[batch.batch_id, cid, due, batch.fence, now]))
+        return bool(self._polled(keys=k, args=[batch.batch_id, cid, due, batch.fence]))
 
     def retire_if_idle(self, conversation_id: str) -> bool:
         k = [keys.batch(conversation_id), keys.inbox(conversation_id), keys.SCHEDULE]

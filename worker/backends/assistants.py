@@ -1,4 +1,6 @@
-"""Assistants v2 through the official openai SDK (`client.beta.threads...`).
+"""Assistants v2: writes through the official openai SDK (`client.beta.threads...`), reads
+(run status, messages, steps, recent runs) as plain GETs with the SDK's own URL, key and
+headers (worker/backends/run_reader.py), because polling makes them most of the calls.
 
 Responses are read from their raw JSON, defensively: compatible servers differ from OpenAI
 in id formats, timestamps, missing fields and content shapes, and the SDK's typed objects
@@ -10,6 +12,7 @@ twice. Retries are the caller's, with reconciliation (`find_run`).
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -33,7 +36,6 @@ class AssistantsBackend:
         self.client = client.with_options(max_retries=0)
         self._observe = observe or (lambda operation, outcome: None)
         self._runs = self.client.beta.threads.runs.with_raw_response
-        self._messages = self.client.beta.threads.messages.with_raw_response
         self._reader = RunReader(self.client)
 
     # --- operations ------------------------------------------------------------------
@@ -68,15 +70,7 @@ class AssistantsBackend:
         return None
 
     def get_run(self, thread_id: str, run_id: str) -> RunState:
-        try:
-            status, headers, body = self._reader.get(f"threads/{thread_id}/runs/{run_id}")
-        except ConnectionProblem as exc:
-            self._observe("runs.retrieve", "connection_error")
-            raise TransientApiError(f"runs.retrieve: {exc}") from None
-        if status >= 400 or not isinstance(body, dict):
-            self._observe("runs.retrieve", _outcome(status) if status >= 400 else "client_error")
-            raise _translate(status, _body_message(body, status), headers, is_post=False)
-        self._observe("runs.retrieve", "ok")
+        body, headers = self._read("runs.retrieve", f"threads/{thread_id}/runs/{run_id}")
         return _run_state(body, headers)
 
     def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, str]]) -> None:
@@ -87,15 +81,15 @@ class AssistantsBackend:
         self._call("runs.cancel", True, lambda: self._runs.cancel(run_id, thread_id=thread_id))
 
     def run_messages(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
-        pages = self._pages("messages.list", lambda after: self._messages.list(
-            thread_id, run_id=run_id, order="asc", limit=PAGE_LIMIT, **after))
+        pages = self._pages("messages.list", f"threads/{thread_id}/messages",
+                            {"run_id": run_id, "order": "asc", "limit": PAGE_LIMIT})
         # Some servers tag the run's additional (user) messages with its run id too.
         return [_outbound_message(m) for m in pages if m.get("role", "assistant") == "assistant"]
 
     def run_steps(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
-        return [_outbound_step(s) for s in self._pages(
-            "runs.steps.list", lambda after: self.client.beta.threads.runs.steps.with_raw_response.list(
-                run_id, thread_id=thread_id, order="asc", limit=PAGE_LIMIT, **after))]
+        return [_outbound_step(step) for step in self._pages(
+            "runs.steps.list", f"threads/{thread_id}/runs/{run_id}/steps",
+            {"order": "asc", "limit": PAGE_LIMIT})]
 
     def close(self) -> None:
         self._reader.close()
@@ -103,20 +97,32 @@ class AssistantsBackend:
 
     # --- plumbing --------------------------------------------------------------------
     def _recent_runs(self, thread_id: str) -> list[dict[str, Any]]:
-        raw = self._call("runs.list", False,
-                         lambda: self._runs.list(thread_id, order="desc", limit=20))
-        return list(_json(raw).get("data") or [])
+        body, _ = self._read("runs.list", f"threads/{thread_id}/runs?order=desc&limit=20")
+        return list(body.get("data") or [])
 
-    def _pages(self, operation: str, fetch: Callable[[dict[str, str]], Any]) -> list[dict[str, Any]]:
+    def _pages(self, operation: str, path: str, query: dict[str, Any]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        after: dict[str, str] = {}
+        params = dict(query)
         while True:
-            page = _json(self._call(operation, False, lambda: fetch(after)))
+            page, _ = self._read(operation, f"{path}?{urllib.parse.urlencode(params)}")
             data = list(page.get("data") or [])
             items.extend(data)
             if not page.get("has_more") or not data:
                 return items
-            after = {"after": str(page.get("last_id") or data[-1]["id"])}
+            params["after"] = str(page.get("last_id") or data[-1]["id"])
+
+    def _read(self, operation: str, path: str) -> tuple[dict[str, Any], Any]:
+        """One GET through the run reader, with the SDK's error semantics."""
+        try:
+            status, headers, body = self._reader.get(path)
+        except ConnectionProblem as exc:  # type: ignore[misc]
+            self._observe(operation, "connection_error")
+            raise TransientApiError(f"{operation}: {exc}") from None
+        if status >= 400 or not isinstance(body, dict):
+            self._observe(operation, _outcome(status) if status >= 400 else "client_error")
+            raise _translate(status, _body_message(body, status), headers, is_post=False)
+        self._observe(operation, "ok")
+        return body, headers
 
     def _call(self, operation: str, is_post: bool, call: Callable[[], Any]) -> Any:
         try:

@@ -1,0 +1,161 @@
+"""The figures the table shows, each read from the results, and the targets some must meet."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Results = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Target:
+    op: str  # "<=" or ">="
+    threshold: float
+
+    def met(self, value: float) -> bool:
+        return value <= self.threshold if self.op == "<=" else value >= self.threshold
+
+
+@dataclass(frozen=True)
+class Figure:
+    scenario: str
+    label: str
+    get: Callable[[Results], Any]  # the value (a number, or a str for composite figures)
+    unit: str = ""
+    target: Target | None = None
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    label: str
+    value: str
+    target: str
+    status: str  # PASS, MISS, ERROR or "" (no target)
+
+
+def _path(*keys: str) -> Callable[[Results], Any]:
+    def get(results: Results) -> Any:
+        value: Any = results
+        for key in keys:
+            value = value[key]
+        return value
+    return get
+
+
+def _join(*getters: Callable[[Results], Any], sep: str = " / ") -> Callable[[Results], str]:
+    return lambda r: sep.join(_fmt(g(r)) for g in getters)
+
+
+def _cpu(r: Results) -> str:
+    cpu = r["saturation"]["peak_cpu_percent"]
+    return (f"worker {_fmt(cpu['worker'])} / Redis {_fmt(cpu['redis'])} / emulator {_fmt(cpu['emulator'])}"
+            f" / load gen {_fmt(cpu['bench'])} / other processes {_fmt(cpu.get('others'))}")
+
+
+def _poll(duration: str, *keys: str) -> Callable[[Results], Any]:
+    return lambda r: _path("polling", "rows", duration, *keys)(r)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:g}" if abs(value) >= 10 else f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+FIGURES: list[Figure] = [
+    Figure("concurrency", "replies/s ({concurrency[conversations]:,} conversations at once, 10 s runs, "
+           "1 process x 8 threads)",
+           _path("concurrency", "replies_per_s"), "/s"),
+    Figure("concurrency", "first send -> last of the replies", _path("concurrency", "wall_s"), "s",
+           Target("<=", 60)),
+    Figure("concurrency", "peak runs in flight", _path("concurrency", "peak_in_flight")),
+    Figure("concurrency", "baseline replies/s (SDK guide, create_and_poll, {concurrency[baseline][messages]} "
+           "messages on 8 threads)",
+           _path("concurrency", "baseline", "replies_per_s"), "/s"),
+    Figure("concurrency", "throughput vs the baseline", _path("concurrency", "speedup_vs_baseline"), "x",
+           Target(">=", 50)),
+    Figure("memory", "worker RSS per process (max over the run)", _path("concurrency", "worker_rss_mb_max"), "MB",
+           Target("<=", 150)),
+    Figure("memory", "Redis bytes per in-flight run", _path("concurrency", "redis_bytes_per_in_flight_run"), "B",
+           Target("<=", 2048)),
+    Figure("cost", "worker CPU per completed 10 s run, no tools ({cost[conversations]:,} at once)", _path("cost", "no_tools", "worker_cpu_ms_per_run"),
+           "ms", Target("<=", 10)),
+    Figure("cost", "  of which in the Dramatiq worker process",
+           _path("cost", "no_tools", "worker_dramatiq_processes_cpu_ms_per_run"), "ms"),
+    Figure("cost", "worker CPU per completed 10 s run, one tool call",
+           _path("cost", "one_tool", "worker_cpu_ms_per_run"), "ms"),
+    Figure("cost", "Redis / emulator CPU per run, no tools (ms)",
+           _join(_path("cost", "no_tools", "redis_cpu_ms_per_run"), _path("cost", "no_tools", "emulator_cpu_ms_per_run"))),
+    Figure("cost", "Redis / emulator CPU per run, one tool call (ms)",
+           _join(_path("cost", "one_tool", "redis_cpu_ms_per_run"), _path("cost", "one_tool", "emulator_cpu_ms_per_run"))),
+    Figure("cost", "polls / other calls / tool submissions per run, no tools",
+           _join(_path("cost", "no_tools", "api", "polls_per_run"), _path("cost", "no_tools", "api", "other_calls_per_run"),
+                 _path("cost", "no_tools", "api", "tool_submissions_per_run"))),
+    Figure("cost", "polls / other calls / tool submissions per run, one tool call",
+           _join(_path("cost", "one_tool", "api", "polls_per_run"), _path("cost", "one_tool", "api", "other_calls_per_run"),
+                 _path("cost", "one_tool", "api", "tool_submissions_per_run"))),
+    Figure("saturation", "peak replies/s (run time 0, 2 processes x 8 threads)",
+           _path("saturation", "peak_replies_per_s"), "/s", Target(">=", 150)),
+    Figure("saturation", "CPU at the peak step, % of one core", _cpu),
+    Figure("overhead", "reply latency p50 / p95 / p99 (1 s runs, 20/s for {overhead[seconds]:g} s), ms",
+           _join(_path("overhead", "latency_ms", "p50"), _path("overhead", "latency_ms", "p95"),
+                 _path("overhead", "latency_ms", "p99"))),
+    Figure("overhead", "processing overhead p50", _path("overhead", "processing_ms", "p50"), "ms", Target("<=", 20)),
+    Figure("overhead", "processing overhead p95", _path("overhead", "processing_ms", "p95"), "ms"),
+    Figure("overhead", "processing overhead p99", _path("overhead", "processing_ms", "p99"), "ms", Target("<=", 100)),
+    Figure("overhead", "detection lag p50 / p95 / p99 (1 s runs), ms",
+           _join(_path("overhead", "detection_lag_ms", "p50"), _path("overhead", "detection_lag_ms", "p95"),
+                 _path("overhead", "detection_lag_ms", "p99"))),
+]
+for _d in ("1s", "10s", "60s"):
+    FIGURES.append(Figure("polling", f"{_d} runs: API calls / polls per run",
+                          _join(_poll(_d, "api", "calls_per_run"), _poll(_d, "api", "polls_per_run"))))
+    FIGURES.append(Figure("polling", f"{_d} runs: detection lag p50 / p95, ms",
+                          _join(_poll(_d, "detection_lag_ms", "p50"), _poll(_d, "detection_lag_ms", "p95"))))
+    if _d == "10s":
+        FIGURES += [
+            Figure("polling", "polls per 10 s run", _poll(_d, "api", "polls_per_run"), "", Target("<=", 8)),
+            Figure("polling", "API calls per 10 s run besides polls and tool submissions",
+                   _poll(_d, "api", "other_calls_per_run"), "", Target("<=", 3)),
+            Figure("polling", "detection lag p95, 10 s runs", _poll(_d, "detection_lag_ms", "p95"), "ms",
+                   Target("<=", 1000)),
+        ]
+
+
+def rows(results: Results) -> list[Row]:
+    """Every figure that can be read from `results` (a failed scenario's figures show ERROR)."""
+    out = []
+    for figure in FIGURES:
+        source = "concurrency" if figure.scenario == "memory" else figure.scenario
+        if source not in results:
+            continue
+        target = f"{figure.target.op} {_fmt(figure.target.threshold)} {figure.unit}".strip() if figure.target else ""
+        if "error" in results[source]:
+            out.append(Row(figure.scenario, _label(figure.label, results), "error", target, "ERROR" if figure.target else ""))
+            continue
+        try:
+            value = figure.get(results)
+        except (KeyError, TypeError, IndexError):
+            value = None
+        text = f"{_fmt(value)} {figure.unit}".strip() if value is not None else "n/a"
+        status = ""
+        if figure.target is not None:
+            status = "MISS" if not isinstance(value, (int, float)) else "PASS" if figure.target.met(value) else "MISS"
+        out.append(Row(figure.scenario, _label(figure.label, results), text, target, status))
+    return out
+
+
+def _label(label: str, results: Results) -> str:
+    """The label with its {scenario[key]} fields filled in from the results (N when missing)."""
+    try:
+        return label.format(**results)
+    except (KeyError, IndexError, ValueError, TypeError):
+        return re.sub(r"\{[^}]*\}", "N", label)

@@ -1,0 +1,19 @@
+"""The benchmark scenarios, in the order they run: name -> (run(ctx) -> figures, timeout in seconds)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bench.context import Context
+from bench.scenarios import concurrency, cost, overhead, polling, saturation
+
+Scenario = Callable[[Context], dict[str, Any]]
+
+SCENARIOS: dict[str, tuple[Scenario, float]] = {
+    "concurrency": (concurrency.run, concurrency.TIMEOUT),
+    "cost": (cost.run, cost.TIMEOUT),
+    "saturation": (saturation.run, saturation.TIMEOUT),
+    "overhead": (overhead.run, overhead.TIMEOUT),
+    "polling": (polling.run, polling.TIMEOUT),
+}
