@@ -113,18 +113,15 @@ class ConversationService:
                 and batch.created_at <= cancel_at:
             self._cancel(batch, "cancelled", "the conversation was cancelled")
             return
-        while batch is None:
+        if batch is None:
             batch = self._open_next_batch(cid, token, inbox_head, thread_id)
-            inbox_head = None
             if batch is None:
                 if not self.store.retire_if_idle(cid):
                     self.store.schedule(cid, self.clock())  # an event arrived meanwhile
                 return
         try:
             self._step(batch)
-        except TransientApiError as exc:
-            self._api_failed(batch, exc)
-        except PermanentApiError as exc:
+        except (TransientApiError, PermanentApiError) as exc:
             self._api_failed(batch, exc)
 
     def _step(self, batch: Batch) -> None:
