@@ -12,7 +12,6 @@ import redis
 
 from producers.client import Producer
 from tests.conftest import wait_until
-from worker.batch import Batch
 from worker.emulator import EmulatorConfig, EmulatorServer
 from worker.logs import configure_logging
 from worker.runtime import Runtime, build_runtime
@@ -68,8 +67,8 @@ class Stack:
 
     def run_id(self, conversation_id: str) -> str | None:
         """The run of the conversation's active batch, if it has one yet."""
-        raw = self.redis.hgetall(f"aw:batch:{conversation_id}")
-        return Batch.from_hash(raw).run_id if raw else None
+        batch = self.runtime.store.load_batch(conversation_id)
+        return batch.run_id if batch else None
 
     def wait_until_run_started(self, conversation_id: str, timeout: float = 10.0) -> None:
         wait_until(lambda: self.run_id(conversation_id), timeout,

@@ -95,7 +95,7 @@ def test_sigterm_hands_work_back_and_another_worker_finishes_it(redis_url: str) 
         producer = Producer(Settings(redis_url=redis_url))
         sent = {f"g{i}": [producer.send_user_message(f"g{i}", f"question {i}")] for i in range(20)}
         client = producer.store.redis
-        wait_until(lambda: client.zcard("aw:active") >= 10, 20, what="runs under way")
+        wait_until(lambda: len(client.keys("aw:batch:*")) >= 10, 20, what="runs under way")
         started = time.monotonic()
         first.send_signal(signal.SIGTERM)
         assert first.wait(30) == 0

@@ -47,7 +47,8 @@ class Batch:
 
     @classmethod
     def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
-        events_json = json.dumps([e.model_dump(mode="json") for e in events])
+        events_json = json.dumps([e.model_dump(mode="json", exclude_defaults=True) for e in events],
+                                 separators=(",", ":"))
         batch = cls(batch_id, conversation_id, events_json, **kwargs)
         batch.__dict__["_events"] = events
         return batch
@@ -79,24 +80,28 @@ class Batch:
                 self.usage[key] = self.usage.get(key, 0) + value
 
     def to_hash(self) -> dict[str, str]:
-        """The Redis form: the fields Lua scripts read or write on their own, and one JSON
-        document with the rest (one argument to send instead of dozens)."""
-        out = {name: _encode(getattr(self, name)) for name in HASH_FIELDS}
+        """The fields Lua scripts read or write on their own (a small Redis hash)."""
+        return {name: _encode(getattr(self, name)) for name in HASH_FIELDS}
+
+    def data_json(self) -> str:
+        """Everything else, as one compact JSON document (the events embedded as they are)."""
+        # Only what differs from the defaults: Redis keeps one copy per in-flight run.
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in HASH_FIELDS and f.name not in TRANSIENT}
-        data["events"] = self.events_json
-        out["data"] = json.dumps(data)
-        return out
+                if f.name not in HASH_FIELDS and f.name not in TRANSIENT
+                and getattr(self, f.name) != _default(f)}
+        rest = json.dumps(data, separators=(",", ":"))
+        return '{"events":' + self.events_json + "," + rest[1:]
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> Batch:
-        fields = {_s(k): _s(v) for k, v in raw.items()}
-        data = json.loads(fields.get("data") or "{}")
-        kwargs: dict[str, Any] = {"events_json": data.pop("events", "[]")}
-        kwargs.update(data)
+    def from_redis(cls, fields: dict[bytes, bytes] | dict[str, str], data: bytes | str | None) -> Batch:
+        document = json.loads(data or "{}")
+        events = document.pop("events", [])
+        kwargs: dict[str, Any] = {"events_json": json.dumps(events, separators=(",", ":"))}
+        kwargs.update(document)
+        decoded = {_s(k): _s(v) for k, v in fields.items()}
         for name, kind in HASH_FIELDS.items():
-            if name in fields:
-                kwargs[name] = _decode(fields[name], kind)
+            if name in decoded:
+                kwargs[name] = _decode(decoded[name], kind)
         return cls(**kwargs)
 
 
@@ -106,6 +111,14 @@ HASH_FIELDS: dict[str, type] = {
     "batch_id": str, "fence": int, "published": bool, "polls": int,
     "tools_key": str, "phase_started_at": float,
 }
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
 
 
 def _encode(value: Any) -> str:

@@ -37,6 +37,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_workers(settings: Settings) -> int:
     """Run Dramatiq's worker processes under this process, which serves the metrics."""
+    # Signals are taken over first, so that a SIGTERM during start-up is passed on too.
+    child: subprocess.Popen[bytes] | None = None
+    pending: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        if child is None:
+            pending.append(signum)
+        else:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="aw-prom-")
     Path(metrics_dir).mkdir(parents=True, exist_ok=True)
     for stale in Path(metrics_dir).glob("*.db"):
@@ -55,13 +67,9 @@ def run_workers(settings: Settings) -> int:
     # it looks for new messages again: that would be the latency of every first step.
     env = {**os.environ, "dramatiq_worker_timeout": str(settings.worker_idle_poll_ms)}
     child = subprocess.Popen(command, env=env)
-    server = start_http_server(settings, child) if settings.metrics_port else None
-
-    def forward(signum: int, _frame: object) -> None:
+    for signum in pending:
         child.send_signal(signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+    server = start_http_server(settings, child) if settings.metrics_port else None
     code = child.wait()
     if server is not None:
         server.shutdown()

@@ -6,8 +6,6 @@ PREFIX = "aw:"
 SCHEDULE = PREFIX + "schedule"
 # Wakes a sleeping scheduler when something became due now (at most one element).
 WAKE = PREFIX + "wake"
-# Conversations with an active batch: member conversation_id, score batch start.
-ACTIVE = PREFIX + "active"
 # Rejected raw events with their reason (a Redis Stream).
 DEAD_LETTERS = PREFIX + "deadletter"
 
@@ -30,6 +28,12 @@ def conversation(conversation_id: str) -> str:
 def batch(conversation_id: str) -> str:
     """The active batch of a conversation (a hash); absent when idle."""
     return f"{PREFIX}batch:{conversation_id}"
+
+
+def batch_data(conversation_id: str) -> str:
+    """The rest of the active batch, one compact JSON document (a string beside the small
+    hash, so that the hash keeps Redis's compact encoding)."""
+    return f"{PREFIX}batchdata:{conversation_id}"
 
 
 def lock(conversation_id: str) -> str:

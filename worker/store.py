@@ -64,7 +64,7 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 return 1
 """
 
-# KEYS: schedule, lock, conversation, batch, cancel request, inbox. ARGV: conversation id,
+# KEYS: schedule, lock, conversation, batch, cancel request, inbox, batch data. ARGV: conversation id,
 # claimed score ('' when not called from a claim), lease ms, retry due, inbox head size.
 # The start of every step, in one round trip: checks the claim is still the schedule's (a
 # duplicated or overtaken message stops here: -1), takes the lease (busy: 0, and the claim
@@ -83,7 +83,7 @@ redis.call('SET', KEYS[2], token, 'PX', ARGV[3])
 local cancel = redis.call('GET', KEYS[5])
 if cancel then redis.call('DEL', KEYS[5]) end
 local batch = redis.call('HGETALL', KEYS[4])
-if #batch > 0 then return {token, batch, cancel} end
+if #batch > 0 then return {token, batch, cancel, redis.call('GET', KEYS[7])} end
 return {token, batch, cancel, redis.call('LRANGE', KEYS[6], 0, ARGV[5] - 1),
         redis.call('HGET', KEYS[3], 'thread_id')}
 """
@@ -94,30 +94,31 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: inbox, batch, active. ARGV: count taken, conversation id, created_at, then the
-# batch hash as field/value pairs. Fails (0) when a batch is already open.
+# KEYS: inbox, batch, batch data. ARGV: count taken, batch data, then the batch hash as
+# field/value pairs. Fails (0) when a batch is already open.
 _OPEN_BATCH = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('LTRIM', KEYS[1], ARGV[1], -1)
-redis.call('HSET', KEYS[2], unpack(ARGV, 4))
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('SET', KEYS[3], ARGV[2])
 return 1
 """
 
-# KEYS: batch, schedule, lock, conversation. ARGV: batch id, token, due ('' for none),
-# release (0/1), conversation id, thread id ('' for none), then field/value pairs. Writes the
-# batch's progress and, in the same round trip, its next due time, the conversation's thread
-# id and the lease's release.
+# KEYS: batch, schedule, lock, conversation, batch data. ARGV: batch id, token, due ('' for
+# none), release (0/1), conversation id, thread id ('' for none), batch data ('' to keep),
+# then field/value pairs. Writes the batch's progress and, in the same round trip, its next
+# due time, the conversation's thread id and the lease's release.
 _UPDATE_BATCH = _FENCE + """
 if ARGV[4] == '1' and redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
 if not fenced(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
+if ARGV[7] ~= '' then redis.call('SET', KEYS[5], ARGV[7]) end
 if ARGV[3] ~= '' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[5]) end
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], 'thread_id', ARGV[6]) end
 return 1
 """
 
-# KEYS: batch, outbound, schedule, inbox, active. ARGV: batch id, entry JSON, maxlen,
+# KEYS: batch, outbound, schedule, inbox, batch data, lease. ARGV: batch id, entry JSON, maxlen,
 # release (0/1), conversation id, next due. An empty entry only releases. Publishes at most once per batch; on release
 # the conversation is idle (off the schedule) unless events wait in its inbox.
 # ARGV[7]: the lease's token; KEYS[6]: the lease, given back when the conversation goes idle.
@@ -131,8 +132,7 @@ if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'published') ~= '1' then
   result = 1
 end
 if ARGV[4] == '1' then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[5], ARGV[5])
+  redis.call('DEL', KEYS[1], KEYS[5])
   if redis.call('LLEN', KEYS[4]) == 0 then
     redis.call('ZREM', KEYS[3], ARGV[5])
     if redis.call('GET', KEYS[6]) == ARGV[7] then redis.call('DEL', KEYS[6]) end
@@ -240,7 +240,7 @@ class ConversationStore:
                    retry_due: float, inbox_head: int) -> Step:
         cid = conversation_id
         k = [keys.SCHEDULE, keys.lock(cid), keys.conversation(cid), keys.batch(cid),
-             keys.cancel_request(cid), keys.inbox(cid)]
+             keys.cancel_request(cid), keys.inbox(cid), keys.batch_data(cid)]
         reply = self._begin(keys=k, args=[cid, "" if claimed is None else claimed,
                                           int(lease_seconds * 1000), retry_due, inbox_head])
         token = int(reply[0])
@@ -251,7 +251,7 @@ class ConversationStore:
         if not flat:
             thread_id = reply[4].decode() if reply[4] else None
             return Step(token, None, cancel_at, list(reply[3]), thread_id)
-        batch = Batch.from_hash(dict(zip(flat[::2], flat[1::2])))
+        batch = Batch.from_redis(dict(zip(flat[::2], flat[1::2])), reply[3])
         batch.fence = token
         return Step(token, batch, cancel_at)
 
@@ -270,14 +270,17 @@ class ConversationStore:
 
     # --- batches ---------------------------------------------------------------------
     def load_batch(self, conversation_id: str) -> Batch | None:
-        raw = self.redis.hgetall(keys.batch(conversation_id))
-        return Batch.from_hash(raw) if raw else None
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(keys.batch(conversation_id))
+        pipe.get(keys.batch_data(conversation_id))
+        fields, data = pipe.execute()
+        return Batch.from_redis(fields, data) if fields else None
 
     def open_batch(self, batch: Batch, taken: int) -> bool:
         cid = batch.conversation_id
         fields = [x for pair in batch.to_hash().items() for x in pair]
-        k = [keys.inbox(cid), keys.batch(cid), keys.ACTIVE]
-        return bool(self._open_batch(keys=k, args=[taken, cid, batch.created_at, *fields]))
+        k = [keys.inbox(cid), keys.batch(cid), keys.batch_data(cid)]
+        return bool(self._open_batch(keys=k, args=[taken, batch.data_json(), *fields]))
 
     def save_batch(self, batch: Batch, *, due: float | None = None, release: bool = False) -> bool:
         """Write the batch's progress (and its next due time, the lease's release, and the
@@ -285,9 +288,10 @@ class ConversationStore:
         batch or a newer lease wrote it. `published` is left alone: only publish sets it."""
         cid = batch.conversation_id
         fields = [x for k, v in batch.to_hash().items() if k != "published" for x in (k, v)]
-        k = [keys.batch(cid), keys.SCHEDULE, keys.lock(cid), keys.conversation(cid)]
+        k = [keys.batch(cid), keys.SCHEDULE, keys.lock(cid), keys.conversation(cid),
+             keys.batch_data(cid)]
         args = [batch.batch_id, batch.fence, "" if due is None else due, int(release), cid,
-                batch.thread_id or "", *fields]
+                batch.thread_id or "", batch.data_json(), *fields]
         if release:
             batch.lease_released = True
         return bool(self._update_batch(keys=k, args=args))
@@ -297,14 +301,15 @@ class ConversationStore:
         without the lease, like tools) and optionally its next due time."""
         cid = batch.conversation_id
         pairs = [x for item in fields.items() for x in item]
-        self._update_batch(keys=[keys.batch(cid), keys.SCHEDULE, keys.lock(cid), keys.conversation(cid)],
-                           args=[batch.batch_id, 0, "" if due is None else due, 0, cid, "", *pairs])
+        self._update_batch(keys=[keys.batch(cid), keys.SCHEDULE, keys.lock(cid),
+                                 keys.conversation(cid), keys.batch_data(cid)],
+                           args=[batch.batch_id, 0, "" if due is None else due, 0, cid, "", "", *pairs])
 
     def publish(self, batch: Batch, entry_json: str, *, release: bool) -> tuple[bool, bool]:
         """Publish the batch's outcome once. Returns (published now, events wait)."""
         cid = batch.conversation_id
-        k = [keys.batch(cid), self.outbound_stream, keys.SCHEDULE, keys.inbox(cid), keys.ACTIVE,
-             keys.lock(cid)]
+        k = [keys.batch(cid), self.outbound_stream, keys.SCHEDULE, keys.inbox(cid),
+             keys.batch_data(cid), keys.lock(cid)]
         args = [batch.batch_id, entry_json, self.outbound_maxlen, int(release), cid, time.time(),
                 batch.fence]
         result = int(self._publish(keys=k, args=args))

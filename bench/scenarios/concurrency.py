@@ -31,7 +31,7 @@ def run(ctx: Context) -> dict[str, Any]:
         memory_before = stack.redis.used_memory()
 
         def probe() -> dict[str, Any]:
-            return {"in_flight": int(client.zcard("aw:active")),
+            return {"in_flight": int(client.zcard("aw:schedule")),
                     "redis_used_memory": int(client.info("memory")["used_memory"]),
                     "worker_rss": [procs.rss_bytes(pid) or 0 for pid in worker_pids]}
 
