@@ -200,25 +200,16 @@ class Chaos:
 
     def _appended_twice(self, entries: list[dict[str, Any]]) -> int:
         """User messages on the threads whose event id appears more than once."""
-        import openai
+        from tests.threads import thread_messages
 
-        client = openai.OpenAI(base_url=f"{self.emulator_url}/v1", api_key="sk-chaos")
         twice = 0
         for thread_id in {e["thread_id"] for e in entries if e.get("thread_id")}:
             seen: set[str] = set()
-            after: dict[str, str] = {}
-            while True:
-                raw = client.beta.threads.messages.with_raw_response.list(
-                    thread_id, order="asc", limit=100, **after)
-                page = json.loads(raw.text)
-                for message in page["data"]:
-                    event_id = (message.get("metadata") or {}).get("event_id")
-                    if message["role"] == "user" and event_id:
-                        twice += event_id in seen
-                        seen.add(event_id)
-                if not page.get("has_more"):
-                    break
-                after = {"after": page["data"][-1]["id"]}
+            for message in thread_messages(f"{self.emulator_url}/v1", thread_id):
+                event_id = (message.get("metadata") or {}).get("event_id")
+                if message["role"] == "user" and event_id:
+                    twice += event_id in seen
+                    seen.add(event_id)
         return twice
 
 

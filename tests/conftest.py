@@ -53,14 +53,14 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = redis.Redis(port=port)
     try:
-        wait_until(lambda: _pings(client), 10, what="redis-server to start")
+        wait_until(lambda: redis_pings(client), 10, what="redis-server to start")
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def _pings(client: redis.Redis) -> bool:
+def redis_pings(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
     except redis.exceptions.ConnectionError:

@@ -3,7 +3,6 @@ once, in send order per conversation, with no message appended twice."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from tests.conftest import wait_until
 from tests.invariants import check_exactly_once_in_order
 from tests.stack import Stack, running_stack
+from tests.threads import thread_messages
 from worker.emulator import EmulatorConfig
 
 
@@ -29,24 +29,14 @@ class DeliverTwice(dramatiq.Middleware):
 
 
 def user_texts(stack: Stack, thread_id: str) -> list[str]:
-    """The thread's user messages in order, read from the raw JSON (loose servers may
-    return content as a plain string)."""
-    client = openai.OpenAI(base_url=stack.emulator.base_url, api_key="test")
-    texts: list[str] = []
-    after: dict[str, str] = {}
-    while True:
-        raw = client.beta.threads.messages.with_raw_response.list(
-            thread_id, order="asc", limit=100, **after)
-        page = json.loads(raw.text)
-        for message in page["data"]:
-            if message["role"] != "user":
-                continue
+    """The text of the thread's user messages, in order."""
+    texts = []
+    for message in thread_messages(stack.emulator.base_url, thread_id):
+        if message["role"] == "user":
             content = message["content"]
             texts.append(content if isinstance(content, str) else "".join(
                 p["text"]["value"] for p in content if p["type"] == "text"))
-        if not page.get("has_more"):
-            return texts
-        after = {"after": page["data"][-1]["id"]}
+    return texts
 
 
 def send_many(stack: Stack, conversations: int, per_conversation: int) -> dict[str, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,7 +16,7 @@ import pytest
 import redis
 
 from producers import Producer
-from tests.conftest import free_port, wait_until
+from tests.conftest import free_port, redis_pings, wait_until
 from tests.invariants import check_exactly_once_in_order
 from tests.stack import running_stack
 from worker.emulator import EmulatorConfig, EmulatorServer
@@ -45,19 +46,12 @@ class RedisProcess:
              "127.0.0.1", "--dir", str(self.folder), "--save", "", *self.extra],
             stdout=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
-        wait_until(lambda: _pings(client), 10, what="redis-server")
+        wait_until(lambda: redis_pings(client), 10, what="redis-server")
 
     def kill(self) -> None:
         assert self.proc is not None
         self.proc.kill()
         self.proc.wait()
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.exceptions.ConnectionError:
-        return False
 
 
 @pytest.fixture
@@ -107,7 +101,7 @@ def test_sigterm_hands_work_back_and_another_worker_finishes_it(redis_url: str) 
             ids = [e for ids in sent.values() for e in ids]
             wait_until(lambda: all(producer.wait_for(e, "0-0", 0.01) for e in ids), 60,
                        interval=0.5, what="every answer")
-            entries = [__import__("json").loads(f[b"data"]) for _, f in client.xrange("assistant:outbound")]
+            entries = [json.loads(f[b"data"]) for _, f in client.xrange("assistant:outbound")]
             check_exactly_once_in_order(entries, sent)
         finally:
             second.send_signal(signal.SIGTERM)
