@@ -4,6 +4,8 @@ accounting of each group."""
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import shutil
@@ -73,31 +75,23 @@ class Service:
             return
         stragglers = [(pid, procs.cmdline(pid)) for pid in self.pids()]
         _signal_group(self.proc.pid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            pass
         _signal_group(self.proc.pid, signal.SIGKILL)
         for pid, command in stragglers:
             if command and procs.cmdline(pid) == command:  # still the same process
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
         if self._log is not None:
             self._log.close()
         self.proc = None
 
 
 def _signal_group(pgid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 class RedisServer(Service):
@@ -119,11 +113,9 @@ class RedisServer(Service):
         deadline = Deadline(15, "redis-server to answer PING")
         while True:
             self.check_alive()
-            try:
+            with contextlib.suppress(redis.exceptions.ConnectionError):
                 if self.client.ping():
                     return
-            except redis.exceptions.ConnectionError:
-                pass
             deadline.sleep(0.02)
 
     def used_memory(self) -> int:
@@ -154,11 +146,9 @@ class Emulator(Service):
         deadline = Deadline(15, "the emulator to answer /_emulator/health")
         while True:
             self.check_alive()
-            try:
+            with contextlib.suppress(OSError):
                 if self.admin("health").get("ok"):
                     return
-            except OSError:
-                pass
             deadline.sleep(0.05)
 
     def admin(self, view: str) -> Any:

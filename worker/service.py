@@ -26,7 +26,7 @@ from worker import metrics
 from worker.backends.base import RunBackend, RunRequest, RunState, ToolCall
 from worker.batch import CANCELLING, CREATING, RUNNING, Batch
 from worker.errors import InvalidRequestError, PermanentApiError, ThreadBusyError, TransientApiError
-from worker.events import InboundEvent, InvalidEvent
+from worker.events import InboundEvent, InvalidEvent, salvage_ids
 from worker.outcomes import STATUS_TYPES, batch_entry, rejection_entry
 from worker.polling import PollPlanner
 from worker.settings import Settings
@@ -65,13 +65,13 @@ class ConversationService:
             return  # stale, or another worker holds the lease (the claim comes due again)
         batch = step.batch
         try:
-            self._advance_held(conversation_id, step.token, batch, step.cancel_at,
-                               step.inbox_head, step.thread_id)
+            batch = self._advance_held(conversation_id, step.token, batch, step.cancel_at,
+                                       step.inbox_head, step.thread_id)
         except Exception as exc:  # noqa: BLE001 - a step must never crash-loop a conversation
             self._step_crashed(conversation_id, step.token, exc)
         finally:
-            if batch is None or not batch.lease_released:
-                self.store.end_step(conversation_id, step.token)
+            if batch is None or not batch.lease_released:  # the step's last write may have
+                self.store.end_step(conversation_id, step.token)  # given it back already
 
     def _step_crashed(self, cid: str, token: int, exc: Exception) -> None:
         """An unexpected error: retry the step with backoff; after MAX_STEP_CRASHES the batch
@@ -108,21 +108,23 @@ class ConversationService:
     # --- the state machine -----------------------------------------------------------
     def _advance_held(self, cid: str, token: int, batch: Batch | None,
                       cancel_at: float | None = None, inbox_head: list[bytes] | None = None,
-                      thread_id: str | None = None) -> None:
+                      thread_id: str | None = None) -> Batch | None:
+        """One step; returns the batch it worked on (None when the conversation is idle)."""
         if batch is not None and cancel_at is not None and not batch.published \
                 and batch.created_at <= cancel_at:
             self._cancel(batch, "cancelled", "the conversation was cancelled")
-            return
+            return batch
         if batch is None:
             batch = self._open_next_batch(cid, token, inbox_head, thread_id)
             if batch is None:
                 if not self.store.retire_if_idle(cid):
                     self.store.schedule(cid, self.clock())  # an event arrived meanwhile
-                return
+                return None
         try:
             self._step(batch)
         except (TransientApiError, PermanentApiError) as exc:
             self._api_failed(batch, exc)
+        return batch
 
     def _step(self, batch: Batch) -> None:
         if batch.published or batch.state == CANCELLING:
@@ -163,8 +165,6 @@ class ConversationService:
         return batch
 
     def _reject_raw(self, cid: str, raw: bytes, reason: str) -> None:
-        from worker.events import salvage_ids
-
         _, event_ids = salvage_ids(raw)
         entry = rejection_entry(cid, event_ids, reason)
         if self.store.reject_head(cid, raw, entry.to_json(), reason):

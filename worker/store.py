@@ -265,9 +265,6 @@ class ConversationStore:
     def peek_inbox(self, conversation_id: str, count: int) -> list[bytes]:
         return self.redis.lrange(keys.inbox(conversation_id), 0, count - 1)
 
-    def inbox_length(self, conversation_id: str) -> int:
-        return int(self.redis.llen(keys.inbox(conversation_id)))
-
     # --- batches ---------------------------------------------------------------------
     def load_batch(self, conversation_id: str) -> Batch | None:
         pipe = self.redis.pipeline(transaction=False)

@@ -73,8 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     server.start()
     print(f"emulator listening on {server.base_url}", flush=True)
-    while not stop.wait(0.5):
-        pass
+    while not stop.wait(0.5):  # a timed wait, so that signal handlers run promptly
+        continue
     server.stop()
     return 0
 
