@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install redis-server demo test chaos stack clean
+.PHONY: install redis-server prometheus deploy-tools demo test chaos stack clean
 
 install: $(VENV)/.installed
 
@@ -19,19 +19,36 @@ redis-server:
 	  echo "installing redis-server"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
+# Prometheus and promtool from Debian's packages (the observability tests run both); a
+# policy-rc.d keeps the package from starting a system-wide Prometheus service.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  echo "installing prometheus"; \
+	  policy=/usr/sbin/policy-rc.d; added=; \
+	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy && chmod +x $$policy && added=1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  status=$$?; [ -n "$$added" ] && rm -f $$policy; exit $$status; }
+
 demo: install redis-server
 	$(PY) -m worker.demo
 
-test: install redis-server
+# The CRD schemas for the manifest checks (Node packages, locked in deploy/validate).
+deploy-tools: deploy/validate/node_modules/.package-lock.json
+
+deploy/validate/node_modules/.package-lock.json: deploy/validate/package-lock.json
+	npm ci --prefix deploy/validate --no-audit --no-fund --silent
+
+test: install redis-server prometheus deploy-tools
 	$(PY) -m pytest
 
 # The chaos test at full length (5 minutes of load, a pod SIGKILLed every 7 s).
 chaos: install redis-server
-	$(PY) -m tests.chaos --duration 300 --kill-every 7 --json chaos-results.json
+	$(PY) -m tests.chaos --duration 300 --kill-every 7 --backend assistants --json chaos-assistants.json
+	$(PY) -m tests.chaos --duration 300 --kill-every 7 --backend responses --json chaos-responses.json
 
-# A long-running local stack (emulator + worker) on the Procfile; needs Redis on REDIS_URL.
-stack: install
-	$(VENV)/bin/honcho -e local.env start
+# A long-running local stack on the Procfile (Redis on 6390, the emulator, a worker).
+stack: install redis-server
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -e local.env start
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -48,6 +48,7 @@ def _alarm(signum: int, frame: FrameType | None) -> None:
 
 def run_scenario(name: str, ctx: Context) -> dict[str, Any]:
     scenario, timeout = SCENARIOS[name]
+    speed_before = machine.cpu_speed()
     started = time.monotonic()
     print(f"[bench] {name}: starting (timeout {timeout:g} s)", file=sys.stderr, flush=True)
     signal.signal(signal.SIGALRM, _alarm)
@@ -60,6 +61,7 @@ def run_scenario(name: str, ctx: Context) -> dict[str, Any]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
     result["elapsed_s"] = round(time.monotonic() - started, 1)
+    result["cpu_speed_ms"] = {"before": speed_before, "after": machine.cpu_speed()}
     print(f"[bench] {name}: {'FAILED' if 'error' in result else 'done'} in {result['elapsed_s']} s",
           file=sys.stderr, flush=True)
     return result

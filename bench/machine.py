@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 
 import datetime as dt
+import json
 import os
 import platform
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -56,6 +58,20 @@ def background_load(seconds: float = 3.0) -> dict[str, Any]:
                        "command": " ".join(" ".join(procs.cmdline(pid)).split())[:120]}
                       for used, pid in hogs if used / wall > 0.05],
     }
+
+
+def cpu_speed(repeats: int = 5) -> float:
+    """CPU ms of a fixed pure-Python workload (median of `repeats`; lower is faster). Shared
+    hosts change speed from hour to hour: this says how fast the machine was around a run,
+    so that CPU figures of two runs can be compared."""
+    times = []
+    for _ in range(repeats):
+        start = time.process_time()
+        table: dict[int, str] = {}
+        for n in range(50_000):
+            table[n % 1000] = json.dumps({"n": n})
+        times.append(1000.0 * (time.process_time() - start))
+    return round(statistics.median(times), 1)
 
 
 def command_line(argv: list[str]) -> str:

@@ -51,6 +51,7 @@ def markdown(machine: dict[str, Any], rows: list[Row], results: dict[str, Any], 
         + (f" at the start, {machine['git_at_end'].get('commit')} at the end (the code changed during the run)"
            if machine.get("git_at_end") else ""),
         _background(machine),
+        _speed(results),
         "",
         "Everything runs on this one machine: a private `redis-server`, the API emulator",
         "(`python -m worker.emulator`, runs last their run time ±30 %, no poll hint), the worker",
@@ -75,9 +76,13 @@ def markdown(machine: dict[str, Any], rows: list[Row], results: dict[str, Any], 
         "  does (thread, message, `create_and_poll` at its default 1 s interval, list the run's messages).",
         "- **memory**: VmRSS of each Dramatiq worker process (largest sample); Redis `used_memory` at the",
         "  peak-in-flight sample minus before sending, divided by the runs in flight.",
-        "- **cost**: 1,000 new conversations at once; CPU (utime+stime from /proc) of the whole",
-        "  `assistant-worker run` process tree, Redis and the emulator from just before the first send to",
-        "  the last reply, divided by the completed runs. API calls from the emulator's counters.",
+        "- **cost**: 1,000 new conversations at once, twice on the same worker; CPU (utime+stime from",
+        "  /proc) of the whole `assistant-worker run` process tree, Redis and the emulator from just before",
+        "  the first send to the last reply, divided by the completed runs. API calls from the emulator's",
+        "  counters. The first burst comes right after the worker's start: its poll planner has no run",
+        "  history and backs off blindly until runs end. The second (the figure with the target) comes",
+        "  when it has seen such runs, as a worker that has been running does. A third burst goes to the",
+        "  worker restarted (new processes, same Redis), as after a deploy or a scale-out.",
         "- **saturation**: run time 0, 2 processes x 8 threads, one new conversation per event, a rising",
         "  send rate in steps; replies/s = entries published in each step's window (the step less its",
         "  first seconds); stops when a step adds < 5 %. CPU as % of one core over that window.",
@@ -89,6 +94,16 @@ def markdown(machine: dict[str, Any], rows: list[Row], results: dict[str, Any], 
         "",
     ]
     return "\n".join(out)
+
+
+def _speed(results: dict[str, Any]) -> str:
+    """The host's speed around each scenario: shared hosts change speed from minute to minute."""
+    around = [f"{name} {r['cpu_speed_ms']['before']:g} / {r['cpu_speed_ms']['after']:g}"
+              for name, r in results.items() if isinstance(r, dict) and r.get("cpu_speed_ms")]
+    if not around:
+        return "- **CPU speed**: not measured"
+    return ("- **CPU speed** (ms of CPU for a fixed pure-Python workload, `bench.machine.cpu_speed`, before / after"
+            " each scenario; lower is faster, and CPU figures scale with it): " + ", ".join(around))
 
 
 def _background(machine: dict[str, Any]) -> str:

@@ -168,12 +168,12 @@ class Workers(Service):
     name = "assistant-worker"
 
     def __init__(self, log_dir: Path, redis_url: str, base_url: str, processes: int, threads: int,
-                 tool_modules: str = "") -> None:
+                 tool_modules: str = "", metrics_port: int = 0) -> None:
         self.processes = processes
         env = {**os.environ,
                "REDIS_URL": redis_url, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench",
                "ASSISTANT_ID": "asst_default", "WORKER_PROCESSES": str(processes),
-               "WORKER_THREADS": str(threads), "METRICS_PORT": "0", "LOG_LEVEL": "WARNING",
+               "WORKER_THREADS": str(threads), "METRICS_PORT": str(metrics_port), "LOG_LEVEL": "WARNING",
                "WORKER_TOOL_MODULES": tool_modules, "WORKER_SHUTDOWN_SECONDS": "3",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         self.metrics_dir = tempfile.mkdtemp(prefix="bench-prom-")
@@ -192,6 +192,12 @@ class Workers(Service):
                     and len(self.worker_pids()) >= self.processes:
                 return
             deadline.sleep(0.1)
+
+    def restart(self, redis_client: redis.Redis) -> None:
+        """New processes, as a deploy or a scale-out brings (Redis and the emulator stay)."""
+        Service.stop(self)
+        redis_client.delete("dramatiq:__heartbeats__")  # start() waits for the new ones
+        self.start(redis_client)
 
     def worker_pids(self) -> list[int]:
         """The Dramatiq worker processes (children of the `python -m dramatiq` master)."""
@@ -270,7 +276,8 @@ def running_emulator(log_dir: Path, run_seconds: float) -> Iterator[Emulator]:
 
 @contextmanager
 def running_stack(log_dir: Path, *, run_seconds: float, processes: int = 1, threads: int = 8,
-                  tool_modules: str = "", warm_up: str | None = WARM_UP) -> Iterator[Stack]:
+                  tool_modules: str = "", warm_up: str | None = WARM_UP,
+                  metrics_port: int = 0) -> Iterator[Stack]:
     """A fresh redis-server, emulator and worker, warmed up by one message (`warm_up`, None for
     none); all stopped on the way out, even on failure."""
     with ExitStack() as stack:
@@ -278,7 +285,8 @@ def running_stack(log_dir: Path, *, run_seconds: float, processes: int = 1, thre
         stack.callback(server.stop)
         server.start()
         emulator = stack.enter_context(running_emulator(log_dir, run_seconds))
-        workers = Workers(log_dir, server.url, emulator.base_url, processes, threads, tool_modules)
+        workers = Workers(log_dir, server.url, emulator.base_url, processes, threads, tool_modules,
+                          metrics_port)
         stack.callback(workers.stop)
         workers.start(server.client)
         ready = Stack(server, emulator, workers)

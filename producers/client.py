@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any
@@ -14,6 +15,10 @@ from worker.events import CONVERSATION_ID, InboundEvent, InvalidEvent, invalid_f
 from worker.runtime import make_store
 from worker.settings import Settings, get_settings
 from worker.store import ConversationStore
+
+# The standard library's logging: silent unless the application configures it (the
+# worker's configure_logging turns `extra` into structured fields).
+log = logging.getLogger("producers")
 
 
 class Producer:
@@ -37,7 +42,9 @@ class Producer:
                 sent_at=time.time())
         except ValidationError as exc:
             raise invalid_from(exc) from None
-        self.store.accept(event, self.settings.event_dedup_ttl_seconds)
+        accepted = self.store.accept(event, self.settings.event_dedup_ttl_seconds)
+        log.info("accepted" if accepted else "repeat ignored",
+                 extra={"conversation_id": conversation_id, "event_ids": [event.event_id]})
         return event.event_id
 
     def cancel_conversation(self, conversation_id: str) -> None:

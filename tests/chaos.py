@@ -30,6 +30,7 @@ from typing import Any
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
+TOOL_TIMEOUT_SECONDS = 5
 
 
 def free_port() -> int:
@@ -80,10 +81,10 @@ class Chaos:
         self.env = {**os.environ, "REDIS_URL": self.redis_url,
                     "OPENAI_BASE_URL": f"{self.emulator_url}/v1", "OPENAI_API_KEY": "sk-chaos",
                     "ASSISTANT_ID": "asst_default", "WORKER_TOOL_MODULES": "tests.sample_tools",
-                    "LEASE_SECONDS": str(a.lease_seconds), "TOOL_TIMEOUT_SECONDS": "5",
+                    "LEASE_SECONDS": str(a.lease_seconds), "TOOL_TIMEOUT_SECONDS": str(TOOL_TIMEOUT_SECONDS),
                     "WORKER_PROCESSES": str(a.processes), "WORKER_THREADS": "4",
                     "METRICS_PORT": "0", "LOG_LEVEL": "ERROR", "LOG_FORMAT": "console",
-                    "POLL_MAX_DELAY_SECONDS": "1.0"}
+                    "POLL_MAX_DELAY_SECONDS": "1.0", "ASSISTANT_BACKEND": a.backend}
         self.pods = [self._start_pod() for _ in range(a.pods)]
 
     def _start_pod(self) -> subprocess.Popen[bytes]:
@@ -199,17 +200,14 @@ class Chaos:
         return bad
 
     def _appended_twice(self, entries: list[dict[str, Any]]) -> int:
-        """User messages on the threads whose event id appears more than once."""
-        from tests.threads import thread_messages
+        """User messages on the threads (conversations) that are there more than once
+        (every message sent has a text of its own)."""
+        from tests.threads import user_texts
 
         twice = 0
         for thread_id in {e["thread_id"] for e in entries if e.get("thread_id")}:
-            seen: set[str] = set()
-            for message in thread_messages(f"{self.emulator_url}/v1", thread_id):
-                event_id = (message.get("metadata") or {}).get("event_id")
-                if message["role"] == "user" and event_id:
-                    twice += event_id in seen
-                    seen.add(event_id)
+            texts = user_texts(f"{self.emulator_url}/v1", self.args.backend, thread_id)
+            twice += len(texts) - len(set(texts))
         return twice
 
 
@@ -254,6 +252,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rate of each fault: 429, 500, lost response, failed run")
     parser.add_argument("--tool-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--backend", choices=["assistants", "responses"], default="assistants",
+                        help="ASSISTANT_BACKEND of the pods")
     parser.add_argument("--json", type=Path, help="write the results here")
 
 

@@ -17,6 +17,11 @@ from worker.logs import configure_logging
 from worker.runtime import Runtime, build_runtime
 from worker.settings import Settings
 
+# Every end-to-end test that takes a `backend` runs against both APIs.
+BACKENDS = ("assistants", "responses")
+# The emulator's operationId of a run's creation, per backend.
+CREATE_RUN = {"assistants": "createRun", "responses": "createResponse"}
+
 FAST = {
     "poll_initial_delay_seconds": 0.05,
     "poll_min_delay_seconds": 0.02,
@@ -37,6 +42,16 @@ class Stack:
         self.emulator = emulator
         self.producer = producer
         self.redis: redis.Redis = producer.store.redis
+        self.backend = runtime.settings.assistant_backend
+
+    def runs_created(self) -> int:
+        """Runs (Assistants) or responses (Responses) the emulator holds: created, not
+        merely asked for (a create refused with conversation_locked creates nothing)."""
+        return len(self.emulator.runs())
+
+    def runs_completed(self) -> int:
+        """Runs (or responses) the emulator holds as completed."""
+        return sum(r["status"] == "completed" for r in self.emulator.runs())
 
     @property
     def settings(self) -> Settings:
@@ -75,13 +90,22 @@ class Stack:
                    what=f"a run for {conversation_id}")
 
     def wait_idle(self, timeout: float = 20.0) -> None:
-        wait_until(lambda: self.redis.zcard("aw:schedule") == 0 and self.worker.broker.join(
-            self.settings.worker_queue, timeout=1) is None, timeout, what="an idle stack")
+        wait_until(lambda: self.redis.zcard("aw:schedule") == 0 and self._queue_drained(), timeout,
+                   what="an idle stack")
+
+    def _queue_drained(self) -> bool:
+        try:  # join's timeout is in milliseconds: one short look, the deadline is wait_until's
+            self.worker.broker.join(self.settings.worker_queue, timeout=200)
+        except dramatiq.errors.QueueJoinTimeout:
+            return False
+        return True
 
 
 @contextmanager
 def running_stack(redis_url: str, emulator_config: EmulatorConfig | None = None,
-                  threads: int = 8, **overrides: Any) -> Iterator[Stack]:
+                  threads: int = 8, idle_poll_ms: int = 100, **overrides: Any) -> Iterator[Stack]:
+    """`assistant_backend="responses"` among the overrides runs the Responses backend;
+    `idle_poll_ms` is the Dramatiq worker's idle timeout (WORKER_IDLE_POLL_MS)."""
     emulator = EmulatorServer(emulator_config or EmulatorConfig(run_seconds=0.2), port=0)
     emulator.start()
     values = {**FAST, **overrides}
@@ -89,7 +113,7 @@ def running_stack(redis_url: str, emulator_config: EmulatorConfig | None = None,
                         openai_api_key="sk-test-secret", assistant_id="asst_default", **values)
     configure_logging(settings)
     runtime = build_runtime(settings)
-    worker = dramatiq.Worker(runtime.broker, worker_threads=threads, worker_timeout=100)
+    worker = dramatiq.Worker(runtime.broker, worker_threads=threads, worker_timeout=idle_poll_ms)
     worker.start()
     try:
         yield Stack(runtime, worker, emulator, Producer(settings))

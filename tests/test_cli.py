@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -16,6 +15,7 @@ import pytest
 
 from producers import Producer
 from tests.conftest import free_port, wait_until
+from tests.worker_process import worker_process
 from worker.cli import merge_tools
 from worker.emulator import EmulatorConfig, EmulatorServer
 from worker.settings import Settings
@@ -73,14 +73,11 @@ def test_procfile_worker_line_processes_messages_and_serves_probes(
     procfile = (ROOT / "Procfile").read_text()
     assert "worker: assistant-worker run" in procfile
     port = free_port()
-    env = {**os.environ, "REDIS_URL": redis_url, "OPENAI_BASE_URL": emulator.base_url,
+    env = {"REDIS_URL": redis_url, "OPENAI_BASE_URL": emulator.base_url,
            "OPENAI_API_KEY": "sk-x", "ASSISTANT_ID": "asst_default", "METRICS_PORT": str(port),
            "WORKER_PROCESSES": "2", "WORKER_THREADS": "2",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
-    binary = Path(sys.executable).parent / "assistant-worker"
-    proc = subprocess.Popen([str(binary), "run"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, cwd=ROOT)
-    try:
+    with worker_process(env):
         producer = Producer(Settings(redis_url=redis_url))
         position = producer.outbound_position()
         event_id = producer.send_user_message("proc-1", "hello from a process")
@@ -90,9 +87,6 @@ def test_procfile_worker_line_processes_messages_and_serves_probes(
         assert _get(port, "/readyz")[0] == 200
         status, body = wait_until(lambda: _metric_ready(port), 10, what="runs metric")
         assert 'assistant_runs_total{status="completed"} 1.0' in body
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
 
 
 def _metric_ready(port: int) -> tuple[int, str] | None:
@@ -108,9 +102,12 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return 0, ""
 
 
-def test_make_demo_prints_the_reply_and_exits_0() -> None:
-    """The README's demo (what `make demo` runs once installed)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ASSISTANT_ID"))}
+@pytest.mark.parametrize("backend", ["assistants", "responses"])
+def test_make_demo_prints_the_reply_and_exits_0(backend: str) -> None:
+    """The README's demo (what `make demo` runs once installed); one setting switches it
+    to the Responses backend (`ASSISTANT_BACKEND=responses make demo`)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "ASSISTANT_"))}
+    env["ASSISTANT_BACKEND"] = backend
     done = subprocess.run([sys.executable, "-m", "worker.demo"], env=env, capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr

@@ -162,6 +162,30 @@ def test_thread_and_message_operations_match_schema(client: openai.OpenAI, schem
     assert [m["content"][0]["text"]["value"] for m in listed["data"]] == ["Look at this", "Hello"]
 
 
+def test_thread_and_run_in_one_call_matches_schema(emulator: EmulatorServer,  # noqa: F811
+                                                   client: openai.OpenAI, schemas: SpecSchemas) -> None:
+    """createThreadAndRun: the thread with its messages and metadata, and a run on it, as the
+    worker starts a new conversation; an unknown assistant creates nothing."""
+    run = raw(client.beta.threads.with_raw_response.create_and_run, assistant_id="asst_default",
+              thread={"messages": [{"role": "user", "content": "Hello in one call", "metadata": {"event_id": "e1"}}],
+                      "metadata": {"conversation_id": "c1"}},
+              metadata={"batch_id": "b1", "attempt": "1"})
+    schemas.check_response("createThreadAndRun", run)
+    assert run["status"] == "queued" and run["metadata"] == {"batch_id": "b1", "attempt": "1"}
+    thread = raw(client.beta.threads.with_raw_response.retrieve, run["thread_id"])
+    assert thread["metadata"] == {"conversation_id": "c1"}
+    assert wait_status(client, schemas, run, TERMINAL)["status"] == "completed"
+    listed = raw(client.beta.threads.messages.with_raw_response.list, run["thread_id"], order="asc")
+    assert [(m["role"], m["metadata"].get("event_id")) for m in listed["data"]] == [("user", "e1"), ("assistant", None)]
+    assert "Hello in one call" in listed["data"][1]["content"][0]["text"]["value"]
+    before = emulator.stats()["objects"]
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.beta.threads.create_and_run(assistant_id="asst_missing",
+                                           thread={"messages": [{"role": "user", "content": "x"}]})
+    schemas.check("#/components/schemas/ErrorResponse", unknown.value.response.json())
+    assert emulator.stats()["objects"] == before
+
+
 @pytest.mark.parametrize(
     ("text", "status"),
     [

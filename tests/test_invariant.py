@@ -13,8 +13,8 @@ import pytest
 
 from tests.conftest import wait_until
 from tests.invariants import check_exactly_once_in_order
-from tests.stack import Stack, running_stack
-from tests.threads import thread_messages
+from tests.stack import BACKENDS, Stack, running_stack
+from tests import threads
 from worker.emulator import EmulatorConfig
 
 
@@ -29,14 +29,8 @@ class DeliverTwice(dramatiq.Middleware):
 
 
 def user_texts(stack: Stack, thread_id: str) -> list[str]:
-    """The text of the thread's user messages, in order."""
-    texts = []
-    for message in thread_messages(stack.emulator.base_url, thread_id):
-        if message["role"] == "user":
-            content = message["content"]
-            texts.append(content if isinstance(content, str) else "".join(
-                p["text"]["value"] for p in content if p["type"] == "text"))
-    return texts
+    """The text of the thread's (or conversation's) user messages, in order."""
+    return threads.user_texts(stack.emulator.base_url, stack.backend, thread_id)
 
 
 def send_many(stack: Stack, conversations: int, per_conversation: int) -> dict[str, list[str]]:
@@ -62,11 +56,13 @@ def _busy_or_answered(stack: Stack, sent: dict[str, list[str]]) -> int:
     return running + len({e["conversation_id"] for e in stack.entries()})
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("flavour", ["strict", "loose"])
-def test_every_actor_message_delivered_twice(redis_url: str, flavour: str) -> None:
+def test_every_actor_message_delivered_twice(redis_url: str, flavour: str, backend: str) -> None:
     """Duplicated deliveries of every actor's messages add no append, run or publish."""
     config = EmulatorConfig(run_seconds=0.3, flavour=flavour)
-    with running_stack(redis_url, config, worker_tool_modules="tests.sample_tools") as stack:
+    with running_stack(redis_url, config, worker_tool_modules="tests.sample_tools",
+                       assistant_backend=backend) as stack:
         stack.runtime.broker.add_middleware(DeliverTwice())
         sent = {f"dup-{i}": [stack.send(f"dup-{i}", text)] for i, text in enumerate(
             ["hello", 'call:add{"a": 1, "b": 2}', "call:get_weather{\"city\": \"Rome\"}", "twice"])}
@@ -74,17 +70,19 @@ def test_every_actor_message_delivered_twice(redis_url: str, flavour: str) -> No
         stack.wait_idle()
         check_exactly_once_in_order(stack.entries(), sent)
         assert all(e["type"] == "run.completed" for e in entries), entries
-        assert stack.emulator.stats()["calls"]["createRun"] == len(sent)
+        tool_rounds = 2  # the two tool calls each take a second response (Responses)
+        assert stack.runs_created() == len(sent) + (tool_rounds if backend == "responses" else 0)
         for entry in entries:
             assert len(user_texts(stack, entry["thread_id"])) == 1
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("flavour", ["strict", "loose"])
-def test_200_conversations_x_3_messages_with_api_faults(redis_url: str, flavour: str) -> None:
+def test_200_conversations_x_3_messages_with_api_faults(redis_url: str, flavour: str, backend: str) -> None:
     """The acceptance run: 600 events, 5 % injected API faults, checked entry by entry."""
     config = EmulatorConfig(run_seconds=0.3, jitter=0.3, fault_429=0.02, fault_500=0.015,
                             fault_lost=0.01, fail_rate=0.005, seed=11, flavour=flavour)
-    with running_stack(redis_url, config) as stack:
+    with running_stack(redis_url, config, assistant_backend=backend) as stack:
         started = time.monotonic()
         sent = send_many(stack, conversations=200, per_conversation=3)
         all_ids = [e for ids in sent.values() for e in ids]
@@ -97,12 +95,12 @@ def test_200_conversations_x_3_messages_with_api_faults(redis_url: str, flavour:
         injected = sum(v for v in faults.values() if isinstance(v, int))
         assert injected > 0
         # No message appended twice, none lost, all in send order.
-        threads = {e["conversation_id"]: e["thread_id"] for e in entries if e["thread_id"]}
+        thread_ids = {e["conversation_id"]: e["thread_id"] for e in entries if e["thread_id"]}
         contents = stack.contents  # type: ignore[attr-defined]
         for cid, ids in sent.items():
-            assert user_texts(stack, threads[cid]) == [contents[e] for e in ids], cid
+            assert user_texts(stack, thread_ids[cid]) == [contents[e] for e in ids], cid
         types = {}
         for e in entries:
             types[e["type"]] = types.get(e["type"], 0) + 1
-        print(f"\n[{flavour}] events={len(all_ids)} entries={len(entries)} faults={faults} "
+        print(f"\n[{backend} {flavour}] events={len(all_ids)} entries={len(entries)} faults={faults} "
               f"types={types} wall={wall:.1f}s")

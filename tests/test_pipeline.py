@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from tests.stack import Stack, running_stack
+from tests import threads
+from tests.conftest import wait_until
+from tests.stack import BACKENDS, Stack, running_stack
 from worker.emulator import EmulatorConfig
+from worker.polling import HISTORY, SHARE_EVERY
 
 
-@pytest.fixture
-def stack(redis_url: str) -> Iterator[Stack]:
+@pytest.fixture(params=BACKENDS)
+def stack(request: pytest.FixtureRequest, redis_url: str) -> Iterator[Stack]:
     with running_stack(redis_url, worker_tool_modules="tests.sample_tools",
-                       tool_timeout_seconds=1.0) as s:
+                       tool_timeout_seconds=1.0, assistant_backend=request.param) as s:
         yield s
 
 
@@ -65,7 +69,7 @@ def test_same_event_id_twice_is_answered_once(stack: Stack) -> None:
     stack.wait_idle()
     assert len(stack.answered()["evt-1"]) == 1
     assert "first content" in entry["messages"][0]["text"]
-    assert stack.emulator.stats()["calls"].get("createRun") == 1
+    assert stack.runs_created() == 1
 
 
 def test_single_and_parallel_tool_calls(stack: Stack) -> None:
@@ -96,21 +100,29 @@ def test_tool_failures_become_error_outputs(stack: Stack, content: str, expected
 
 def test_failed_expired_and_incomplete_runs_are_published(stack: Stack) -> None:
     failed = stack.send("g1", "fail:invalid_prompt")
-    expired = stack.send("g2", "expire:now")
     incomplete = stack.send("g3", "incomplete")
-    f, x, i = stack.wait_answered([failed, expired, incomplete])
+    f, i = stack.wait_answered([failed, incomplete])
     assert (f["type"], f["error"]["code"]) == ("run.failed", "invalid_prompt")
-    assert (x["type"], x["error"]["code"]) == ("run.expired", "expired")
-    assert (i["type"], i["error"]["code"]) == ("run.incomplete", "max_completion_tokens")
+    limit = {"assistants": "max_completion_tokens", "responses": "max_output_tokens"}[stack.backend]
+    assert (i["type"], i["error"]["code"]) == ("run.incomplete", limit)
     assert i["messages"], "the partial message of an incomplete run is published"
+    if stack.backend == "assistants":  # responses do not expire
+        (x,) = stack.wait_answered([stack.send("g2", "expire:now")])
+        assert (x["type"], x["error"]["code"]) == ("run.expired", "expired")
 
 
 def test_retryable_run_failure_starts_a_new_run(stack: Stack) -> None:
-    """A run failing with server_error is started again; the new run's reply is published."""
-    event_id = stack.send("h1", "fail:server_error")
+    """A run failing with server_error is started again; the new run's reply is published
+    (with the user's message on the thread once: the new run does not send it again on
+    Assistants; on Responses a failed response added nothing, so it is sent again)."""
+    stack.emulator.configure(fail_rate=1.0, run_seconds=0.3)
+    event_id = stack.send("h1", "try me again")
+    wait_until(lambda: any(r["status"] == "failed" for r in stack.emulator.runs()), 10, what="a failed run")
+    stack.emulator.configure(fail_rate=0.0)
     (entry,) = stack.wait_answered([event_id])
     assert entry["type"] == "run.completed", entry
-    assert stack.emulator.stats()["calls"]["createRun"] == 2
+    assert stack.runs_created() == 2
+    assert threads.user_texts(stack.emulator.base_url, stack.backend, entry["thread_id"]) == ["try me again"]
 
 
 def test_retryable_run_failures_give_up_after_the_limit(stack: Stack) -> None:
@@ -120,7 +132,7 @@ def test_retryable_run_failures_give_up_after_the_limit(stack: Stack) -> None:
     (entry,) = stack.wait_answered([event_id])
     assert entry["type"] == "run.failed"
     assert entry["error"]["code"] == "server_error"
-    assert stack.emulator.stats()["calls"]["createRun"] == 1 + stack.settings.run_retry_limit
+    assert stack.runs_created() == 1 + stack.settings.run_retry_limit
 
 
 def test_cancel_publishes_at_once_and_later_events_run(stack: Stack) -> None:
@@ -179,12 +191,15 @@ def test_invalid_event_in_the_inbox_is_rejected_and_dead_lettered(stack: Stack) 
     assert stack.redis.xlen("aw:deadletter") == 2
 
 
-def test_unknown_assistant_is_rejected(stack: Stack) -> None:
-    event_id = stack.send("mia", "hello", assistant_id="asst_nope")
-    (entry,) = stack.wait_answered([event_id])
-    assert entry["type"] == "event.rejected"
-    assert "assistant" in entry["error"]["message"]
-    assert stack.redis.xlen("aw:deadletter") == 1
+def test_unknown_assistant_is_rejected(redis_url: str) -> None:
+    """Assistants only: the Responses backend has no assistants (an event's assistant_id is
+    ignored there; RESPONSES_MODEL and the registered tools are used)."""
+    with running_stack(redis_url) as stack:
+        event_id = stack.send("mia", "hello", assistant_id="asst_nope")
+        (entry,) = stack.wait_answered([event_id])
+        assert entry["type"] == "event.rejected"
+        assert "assistant" in entry["error"]["message"]
+        assert stack.redis.xlen("aw:deadletter") == 1
 
 
 def test_api_key_never_appears_in_outbound_events(stack: Stack) -> None:
@@ -262,3 +277,44 @@ def test_logs_carry_ids_but_never_the_api_key_or_message_text(
     assert '"event": "published"' in logs and event_id in logs
     assert "sk-test-secret" not in logs
     assert "a private question" not in logs
+
+
+def test_run_durations_are_shared_so_that_a_new_process_plans_its_polls_at_once(redis_url: str) -> None:
+    """Each process hands the run durations it sees to Redis; a process that starts later
+    (a deploy, a scale-out) is seeded with them: it knows the window before its first run."""
+    with running_stack(redis_url, EmulatorConfig(run_seconds=0.5)) as first:
+        sent = [first.send(f"share-{n}", "hello") for n in range(SHARE_EVERY)]
+        first.wait_answered(sent)
+        wait_until(lambda: len(first.runtime.store.phase_durations(HISTORY)) >= SHARE_EVERY, 10)
+        shared = first.runtime.store.phase_durations(HISTORY)
+        assert all(0.3 < d < 5.0 for d in shared), shared
+    with running_stack(redis_url) as later:
+        window = later.runtime.service().planner.window()
+        assert window is not None and 0.3 < window[0] < 5.0, window
+
+
+def test_a_server_without_create_thread_and_run_gets_a_thread_then_a_run(redis_url: str) -> None:
+    """Some Assistants-compatible servers have no createThreadAndRun (404, an unknown route):
+    the worker creates the thread, then the run, and does not try the one call again."""
+    with running_stack(redis_url, EmulatorConfig(run_seconds=0.2, flavour="loose")) as stack:
+        entries = stack.wait_answered([stack.send("no-one-call-0", "hello 0")], timeout=30)
+        sent = [stack.send(f"no-one-call-{n}", f"hello {n}") for n in (1, 2)]
+        entries += stack.wait_answered(sent, timeout=30)
+        assert all(e["type"] == "run.completed" for e in entries), entries
+        calls = stack.emulator.stats()["calls"]
+        assert calls["createThreadAndRun"] == 1
+        assert calls["createThread"] == calls["createRun"] == 3
+        for entry in entries:
+            assert len(threads.user_texts(stack.emulator.base_url, "assistants", entry["thread_id"])) == 1
+
+
+def test_steps_sent_by_the_process_wake_its_idle_consumers(redis_url: str) -> None:
+    """An idle Dramatiq consumer looks for messages every WORKER_IDLE_POLL_MS (here 4 s),
+    but a message this process sends (its scheduler's claims) wakes it at once: a short
+    run's reply, several steps, comes before a single idle wait would end. (Stopping the
+    stack takes those 4 s: Dramatiq's worker threads wait that long for work.)"""
+    with running_stack(redis_url, EmulatorConfig(run_seconds=0.1), idle_poll_ms=4000) as stack:
+        stack.wait_answered([stack.send("wake-0", "first")], timeout=20)  # consumers now idle
+        started = time.monotonic()
+        stack.wait_answered([stack.send("wake-1", "hello")], timeout=20)
+        assert time.monotonic() - started < 3.0

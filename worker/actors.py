@@ -10,6 +10,7 @@ from typing import Any
 import dramatiq
 import structlog
 
+from worker import health
 from worker.backends.base import ToolCall
 from worker.events import CONVERSATION_ID
 from worker.outcomes import rejection_entry
@@ -66,6 +67,7 @@ def declare_actors(broker: dramatiq.Broker, queue: str,
             _reject_message(svc, ADVANCE, claims, f"malformed {ADVANCE} message: {exc}")
             return
         for cid, claimed in pairs:
+            health.step_started()  # /healthz times each step, not the whole message
             svc.advance(cid, claimed)  # stops at once when the claim was replaced
 
     def run_tools(cid: Any, batch_id: Any, run_id: Any, calls: Any) -> None:

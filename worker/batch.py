@@ -30,6 +30,7 @@ class Batch:
     run_attempt: int = 0  # runs started for this batch after retryable failures
     messages_appended: bool = False  # the user messages are on the thread
     api_failures: int = 0  # consecutive failed API steps
+    busy_waits: int = 0  # looks at a conversation another (unlistable) response kept busy
     step_crashes: int = 0  # steps that raised something unexpected (a bug, a strange answer)
     polls: int = 0  # polls of the current phase
     phase_started_at: float | None = None  # run start, or the last tool submission
@@ -39,8 +40,10 @@ class Batch:
     cancel_deadline: float | None = None
     tools_key: str | None = None  # the requires_action step whose tools were dispatched
     tools_at: float | None = None
+    tools_redispatched: bool = False  # the tools of tools_key were dispatched before
     usage: dict[str, int] = field(default_factory=dict)
     create_sent: int = -1  # the run attempt whose create request went out (reconcile first)
+    unconfirmed: bool = False  # the run may repeat an earlier one's input: confirm_run first
     fence: int = 0  # the fencing token of the lease that last wrote the batch
     lease_released: bool = False  # the step's last write already gave the lease back
     fresh: bool = False  # opened by the current step (nothing of it can have reached the API)
@@ -109,7 +112,7 @@ class Batch:
 # run without the lease), with their types.
 HASH_FIELDS: dict[str, type] = {
     "batch_id": str, "fence": int, "published": bool, "polls": int,
-    "tools_key": str, "phase_started_at": float,
+    "tools_key": str, "phase_started_at": float, "run_id": str, "unconfirmed": bool,
 }
 
 

@@ -49,12 +49,15 @@ def run_workers(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    from worker.health import POD_FOLDER_ENV, PREFIX as HEARTBEAT_PREFIX  # no prometheus_client in there
+
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="aw-prom-")
     Path(metrics_dir).mkdir(parents=True, exist_ok=True)
-    for stale in Path(metrics_dir).glob("*.db"):
+    for stale in [*Path(metrics_dir).glob("*.db"), *Path(metrics_dir).glob(f"{HEARTBEAT_PREFIX}*")]:
         stale.unlink()  # files of a previous run would be added to this one's figures
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    os.environ.setdefault("dramatiq_prom_db", metrics_dir)
+    os.environ["dramatiq_prom_db"] = metrics_dir  # Dramatiq's own metrics: the same folder
+    os.environ[POD_FOLDER_ENV] = metrics_dir  # the worker processes' heartbeats go there too
 
     from worker.http import start_http_server  # imports prometheus_client: after the env
 

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+import time
 from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import urllib.error
+import urllib.request
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from worker import health
+from worker.metrics import ClusterCollector
 from worker.settings import Settings
+
+API_CHECK_TTL = 10.0  # seconds a /readyz answer about the API is reused
+API_CHECK_TIMEOUT = 2.0  # below a readiness probe's timeout (give it 3 s or more)
 
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
@@ -24,25 +34,84 @@ class _QuietHandler(WSGIRequestHandler):
         return
 
 
+class ApiCheck:
+    """Is the assistant API reachable with our key? (GET /models, at most every 10 s so that
+    probes do not spend quota; while one probe checks, others get the last answer.)"""
+
+    def __init__(self, settings: Settings) -> None:
+        self.url = settings.openai_base_url.rstrip("/") + "/models"
+        self.headers = {"Authorization": f"Bearer {settings.openai_api_key.get_secret_value()}"}
+        self._checked_at = float("-inf")
+        self._problem: str | None = "not checked yet"
+        self._lock = threading.Lock()
+
+    def problem(self) -> str | None:
+        if time.monotonic() - self._checked_at < API_CHECK_TTL or not self._lock.acquire(blocking=False):
+            return self._problem
+        try:
+            self._problem = self._check()
+            self._checked_at = time.monotonic()
+            return self._problem
+        finally:
+            self._lock.release()
+
+    def _check(self) -> str | None:
+        request = urllib.request.Request(self.url, headers=self.headers)
+        try:
+            with urllib.request.urlopen(request, timeout=API_CHECK_TIMEOUT) as response:
+                return None if response.status == 200 else f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the connection
+            return f"HTTP {exc.code}"
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+
 def make_app(settings: Settings, child: subprocess.Popen[bytes] | None) -> Any:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    cluster = ClusterCollector(client, [settings.worker_queue])
+    api = ApiCheck(settings) if settings.ready_check_api else None
+    started = time.time()
+
+    def metrics() -> bytes:
+        registry = CollectorRegistry()
+        if folder:
+            multiprocess.MultiProcessCollector(registry, path=folder)
+        registry.register(cluster)
+        return generate_latest(registry)
+
+    def healthz() -> list[str]:
+        if child is not None and child.poll() is not None:
+            return [f"the worker processes exited ({child.returncode})"]
+        problems = health.check(folder, settings.health_busy_limit_seconds) if folder else []
+        if folder and not problems and not health.heartbeat_files(folder) \
+                and time.time() - started > health.STALE_SECONDS:
+            problems.append("no worker process has started")
+        return problems
+
+    def readyz() -> list[str]:
+        problems = []
+        try:
+            client.ping()
+        except redis.exceptions.RedisError as exc:
+            problems.append(f"redis: {exc}")
+        problem = api.problem() if api is not None else None
+        if problem:
+            problems.append(f"api: {problem}")
+        return problems
 
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-            registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
-            return _reply(start_response, "200 OK", generate_latest(registry), CONTENT_TYPE_LATEST)
-        if path == "/healthz":
-            alive = child is None or child.poll() is None
-            return _reply(start_response, "200 OK" if alive else "503 Service Unavailable",
-                          b"ok\n" if alive else b"workers exited\n")
-        if path == "/readyz":
-            try:
-                client.ping()
-            except redis.exceptions.RedisError as exc:
-                return _reply(start_response, "503 Service Unavailable", f"redis: {exc}\n".encode())
-            return _reply(start_response, "200 OK", b"ready\n")
+            return _reply(start_response, "200 OK", metrics(), CONTENT_TYPE_LATEST)
+        if path in ("/healthz", "/readyz"):
+            problems = healthz() if path == "/healthz" else readyz()
+            if problems:
+                return _reply(start_response, "503 Service Unavailable",
+                              ("\n".join(problems) + "\n").encode())
+            note = "" if path == "/healthz" or api else "api: not checked (READY_CHECK_API=false)\n"
+            return _reply(start_response, "200 OK", f"ok\n{note}".encode())
         return _reply(start_response, "404 Not Found", b"not found\n")
 
     return app

@@ -6,8 +6,13 @@ PREFIX = "aw:"
 SCHEDULE = PREFIX + "schedule"
 # Wakes a sleeping scheduler when something became due now (at most one element).
 WAKE = PREFIX + "wake"
+# Dramatiq's Redis broker keeps a queue's waiting message ids in this list (KEDA scales on it).
+DRAMATIQ_NAMESPACE = "dramatiq"
 # Rejected raw events with their reason (a Redis Stream).
 DEAD_LETTERS = PREFIX + "deadletter"
+# The fleet's recent run phase durations in seconds, newest first (a capped list): a worker
+# process that starts plans its polls from them instead of backing off blindly.
+PHASE_DURATIONS = PREFIX + "poll:phases"
 
 
 def dedup(event_id: str) -> str:
@@ -21,7 +26,7 @@ def inbox(conversation_id: str) -> str:
 
 
 def conversation(conversation_id: str) -> str:
-    """The conversation's lasting state: its thread id (a hash)."""
+    """The conversation's lasting state: its thread id and last published run (a hash)."""
     return f"{PREFIX}conv:{conversation_id}"
 
 
@@ -36,6 +41,14 @@ def batch_data(conversation_id: str) -> str:
     return f"{PREFIX}batchdata:{conversation_id}"
 
 
+def tools_claim(conversation_id: str, key: str) -> str:
+    """Held while one requires_action step's tools run and are submitted (key: run and
+    call ids): "1", expiring after TOOL_TIMEOUT_SECONDS + 10 s so that a dead worker's tools
+    run again; or the outputs (JSON) whose submission failed, for RUN_TIMEOUT_SECONDS, so
+    that they are submitted again without running the tools again."""
+    return f"{PREFIX}tools:{conversation_id}:{key}"
+
+
 def lock(conversation_id: str) -> str:
     """Short lease serialising the steps of one conversation."""
     return f"{PREFIX}lock:{conversation_id}"
@@ -44,3 +57,8 @@ def lock(conversation_id: str) -> str:
 def cancel_request(conversation_id: str) -> str:
     """Set by cancel_conversation: the time of the request."""
     return f"{PREFIX}cancel:{conversation_id}"
+
+
+def dramatiq_queue(queue_name: str) -> str:
+    """Dramatiq's list of messages waiting on `queue_name` (its Redis broker's layout)."""
+    return f"{DRAMATIQ_NAMESPACE}:{queue_name}"

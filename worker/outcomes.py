@@ -6,6 +6,7 @@ import math
 import time
 from typing import Any
 
+from worker.backends.base import UNKNOWN_ID_PREFIX
 from worker.batch import Batch
 from worker.events import OutboundEntry, OutboundError, Timings
 
@@ -30,7 +31,7 @@ def batch_entry(batch: Batch, kind: str, *, error: dict[str, str] | None = None,
         conversation_id=batch.conversation_id,
         event_ids=batch.event_ids,
         thread_id=batch.thread_id,
-        run_id=batch.run_id,
+        run_id=None if (batch.run_id or "").startswith(UNKNOWN_ID_PREFIX) else batch.run_id,
         messages=messages or [],  # type: ignore[arg-type]
         steps=steps,
         error=OutboundError(**error) if error else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import dramatiq
@@ -9,19 +10,25 @@ import openai
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from worker import metrics
+from worker import health, keys, metrics
 from worker.actors import Actors, declare_actors
 from worker.backends.assistants import AssistantsBackend
 from worker.backends.base import RunBackend
+from worker.backends.responses import ResponsesBackend
 from worker.scheduler import Scheduler, SchedulerMiddleware
 from worker.service import ConversationService
 from worker.settings import Settings
 from worker.store import ConversationStore
-from worker.tools import ToolRunner, load_tool_modules
+from worker.tools import ToolRunner, definitions, load_tool_modules
+from worker.wakeup import WakeableRedisBroker
 
 
 def make_redis(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+    # A socket timeout, so that a Redis that stops answering fails a step (and shows in
+    # /healthz) instead of hanging it; longer than the scheduler's blocking wait.
+    return redis.Redis.from_url(settings.redis_url, health_check_interval=30,
+                                socket_timeout=max(10.0, settings.scheduler_interval_seconds + 5),
+                                socket_connect_timeout=5)
 
 
 def make_store(settings: Settings, client: redis.Redis | None = None) -> ConversationStore:
@@ -37,8 +44,11 @@ def make_openai(settings: Settings) -> openai.OpenAI:
 
 
 def make_backend(settings: Settings) -> RunBackend:
-    if settings.assistant_backend != "assistants":
-        raise SystemExit(f"ASSISTANT_BACKEND={settings.assistant_backend} is not available yet")
+    """The API behind the worker (ASSISTANT_BACKEND); tool modules are loaded by then."""
+    if settings.assistant_backend == "responses":
+        return ResponsesBackend(make_openai(settings), model=settings.responses_model,
+                                instructions=settings.responses_instructions, tools=definitions(),
+                                observe=metrics.observe_api)
     return AssistantsBackend(make_openai(settings), observe=metrics.observe_api)
 
 
@@ -48,8 +58,8 @@ def make_broker(settings: Settings) -> RedisBroker:
     the maintenance pass that requeues them runs on 1 % of broker calls instead of 0.1 %.
     (Conversations do not depend on it: their claims expire by themselves.)"""
     heartbeat_ms = int(min(settings.lease_seconds, 60.0) * 1000)
-    return RedisBroker(url=settings.redis_url, heartbeat_timeout=heartbeat_ms,
-                       maintenance_chance=10_000)
+    return WakeableRedisBroker(url=settings.redis_url, heartbeat_timeout=heartbeat_ms,
+                               maintenance_chance=10_000, namespace=keys.DRAMATIQ_NAMESPACE)
 
 
 @dataclass
@@ -68,6 +78,7 @@ class Runtime:
                 dispatch_tools=self.actors.dispatch_tools,
                 tool_runner=ToolRunner(self.settings.tool_timeout_seconds,
                                        self.settings.tool_output_max_chars))
+            self._service.seed_planner()
         return self._service
 
     def close(self) -> None:
@@ -87,7 +98,14 @@ def build_runtime(settings: Settings) -> Runtime:
     load_tool_modules(settings.tool_modules)
     broker = make_broker(settings)
     runtime = Runtime(settings=settings, broker=broker, store=make_store(settings))
-    broker.add_middleware(SchedulerMiddleware(runtime.scheduler, on_shutdown=runtime.close))
+    scheduling = SchedulerMiddleware(runtime.scheduler, on_shutdown=runtime.close)
+    broker.add_middleware(scheduling)
+    folder = os.environ.get(health.POD_FOLDER_ENV)
+    if folder:  # under `assistant-worker run`: the pod's /metrics and /healthz read this folder
+        from worker.dramatiq_metrics import DramatiqMetrics
+
+        broker.add_middleware(DramatiqMetrics())
+        broker.add_middleware(health.HealthMiddleware(folder, scheduling.last_loop_at))
     runtime.actors = declare_actors(broker, settings.worker_queue, runtime.service)
     dramatiq.set_broker(broker)
     return runtime

@@ -40,6 +40,7 @@ class Scheduler:
         self.interval = interval
         self.claim_limit = claim_limit
         self.clock = clock
+        self.last_loop_at: float | None = None  # read by the health heartbeat
 
     def tick(self) -> tuple[int, float]:
         """Claim what is due and dispatch it; returns how many were claimed and how long
@@ -54,6 +55,7 @@ class Scheduler:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            self.last_loop_at = time.time()
             try:
                 claimed, sleep = self.tick()
                 if claimed < self.claim_limit and sleep > 0:
@@ -72,10 +74,14 @@ class SchedulerMiddleware(dramatiq.Middleware):
         self.on_shutdown = on_shutdown
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._scheduler: Scheduler | None = None
+
+    def last_loop_at(self) -> float | None:
+        return self._scheduler.last_loop_at if self._scheduler is not None else None
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self._stop.clear()
-        scheduler = self.make_scheduler()
+        scheduler = self._scheduler = self.make_scheduler()
         self._thread = threading.Thread(target=scheduler.run, args=(self._stop,),
                                         name="assistant-scheduler", daemon=True)
         self._thread.start()

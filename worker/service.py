@@ -14,15 +14,17 @@ Between two steps nothing holds a thread: the next step is a due time in Redis.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+import redis
 import structlog
 
-from worker import metrics
+from worker import metrics, polling
 from worker.backends.base import RunBackend, RunRequest, RunState, ToolCall
 from worker.batch import CANCELLING, CREATING, RUNNING, Batch
 from worker.errors import InvalidRequestError, PermanentApiError, ThreadBusyError, TransientApiError
@@ -38,6 +40,15 @@ log = structlog.get_logger("worker.service")
 RETRYABLE_RUN_ERRORS = frozenset({"rate_limit_exceeded", "server_error"})
 MAX_STEP_CRASHES = 3
 ToolDispatch = Callable[[str, str, str, list[ToolCall]], None]
+
+
+# Between looks at a conversation another response keeps busy (Responses).
+BUSY_WAIT_MAX_SECONDS = 5.0
+
+
+def tools_key(run_id: str, calls: list[ToolCall]) -> str:
+    """One requires_action step: the run and its call ids."""
+    return f"{run_id}:{','.join(sorted(c.id for c in calls))}"
 
 
 class ConversationService:
@@ -97,13 +108,19 @@ class ConversationService:
         batch = self.store.load_batch(conversation_id)
         if batch is None or batch.batch_id != batch_id or batch.run_id != run_id or batch.published:
             return  # the batch moved on (cancelled, finished): its tools are not wanted
+        key = tools_key(run_id, calls)
+        if not self.store.claim_tools(conversation_id, key, self.settings.tool_timeout_seconds + 10):
+            return  # a duplicate delivery: another worker runs (or just ran) these calls
         results = self.tool_runner.run(calls)
         for result in results:
             metrics.observe_tool(result.tool, result.outcome, result.duration)
-            log.info("tool called", conversation_id=conversation_id, run_id=run_id,
-                     tool=result.tool, outcome=result.outcome, duration_ms=int(result.duration * 1000))
+            log.info("tool called", conversation_id=conversation_id, event_ids=batch.event_ids,
+                     thread_id=batch.thread_id, run_id=run_id, tool=result.tool,
+                     outcome=result.outcome, duration_ms=int(result.duration * 1000))
         outputs = [{"tool_call_id": r.call_id, "output": r.output} for r in results]
-        self._submit(batch, outputs)
+        if not self._submit(batch, outputs, again=batch.tools_redispatched):
+            # Kept for the next poll to submit again: the tools do not run twice.
+            self.store.keep_tool_outputs(conversation_id, key, outputs, self.settings.run_timeout_seconds)
 
     # --- the state machine -----------------------------------------------------------
     def _advance_held(self, cid: str, token: int, batch: Batch | None,
@@ -173,11 +190,13 @@ class ConversationService:
 
     # --- creating the run ------------------------------------------------------------
     def _start_run(self, batch: Batch) -> None:
-        assistant_id = batch.first.assistant_id or self.settings.assistant_id
-        if not assistant_id:
+        if not self._assistant_id(batch) and self.backend.needs_assistant:
             self._reject_batch(batch, "no assistant_id on the event and ASSISTANT_ID is not set")
             return
         new_thread = batch.thread_id is None
+        if new_thread and batch.fresh and batch.create_sent == batch.run_attempt and not batch.api_failures:
+            if self._create_thread_and_run(batch):
+                return
         if new_thread:
             # A worker that died between creating a thread and recording it leaves that
             # thread unused: harmless, and no message was appended to it.
@@ -185,8 +204,9 @@ class ConversationService:
         # A previous attempt may have created the run although its answer was lost, or its
         # worker died before recording it: the intent recorded below says so.
         found = None
+        request = self._run_request(batch)
         if batch.api_failures or (batch.create_sent == batch.run_attempt and not batch.fresh):
-            found = self.backend.find_run(batch.thread_id, batch.batch_id, batch.run_attempt)
+            found = self.backend.find_run(request)
         if found is None:
             # Record the intent before the call. A batch opened by this very step already
             # carries it (written with the batch), unless a thread had to be created first.
@@ -194,10 +214,6 @@ class ConversationService:
             batch.create_sent = batch.run_attempt
             if (new_thread or not already_recorded) and not self.store.save_batch(batch):
                 return  # a newer lease holder owns the batch now
-            request = RunRequest(thread_id=batch.thread_id, assistant_id=assistant_id,
-                                 instructions=batch.first.instructions, batch_id=batch.batch_id,
-                                 attempt=batch.run_attempt,
-                                 events=[] if batch.messages_appended else batch.events)
             try:
                 found = self.backend.create_run(request)
             except ThreadBusyError:
@@ -208,6 +224,38 @@ class ConversationService:
                 self._reject_batch(batch, str(exc))
                 return
         self._adopt(batch, found)
+
+    def _create_thread_and_run(self, batch: Batch) -> bool:
+        """A new conversation's first run: thread, user messages and run in one call (False:
+        the backend has no such call). Its intent went in with the batch. A lost answer leaves
+        a thread no one knows (its run's tokens are spent; nothing of it is published, its
+        tool calls never run): the retry creates the thread first, so it can reconcile."""
+        try:
+            started = self.backend.create_thread_and_run(batch.conversation_id, self._run_request(batch, ""))
+        except InvalidRequestError as exc:
+            self._reject_batch(batch, str(exc))
+            return True
+        if started is None:
+            return False
+        batch.thread_id, run = started
+        log.info("thread created", conversation_id=batch.conversation_id, thread_id=batch.thread_id)
+        self._adopt(batch, run)
+        return True
+
+    def _run_request(self, batch: Batch, thread_id: str | None = None) -> RunRequest:
+        """The batch's run request (on `thread_id`: "" for a thread created with the run)."""
+        thread_id = batch.thread_id if thread_id is None else thread_id
+        assert thread_id is not None
+        # Only reconciliation needs the conversation's previous run (one Redis read).
+        reconciling = bool(batch.api_failures or not batch.fresh or batch.state == CANCELLING)
+        return RunRequest(thread_id=thread_id, assistant_id=self._assistant_id(batch),
+                          instructions=batch.first.instructions, batch_id=batch.batch_id,
+                          attempt=batch.run_attempt, events=batch.events,
+                          append=not batch.messages_appended, reconciling=reconciling,
+                          after_run_id=self.store.last_run_id(batch.conversation_id) if reconciling else None)
+
+    def _assistant_id(self, batch: Batch) -> str:
+        return batch.first.assistant_id or self.settings.assistant_id or ""
 
     def _create_thread(self, batch: Batch) -> str:
         thread_id = self.backend.create_thread(batch.conversation_id)
@@ -221,8 +269,18 @@ class ConversationService:
         active = self.backend.active_run(batch.thread_id)
         if active is not None and active.metadata.get("batch_id") == batch.batch_id:
             return active
+        if active is None:
+            # Not listable (Responses): our own create still running, or another client's.
+            # Look again soon (reconciliation runs first), for at most RUN_TIMEOUT_SECONDS.
+            if self.clock() - batch.created_at > self.settings.run_timeout_seconds:
+                self._give_up(batch, "api_error", "the conversation stayed busy with another response "
+                              f"for {self.settings.run_timeout_seconds:g} s")
+                return None
+            batch.busy_waits += 1
+            self._save_and_schedule(batch, min(BUSY_WAIT_MAX_SECONDS, self._backoff(batch.busy_waits)))
+            return None
         batch.api_failures += 1
-        if active is not None and batch.api_failures >= self.settings.api_max_attempts // 2:
+        if batch.api_failures >= self.settings.api_max_attempts // 2:
             log.warning("cancelling a foreign run", conversation_id=batch.conversation_id,
                         thread_id=batch.thread_id, run_id=active.id)
             self.backend.cancel_run(batch.thread_id, active.id)
@@ -231,15 +289,18 @@ class ConversationService:
 
     def _adopt(self, batch: Batch, run: RunState) -> None:
         batch.run_id = run.id
+        batch.unconfirmed = not run.confirmed
         batch.state = RUNNING
         batch.messages_appended = True
-        batch.api_failures = 0
+        batch.api_failures = batch.busy_waits = 0
         batch.polls = 0
         batch.run_started_at = batch.run_started_at or self.clock()
         batch.phase_started_at = self.clock()
+        # The user messages go in with the run (additional_messages): created = appended.
         log.info("run created", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
-                 thread_id=batch.thread_id, run_id=run.id, attempt=batch.run_attempt)
-        if run.terminal or run.status == "requires_action":
+                 thread_id=batch.thread_id, run_id=run.id, attempt=batch.run_attempt,
+                 appended=len(batch.events), waited_ms=int((self.clock() - batch.oldest_sent_at) * 1000))
+        if (run.terminal or run.status == "requires_action") and run.confirmed:
             self.store.save_batch(batch)
             self._on_run_state(batch, run)
             return
@@ -248,17 +309,36 @@ class ConversationService:
     # --- following the run -----------------------------------------------------------
     def _poll(self, batch: Batch) -> None:
         assert batch.thread_id is not None and batch.run_id is not None
-        run = self.backend.get_run(batch.thread_id, batch.run_id)
+        unsaved = bool(batch.api_failures)  # record_poll writes only the poll count
+        if batch.unconfirmed:
+            run = self.backend.confirm_run(self._run_request(batch), batch.run_id)
+            batch.unconfirmed = not run.confirmed
+            unsaved = True
+        else:
+            run = self.backend.get_run(batch.thread_id, batch.run_id)
         metrics.RUN_POLLS.inc()
-        failures_before, batch.api_failures = batch.api_failures, 0
-        self._on_run_state(batch, run, failures_before)
+        batch.api_failures = 0
+        self._on_run_state(batch, run, unsaved)
 
-    def _on_run_state(self, batch: Batch, run: RunState, failures_before: int = 0) -> None:
-        log.debug("polled", conversation_id=batch.conversation_id, run_id=run.id, status=run.status)
-        if (run.terminal or run.status == "requires_action") and batch.phase_started_at:
-            # Observed when seen: an upper bound, which keeps the learnt window from opening
-            # before runs can end (a midpoint guess after a long gap would open it too early).
-            self.planner.observe(self.clock() - batch.phase_started_at)
+    def _on_run_state(self, batch: Batch, run: RunState, unsaved: bool = False) -> None:
+        if log.isEnabledFor(logging.DEBUG):  # event_ids parses the events: not on every poll
+            log.debug("polled", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
+                      thread_id=batch.thread_id, run_id=run.id, status=run.status,
+                      age_ms=int((self.clock() - (batch.phase_started_at or self.clock())) * 1000))
+        if batch.phase_started_at:
+            age = self.clock() - batch.phase_started_at
+            if run.terminal or run.status == "requires_action":
+                self.planner.ended(batch.batch_id, age)
+                self._share_phase_durations()
+            else:
+                self.planner.running(batch.batch_id, age)
+        if batch.run_id is not None and run.id != batch.run_id:
+            # The backend found that the run went on under another id (Responses: tool
+            # outputs submitted by an attempt whose answer was lost): follow that one.
+            log.info("run continued elsewhere", conversation_id=batch.conversation_id,
+                     run_id=batch.run_id, next_run_id=run.id)
+            batch.run_id, batch.tools_key = run.id, None
+            unsaved = True
         if run.terminal:
             self._finish(batch, run)
             return
@@ -271,38 +351,64 @@ class ConversationService:
             return
         delay = self._poll_delay(batch, run)
         batch.polls += 1
-        if failures_before:
+        if unsaved:
             self._save_and_schedule(batch, delay)
         else:
             self.store.record_poll(batch, self.clock() + delay)
 
     def _requires_action(self, batch: Batch, run: RunState) -> None:
-        key = f"{run.id}:{','.join(sorted(c.id for c in run.tool_calls))}"
+        key = tools_key(run.id, run.tool_calls)
         now = self.clock()
         window = self.settings.tool_timeout_seconds + 10
+        kept = self.store.kept_tool_outputs(batch.conversation_id, key)
+        if kept is not None:  # the tools ran, their submission failed: submit again, don't rerun
+            self.store.save_batch(batch)
+            self._submit_kept(batch, key, kept)
+            return
         if batch.tools_key == key and batch.tools_at and now - batch.tools_at < window:
             self.store.schedule(batch.conversation_id, batch.tools_at + window)
             return
+        if run.idle and run.usage:  # a response of function calls (Responses): its own usage
+            batch.add_usage(run.usage)
+        # Dispatched again after the window: the first dispatch's worker may have died after
+        # its submission went through, so this one's submission is confirmed.
+        batch.tools_redispatched = batch.tools_key == key
         batch.tools_key, batch.tools_at = key, now
         self._save_and_schedule(batch, window)
         self.dispatch_tools(batch.conversation_id, batch.batch_id, run.id, run.tool_calls)
 
-    def _submit(self, batch: Batch, outputs: list[dict[str, str]]) -> None:
+    def _submit_kept(self, batch: Batch, key: str, outputs: list[dict[str, str]]) -> None:
+        if self._submit(batch, outputs, again=True):
+            self.store.forget_tool_outputs(batch.conversation_id, key)
+
+    def _submit(self, batch: Batch, outputs: list[dict[str, str]], again: bool = False) -> bool:
+        """Submit the outputs; False when the submission failed (the caller keeps them for the
+        next poll to submit again). `again`: an earlier submission of them failed, maybe
+        after it went through, so a new run it starts is confirmed before it is followed."""
         assert batch.thread_id is not None and batch.run_id is not None
         now = self.clock()
+        submitted = True
         try:
-            self.backend.submit_tool_outputs(batch.thread_id, batch.run_id, outputs)
+            next_run = self.backend.submit_tool_outputs(batch.thread_id, batch.run_id, outputs,
+                                                        batch.first.instructions)
             log.info("tool outputs submitted", conversation_id=batch.conversation_id,
-                     run_id=batch.run_id, outputs=len(outputs))
+                     event_ids=batch.event_ids, thread_id=batch.thread_id, run_id=batch.run_id,
+                     next_run_id=next_run, outputs=len(outputs),
+                     tools_ms=int((now - (batch.tools_at or now)) * 1000))
             fields = {"phase_started_at": str(now), "polls": "0"}
+            if next_run:  # the backend goes on in a new run (Responses): follow that one
+                fields["run_id"] = next_run
+                fields["unconfirmed"] = "1" if again else "0"
         except (TransientApiError, PermanentApiError) as exc:
             # Either it went through after all, or the run moved on (expired, cancelled):
             # the next poll tells, and re-dispatches the tools if still required.
             log.warning("tool output submission failed", conversation_id=batch.conversation_id,
                         run_id=batch.run_id, error=str(exc))
             fields = {"tools_key": ""}
+            submitted = False
         # Some fields only, not a whole save: tools run without the lease.
         self.store.set_fields(batch, fields, due=now + self.planner.next_delay(0.0, 0))
+        return submitted
 
     # --- endings ---------------------------------------------------------------------
     def _finish(self, batch: Batch, run: RunState) -> None:
@@ -336,6 +442,7 @@ class ConversationService:
                 messages = []  # the answer must not wait: partial messages are best effort
         entry = batch_entry(batch, "run.cancelled", error={"code": code, "message": message},
                             messages=messages, now=self.clock())
+        self.planner.forget(batch.batch_id)  # a stopped run says nothing about run times
         batch.state = CANCELLING
         batch.cancel_deadline = self.clock() + self.settings.cancel_wait_seconds
         self.store.save_batch(batch)
@@ -352,19 +459,33 @@ class ConversationService:
     def _step_cancelling(self, batch: Batch) -> None:
         """Keep the conversation closed until the API reports the run stopped, or give up."""
         if batch.thread_id and batch.run_id is None:
-            found = self.backend.find_run(batch.thread_id, batch.batch_id, batch.run_attempt)
+            found = self.backend.find_run(self._run_request(batch))
             if found is not None and found.active:
                 batch.run_id = found.id
                 self.backend.cancel_run(batch.thread_id, found.id)
         stopped = True
         if batch.thread_id and batch.run_id:
-            stopped = self.backend.get_run(batch.thread_id, batch.run_id).terminal
+            run = self.backend.get_run(batch.thread_id, batch.run_id)
+            stopped = run.terminal or run.idle
+            if stopped and batch.unconfirmed:
+                self._confirm_stopped(batch)  # the run it follows is the conversation's last one
         deadline = batch.cancel_deadline or 0.0
         if stopped or self.clock() >= deadline:
             self._release(batch)
         else:
             batch.state = CANCELLING
             self._save_and_schedule(batch, self.settings.poll_initial_delay_seconds)
+
+    def _confirm_stopped(self, batch: Batch) -> None:
+        """A stopped run that may have repeated an earlier one's input: let the backend drop
+        its copy (best effort: the batch is answered already), and keep the run that stays
+        in the conversation as the batch's, so that the release records it as the last."""
+        assert batch.run_id is not None
+        try:
+            batch.run_id = self.backend.confirm_run(self._run_request(batch), batch.run_id).id
+        except (TransientApiError, PermanentApiError) as exc:
+            log.warning("could not confirm a stopped run", conversation_id=batch.conversation_id,
+                        run_id=batch.run_id, error=str(exc))
 
     def _reject_batch(self, batch: Batch, reason: str) -> None:
         entry = rejection_entry(batch.conversation_id, batch.event_ids, reason, batch.oldest_sent_at)
@@ -406,6 +527,7 @@ class ConversationService:
                                     entry.usage)
             log.info("published", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
                      thread_id=batch.thread_id, run_id=batch.run_id, type=entry.type,
+                     run_ms=None if run_seconds is None else int(run_seconds * 1000),
                      total_ms=entry.timings.total_ms)
         if release and events_wait:
             self._advance_held(batch.conversation_id, batch.fence, None)
@@ -422,6 +544,18 @@ class ConversationService:
     def _poll_delay(self, batch: Batch, run: RunState) -> float:
         elapsed = self.clock() - (batch.phase_started_at or batch.run_started_at or self.clock())
         return self.planner.next_delay(elapsed, batch.polls, run.poll_after_ms)
+
+    def seed_planner(self) -> None:
+        """Plan polls from the fleet's recent run durations from the start, not blindly."""
+        try:
+            self.planner.seed(self.store.phase_durations(polling.HISTORY))
+        except redis.RedisError as exc:
+            log.warning("no shared run durations: polls back off until runs end", error=str(exc))
+
+    def _share_phase_durations(self) -> None:
+        durations = self.planner.take_unshared()
+        if durations:  # one write per SHARE_EVERY ended phases
+            self.store.share_phase_durations(durations, polling.HISTORY)
 
     def _backoff(self, failures: int) -> float:
         s = self.settings

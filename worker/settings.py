@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     poll_jitter: float = Field(0.05, ge=0, lt=1)
     poll_batch_size: int = Field(25, ge=1)
     scheduler_interval_seconds: float = Field(0.25, gt=0, description="longest scheduler sleep")
-    worker_idle_poll_ms: int = Field(100, ge=10, description="an idle Dramatiq consumer polls this often")
+    worker_idle_poll_ms: int = Field(40, ge=10, description="an idle Dramatiq consumer polls this often")
     lease_seconds: float = Field(45.0, gt=0, le=300,
                                  description="claim/lease expiry: a dead worker's work comes back after this")
     worker_shutdown_seconds: float = Field(25.0, gt=0,
@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_message_content: bool = False
+    health_busy_limit_seconds: float = Field(
+        300.0, gt=0, description="/healthz fails when a worker thread is on one step longer")
+    ready_check_api: bool = False
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> Settings:

@@ -8,6 +8,7 @@ batch id, so a step that lost its lease can never overwrite a newer batch.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 
@@ -94,13 +95,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: inbox, batch, batch data. ARGV: count taken, batch data, then the batch hash as
-# field/value pairs. Fails (0) when a batch is already open.
+# KEYS: inbox, batch, batch data, lease. ARGV: count taken, lease token, batch data, then the
+# batch hash as field/value pairs. Fails (0) when a batch is already open or the lease is no
+# longer ours (the inbox head we read may have been taken meanwhile).
 _OPEN_BATCH = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if redis.call('GET', KEYS[4]) ~= ARGV[2] then return 0 end
 redis.call('LTRIM', KEYS[1], ARGV[1], -1)
-redis.call('HSET', KEYS[2], unpack(ARGV, 3))
-redis.call('SET', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+redis.call('SET', KEYS[3], ARGV[3])
 return 1
 """
 
@@ -122,6 +125,8 @@ return 1
 # release (0/1), conversation id, next due. An empty entry only releases. Publishes at most once per batch; on release
 # the conversation is idle (off the schedule) unless events wait in its inbox.
 # ARGV[7]: the lease's token; KEYS[6]: the lease, given back when the conversation goes idle.
+# KEYS[7], ARGV[8]: the conversation and the batch's run id, kept as the conversation's last run
+# (at publication, and again at release: a run confirmed after publication may have been replaced).
 # Returns: -1 stale batch, 0 already published, 1 published; +10 when released and events wait.
 _PUBLISH = _FENCE + """
 if not fenced(KEYS[1], ARGV[1], ARGV[7]) then return -1 end
@@ -130,6 +135,9 @@ if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'published') ~= '1' then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'data', ARGV[2])
   redis.call('HSET', KEYS[1], 'published', '1')
   result = 1
+end
+if ARGV[8] ~= '' and (result == 1 or ARGV[4] == '1') then
+  redis.call('HSET', KEYS[7], 'last_run_id', ARGV[8])  -- on release too: the run may have been replaced
 end
 if ARGV[4] == '1' then
   redis.call('DEL', KEYS[1], KEYS[5])
@@ -258,8 +266,51 @@ class ConversationStore:
     def end_step(self, conversation_id: str, token: int) -> None:
         self._release(keys=[keys.lock(conversation_id)], args=[token])
 
+    def share_phase_durations(self, durations: list[float], keep: int) -> None:
+        """Add run phase durations to the fleet's history (the newest `keep`)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(keys.PHASE_DURATIONS, *(f"{d:.3f}" for d in durations))
+        pipe.ltrim(keys.PHASE_DURATIONS, 0, keep - 1)
+        pipe.execute()
+
+    def phase_durations(self, keep: int) -> list[float]:
+        """The fleet's recent run phase durations, newest first."""
+        durations = []
+        for raw in self.redis.lrange(keys.PHASE_DURATIONS, 0, keep - 1):
+            try:
+                durations.append(float(raw))
+            except ValueError:
+                continue  # not ours: skipped
+        return durations
+
     def thread_id(self, conversation_id: str) -> str | None:
         value = self.redis.hget(keys.conversation(conversation_id), "thread_id")
+        return value.decode() if value else None
+
+    def claim_tools(self, conversation_id: str, key: str, ttl: float) -> bool:
+        """Claim one requires_action step's tool calls (`key`: run and call ids) for
+        `ttl` seconds: a duplicate delivery neither runs them again nor submits twice."""
+        return bool(self.redis.set(keys.tools_claim(conversation_id, key), "1", nx=True,
+                                   px=int(ttl * 1000)))
+
+    def keep_tool_outputs(self, conversation_id: str, key: str, outputs: list[dict[str, str]],
+                          ttl: float) -> None:
+        """Keep a step's tool outputs, whose submission failed, for the next poll to submit."""
+        self.redis.set(keys.tools_claim(conversation_id, key), json.dumps(outputs), px=int(ttl * 1000))
+
+    def kept_tool_outputs(self, conversation_id: str, key: str) -> list[dict[str, str]] | None:
+        value = self.redis.get(keys.tools_claim(conversation_id, key))
+        if not value or value == b"1":
+            return None  # no claim, or the tools are still running
+        outputs = json.loads(value)
+        return outputs if isinstance(outputs, list) else None
+
+    def forget_tool_outputs(self, conversation_id: str, key: str) -> None:
+        self.redis.delete(keys.tools_claim(conversation_id, key))
+
+    def last_run_id(self, conversation_id: str) -> str | None:
+        """The run of the conversation's last published batch (Responses reconciliation)."""
+        value = self.redis.hget(keys.conversation(conversation_id), "last_run_id")
         return value.decode() if value else None
 
     def peek_inbox(self, conversation_id: str, count: int) -> list[bytes]:
@@ -276,8 +327,8 @@ class ConversationStore:
     def open_batch(self, batch: Batch, taken: int) -> bool:
         cid = batch.conversation_id
         fields = [x for pair in batch.to_hash().items() for x in pair]
-        k = [keys.inbox(cid), keys.batch(cid), keys.batch_data(cid)]
-        return bool(self._open_batch(keys=k, args=[taken, batch.data_json(), *fields]))
+        k = [keys.inbox(cid), keys.batch(cid), keys.batch_data(cid), keys.lock(cid)]
+        return bool(self._open_batch(keys=k, args=[taken, batch.fence, batch.data_json(), *fields]))
 
     def save_batch(self, batch: Batch, *, due: float | None = None, release: bool = False) -> bool:
         """Write the batch's progress (and its next due time, the lease's release, and the
@@ -306,9 +357,9 @@ class ConversationStore:
         """Publish the batch's outcome once. Returns (published now, events wait)."""
         cid = batch.conversation_id
         k = [keys.batch(cid), self.outbound_stream, keys.SCHEDULE, keys.inbox(cid),
-             keys.batch_data(cid), keys.lock(cid)]
+             keys.batch_data(cid), keys.lock(cid), keys.conversation(cid)]
         args = [batch.batch_id, entry_json, self.outbound_maxlen, int(release), cid, time.time(),
-                batch.fence]
+                batch.fence, batch.run_id or ""]
         result = int(self._publish(keys=k, args=args))
         if result < 0:
             return False, False

@@ -8,10 +8,11 @@ from typing import Any
 from bench.context import Context
 from bench.load import Outbound, make_producer, send_burst
 from bench.scenarios.common import api_calls, completed, cpu_percent, outcome_counts
-from bench.stack import running_stack
+from bench.stack import Stack, running_stack
 from bench.waits import Deadline
+from producers import Producer
 
-TIMEOUT = 300.0
+TIMEOUT = 600.0
 RUN_SECONDS = 10.0
 IDLE_SECONDS = 3.0
 TOOL_CALL = 'call:add{"a": 1, "b": 2}'
@@ -34,30 +35,46 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def _variant(ctx: Context, name: str, modules: str, text: Any, warm_up: str, conversations: int,
              deadline: Deadline) -> dict[str, Any]:
-    figures: dict[str, Any] = {}
+    """Two bursts on one worker: the first after its start (no run history: its poll planner
+    backs off blindly until runs end), then the same again once it has seen such runs, as a
+    worker that has been running for a while sees them (the figures at the top level); then
+    a third on a restarted worker (new processes, the same Redis)."""
     with running_stack(ctx.logs(name), run_seconds=RUN_SECONDS, processes=1, threads=8,
                        tool_modules=modules, warm_up=warm_up) as stack:
-        outbound = Outbound(stack.redis.client)
         producer = make_producer(stack.redis.url)
+        idle: dict[str, Any] = {}
         if name == "no_tools":  # what an idle worker costs, for scale
             idle_start = stack.cpu_mark()
             time.sleep(IDLE_SECONDS)
-            figures["idle_cpu_percent"] = cpu_percent(stack.cpu_mark().since(idle_start))
-        stats_before = stack.emulator.stats()
-        start = stack.cpu_mark()
-        sent = send_burst(producer, (f"cost-{name}-{i}" for i in range(conversations)), text)
-        outbound.wait_length(conversations, deadline.sub(150, f"{conversations} replies ({name})"),
-                             check=stack.check_alive, interval=0.05)
-        used = stack.cpu_mark().since(start)
-        replies = outbound.read_new()
-        stats = stack.emulator.stats()
+            idle["idle_cpu_percent"] = cpu_percent(stack.cpu_mark().since(idle_start))
+        first = _burst(stack, producer, f"cost-{name}-first", text, conversations, deadline)
+        figures = _burst(stack, producer, f"cost-{name}", text, conversations, deadline)
+        # A new worker process on the same Redis: seeded with the run durations the first
+        # one shared (aw:poll:phases), it should cost what a worker with history costs.
+        stack.workers.restart(stack.redis.client)
+        stack.warm_up(warm_up)  # imports and connections, as after the first start
+        restarted = _burst(stack, producer, f"cost-{name}-restarted", text, conversations, deadline)
+    return {**idle, **figures, "first_burst": first, "restarted": restarted}
+
+
+def _burst(stack: Stack, producer: Producer, prefix: str, text: Any, conversations: int,
+           deadline: Deadline) -> dict[str, Any]:
+    outbound = Outbound(stack.redis.client)  # this burst's replies only
+    stats_before = stack.emulator.stats()
+    start = stack.cpu_mark()
+    sent = send_burst(producer, (f"{prefix}-{i}" for i in range(conversations)), text)
+    outbound.wait_length(conversations, deadline.sub(150, f"{conversations} replies ({prefix})"),
+                         check=stack.check_alive, interval=0.05)
+    used = stack.cpu_mark().since(start)
+    replies = outbound.read_new()
+    stats = stack.emulator.stats()
     done = completed(replies)
     wall = max(r.published for r in replies) - sent.first
 
     def ms_per_run(seconds: float) -> float | None:
         return round(1000.0 * seconds / done, 2) if done else None
 
-    figures.update({
+    figures = {
         "replies": len(replies), "outcomes": outcome_counts(replies), "completed": done,
         "wall_s": round(wall, 2), "window_s": round(used["wall"], 2),
         "cpu_s": {k: round(v, 3) for k, v in used.items()},
@@ -68,8 +85,7 @@ def _variant(ctx: Context, name: str, modules: str, text: Any, warm_up: str, con
         "bench_cpu_ms_per_run": ms_per_run(used["bench"]),
         "other_processes_cpu_ms_per_run": ms_per_run(used["others"]),
         "api": api_calls(stats_before, stats, done),
-    })
-    if name == "one_tool":
-        figures["tool_results_seen"] = sum(
-            1 for r in replies for m in r.data.get("messages") or [] if "add -> 3" in (m.get("text") or ""))
+    }
+    figures["tool_results_seen"] = sum(
+        1 for r in replies for m in r.data.get("messages") or [] if "add -> 3" in (m.get("text") or ""))
     return figures

@@ -1,4 +1,5 @@
-"""An emulator of the OpenAI Assistants v2 HTTP API for development, tests and benchmarks.
+"""An emulator of the OpenAI Assistants v2 HTTP API (and the Responses and Conversations APIs, background
+mode) for development, tests and benchmarks.
 
     from worker.emulator import EmulatorServer, EmulatorConfig
 

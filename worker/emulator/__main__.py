@@ -24,7 +24,9 @@ _FLAG_FIELDS = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="assistant-emulator", description="Emulator of the OpenAI Assistants v2 API (worker/emulator/README.md).")
+        prog="assistant-emulator",
+        description="Emulator of the OpenAI Assistants v2, Responses and Conversations APIs "
+                    "(worker/emulator/README.md).")
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     add("--port", type=int, default=None, help=f"port (env EMULATOR_PORT, default {DEFAULT_PORT}; 0 = any free)")

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import lifecycle, render
-from .objects import Run
+from . import conversations, lifecycle, render
+from .objects import WORKING_STATUSES, ModelResponse, Run
 from .store import Store
 
 # (method, path under /v1 with "*" for an id, operationId as in the OpenAPI spec)
 ROUTES: tuple[tuple[str, str, str], ...] = (
+    ("GET", "models", "listModels"),
     ("GET", "assistants", "listAssistants"),
     ("POST", "assistants", "createAssistant"),
     ("GET", "assistants/*", "getAssistant"),
     ("POST", "assistants/*", "modifyAssistant"),
     ("DELETE", "assistants/*", "deleteAssistant"),
     ("POST", "threads", "createThread"),
+    ("POST", "threads/runs", "createThreadAndRun"),
     ("GET", "threads/*", "getThread"),
     ("GET", "threads/*/messages", "listMessages"),
     ("POST", "threads/*/messages", "createMessage"),
@@ -31,7 +34,17 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "threads/*/runs/*/submit_tool_outputs", "submitToolOuputsToRun"),
     ("GET", "threads/*/runs/*/steps", "listRunSteps"),
     ("GET", "threads/*/runs/*/steps/*", "getRunStep"),
+    ("POST", "conversations", "createConversation"),
+    ("GET", "conversations/*", "getConversation"),
+    ("GET", "conversations/*/items", "listConversationItems"),
+    ("POST", "conversations/*/items", "createConversationItems"),
+    ("GET", "conversations/*/items/*", "getConversationItem"),
+    ("DELETE", "conversations/*/items/*", "deleteConversationItem"),
+    ("POST", "responses", "createResponse"),
+    ("GET", "responses/*", "getResponse"),
+    ("POST", "responses/*/cancel", "cancelResponse"),
 )
+SYNC_WAIT_STEP_SECONDS = 0.25  # longest sleep between checks while a synchronous createResponse waits
 _TABLE: dict[tuple[str, int], list[tuple[tuple[str, ...], str]]] = {}
 for _method, _path, _op in ROUTES:
     _parts = tuple(_path.split("/"))
@@ -71,12 +84,29 @@ class Api:
             now = store.clock()
             result = self._handlers[op](*ids, query=query, body=body, now=now)
             if isinstance(result, Run):
-                return Response(200, render.run(result, store.flavour), self._poll_hint(result, now))
-            return Response(200, result)
+                return Response(200, render.run(result, store.flavour),
+                                self._poll_hint(lifecycle.time_left(result, now)))
+            if not isinstance(result, ModelResponse):
+                return Response(200, result)
+            if op != "createResponse" or result.background or result.status not in WORKING_STATUSES:
+                return Response(200, render.response(result, store.flavour),
+                                self._poll_hint(conversations.time_left(result, now)))
+        return self._await_response(result)
 
-    def _poll_hint(self, run: Run, now: float) -> dict[str, str]:
+    def _await_response(self, response: ModelResponse) -> Response:
+        """A synchronous (not background) createResponse answers once the response is final."""
+        store = self.store
+        while True:
+            with store.lock:
+                now = store.clock()
+                store.conversations.settle(response, now)
+                if response.status not in WORKING_STATUSES:
+                    return Response(200, render.response(response, store.flavour))
+                left = response.due_at - now
+            time.sleep(min(max(left, 0.001), SYNC_WAIT_STEP_SECONDS))
+
+    def _poll_hint(self, left: float | None) -> dict[str, str]:
         config = self.store.config
-        left = lifecycle.time_left(run, now)
         if not config.poll_hint or left is None:
             return {}
         if config.poll_hint_ms is not None:
@@ -97,6 +127,11 @@ class Api:
     def _delete_assistant(self, assistant_id: str, **_: Any) -> Any:
         self.store.delete_assistant(assistant_id)
         return {"id": assistant_id, "object": "assistant.deleted", "deleted": True}
+
+    def _list_models(self, **_: Any) -> Any:
+        """The one model the emulator plays (readiness probes call this)."""
+        return {"object": "list", "data": [{"id": "emulator", "object": "model", "created": 0,
+                                            "owned_by": "assistant-worker"}]}
 
     def _list_assistants(self, *, query: Any, **_: Any) -> Any:
         items, more = self.store.list_assistants(query)
@@ -125,6 +160,9 @@ class Api:
     def _create_run(self, thread_id: str, *, body: Any, now: float, **_: Any) -> Any:
         return self.store.create_run(thread_id, body, now)
 
+    def _create_thread_and_run(self, *, body: Any, now: float, **_: Any) -> Any:
+        return self.store.create_thread_and_run(body, now)
+
     def _get_run(self, thread_id: str, run_id: str, *, now: float, **_: Any) -> Any:
         return self.store.get_run(thread_id, run_id, now, poll=True)
 
@@ -144,3 +182,36 @@ class Api:
 
     def _get_run_step(self, thread_id: str, run_id: str, step_id: str, *, now: float, **_: Any) -> Any:
         return render.step(self.store.get_step(thread_id, run_id, step_id, now), self.store.flavour)
+
+    # -- conversations and responses ---------------------------------------------------------
+
+    def _create_conversation(self, *, body: Any, now: float, **_: Any) -> Any:
+        return render.conversation(self.store.conversations.create_conversation(body, now), self.store.flavour)
+
+    def _get_conversation(self, conversation_id: str, *, now: float, **_: Any) -> Any:
+        return render.conversation(self.store.conversations.get_conversation(conversation_id, now),
+                                   self.store.flavour)
+
+    def _list_conversation_items(self, conversation_id: str, *, query: Any, now: float, **_: Any) -> Any:
+        items, more = self.store.conversations.list_items(conversation_id, query, now)
+        return render.page(items, more, render.item, self.store.flavour)
+
+    def _create_conversation_items(self, conversation_id: str, *, body: Any, now: float, **_: Any) -> Any:
+        items = self.store.conversations.create_items(conversation_id, body, now)
+        return render.page(items, False, render.item, self.store.flavour)
+
+    def _get_conversation_item(self, conversation_id: str, item_id: str, *, now: float, **_: Any) -> Any:
+        return render.item(self.store.conversations.get_item(conversation_id, item_id, now), self.store.flavour)
+
+    def _delete_conversation_item(self, conversation_id: str, item_id: str, *, now: float, **_: Any) -> Any:
+        conversation = self.store.conversations.delete_item(conversation_id, item_id, now)
+        return render.conversation(conversation, self.store.flavour)
+
+    def _create_response(self, *, body: Any, now: float, **_: Any) -> Any:
+        return self.store.conversations.create_response(body, now)
+
+    def _get_response(self, response_id: str, *, now: float, **_: Any) -> Any:
+        return self.store.conversations.get_response(response_id, now, poll=True)
+
+    def _cancel_response(self, response_id: str, *, now: float, **_: Any) -> Any:
+        return self.store.conversations.cancel_response(response_id, now)

@@ -15,6 +15,7 @@ from .api import Api, Response
 from .config import ConfigError, EmulatorConfig
 from .errors import ApiError
 from .faults import LOST, FaultInjector
+from .objects import ModelResponse, Run
 from .store import Store
 
 ADMIN_PREFIX = "/_emulator/"
@@ -68,23 +69,29 @@ class App:
         with store.lock:
             store.settle_all(store.clock())
             runs = store.run_counts()
+            model_responses = store.conversations.counts()
             sizes = {"assistants": len(store.assistants), "threads": len(store.threads),
-                     "messages": len(store.messages)}
+                     "messages": len(store.messages), "conversations": len(store.conversations.conversations),
+                     "conversation_items": len(store.conversations.items),
+                     "responses": len(store.conversations.responses)}
         with self._lock:
             calls, responses = dict(self.calls), dict(self.responses)
-        return {"calls": calls, "responses": responses, "runs": runs, "objects": sizes,
-                "faults_injected": self.faults.counts()}
+        return {"calls": calls, "responses": responses, "runs": runs, "model_responses": model_responses,
+                "objects": sizes, "faults_injected": self.faults.counts()}
 
     def runs(self) -> list[dict[str, Any]]:
+        """Every run, then every response (Responses API), with the same fields; thread_id = conversation id."""
         store = self.store
         with store.lock:
             store.settle_all(store.clock())
+            records: list[Run | ModelResponse] = [*store.runs.values(), *store.conversations.responses.values()]
             return [
-                {"id": run.id, "thread_id": run.thread_id, "status": run.status, "created_at": run.created_at,
-                 "started_at": run.started_at, "finished_at": run.finished_at, "polls": run.polls,
-                 "last_polled_at": run.last_polled_at,
-                 "history": [[status, at] for status, at in run.history]}
-                for run in store.runs.values()
+                {"id": record.id, "object": "response" if isinstance(record, ModelResponse) else "thread.run",
+                 "thread_id": record.thread_id, "status": record.status, "created_at": record.created_at,
+                 "started_at": record.started_at, "finished_at": record.finished_at, "polls": record.polls,
+                 "last_polled_at": record.last_polled_at,
+                 "history": [[status, at] for status, at in record.history]}
+                for record in records
             ]
 
     # -- pipeline ----------------------------------------------------------------------------

@@ -113,3 +113,77 @@ class Run:
     @property
     def thread_id(self) -> str:
         return self.thread.id
+
+
+# -- Responses and Conversations APIs ---------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Item:
+    """A conversation item (or a response's input/output item), in the Responses API's shapes."""
+
+    id: str
+    type: str  # message | function_call | function_call_output
+    created_at: float
+    role: str | None = None  # messages: user | assistant | system | developer
+    content: list[dict[str, Any]] = field(default_factory=list)  # messages: wire content parts
+    text: str = ""  # messages: the plain text (model rules, the loose flavour's string content)
+    status: str = "completed"
+    call_id: str | None = None  # function_call, function_call_output
+    name: str | None = None  # function_call
+    arguments: str | None = None  # function_call
+    output: Any = None  # function_call_output: a string or a list of parts, as sent
+    conversation_id: str | None = None
+    seq: int = 0  # position in the conversation's item list
+
+
+@dataclass(slots=True)
+class Conversation:
+    id: str
+    created_at: float
+    metadata: dict[str, str] = field(default_factory=dict)
+    items: list[Item] = field(default_factory=list)
+    calls: dict[str, Item] = field(default_factory=dict)  # call_id -> its function_call item
+    open_calls: dict[str, Item] = field(default_factory=dict)  # function calls without an output yet
+    active_response: ModelResponse | None = None  # queued or in_progress: the conversation is locked
+
+
+@dataclass(slots=True)
+class ModelResponse:
+    """A Responses API response; progresses over time like a run (see conversations.py)."""
+
+    id: str
+    conversation: Conversation | None
+    created_at: float
+    model: str
+    instructions: str | None
+    tools: list[dict[str, Any]]
+    plan: Plan
+    duration: float
+    phase_start: float
+    queued_until: float
+    due_at: float
+    background: bool = False
+    store: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)  # temperature, top_p, text, ... as sent
+    metadata: dict[str, str] = field(default_factory=dict)
+    previous_response_id: str | None = None
+    input_items: list[Item] = field(default_factory=list)
+    tool_results: list[tuple[str, str]] = field(default_factory=list)  # (function name, output) from the input
+    after_tools: bool = False  # the input holds function_call_output items
+    status: str = "queued"
+    started_at: float | None = None
+    completed_at: float | None = None
+    error: dict[str, str] | None = None
+    incomplete_reason: str | None = None
+    usage: dict[str, Any] | None = None
+    output: list[Item] = field(default_factory=list)
+    finished_at: float | None = None  # time it reached its final status
+    history: list[tuple[str, float]] = field(default_factory=list)
+    polls: int = 0
+    last_polled_at: float | None = None  # time of the most recent getResponse
+
+    @property
+    def thread_id(self) -> str | None:
+        """The conversation's id (the admin views call it thread_id, as for runs)."""
+        return self.conversation.id if self.conversation is not None else None

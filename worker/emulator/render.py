@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .flavours import Flavour
-from .objects import Assistant, Message, Run, Step, Thread
+from .objects import Assistant, Conversation, Item, Message, ModelResponse, Run, Step, Thread
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -77,6 +77,48 @@ def step(s: Step, fl: Flavour) -> Json:
         "expired_at": fl.ts(s.expired_at), "failed_at": fl.ts(s.failed_at), "last_error": last_error,
         "step_details": s.details, "usage": s.usage, "metadata": {},
     }, fl)
+
+
+def conversation(c: Conversation, fl: Flavour) -> Json:
+    return _finish({"id": c.id, "object": "conversation", "created_at": fl.ts(c.created_at), "metadata": c.metadata},
+                   fl)
+
+
+def item(i: Item, fl: Flavour) -> Json:
+    """A conversation item / response output item, in the Responses API's shape."""
+    if i.type == "message":
+        content: Any = i.content
+        if fl.user_content_as_string and i.role == "user":
+            content = i.text
+        return {"type": "message", "id": i.id, "status": i.status, "role": i.role, "content": content}
+    if i.type == "function_call":
+        return {"type": "function_call", "id": i.id, "call_id": i.call_id, "name": i.name, "arguments": i.arguments,
+                "status": i.status}
+    return {"type": "function_call_output", "id": i.id, "call_id": i.call_id, "output": i.output, "status": i.status}
+
+
+def response(r: ModelResponse, fl: Flavour) -> Json:
+    settings = r.settings
+    conversation_ref = {"id": r.conversation.id} if r.conversation is not None and fl.echo_conversation else None
+    body = _finish({
+        "id": r.id, "object": "response", "created_at": fl.ts(r.created_at), "status": r.status,
+        "background": r.background, "completed_at": fl.ts(r.completed_at),
+        "conversation": conversation_ref,
+        "error": r.error,
+        "incomplete_details": {"reason": r.incomplete_reason} if r.incomplete_reason else None,
+        "instructions": r.instructions, "max_output_tokens": settings.get("max_output_tokens"),
+        "max_tool_calls": settings.get("max_tool_calls"), "model": r.model,
+        "output": [item(i, fl) for i in r.output], "parallel_tool_calls": settings.get("parallel_tool_calls"),
+        "previous_response_id": r.previous_response_id, "prompt_cache_key": settings.get("prompt_cache_key"),
+        "reasoning": settings.get("reasoning"), "safety_identifier": settings.get("safety_identifier"),
+        "service_tier": settings.get("service_tier"), "store": r.store, "temperature": settings.get("temperature"),
+        "text": settings.get("text"), "tool_choice": settings.get("tool_choice"), "tools": r.tools,
+        "top_logprobs": settings.get("top_logprobs"), "top_p": settings.get("top_p"),
+        "truncation": settings.get("truncation"), "usage": r.usage, "metadata": r.metadata,
+    }, fl)
+    if body.get("usage", 0) is None:
+        del body["usage"]  # the spec's ResponseUsage is not nullable: no usage until a final status
+    return body
 
 
 def page(items: Sequence[T], has_more: bool, render_one: Callable[[T, Flavour], Json], fl: Flavour) -> Json:

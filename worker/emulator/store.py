@@ -1,4 +1,4 @@
-"""The emulator's objects, their indexes and the operations on them.
+"""The emulator's objects, their indexes and the operations on them (Responses and Conversations: conversations.py).
 
 Every method expects `store.lock` to be held by the caller (one lock for the whole store; each
 operation is O(1) apart from the pages it returns). Runs progress lazily: see lifecycle.py.
@@ -15,6 +15,7 @@ from typing import Any
 
 from . import lifecycle, validate
 from .config import EmulatorConfig
+from .conversations import ConversationStore
 from .errors import ApiError, bad_request, not_found
 from .flavours import FLAVOURS
 from .model import Plan, expiry_plan, failure_plan, plan_run
@@ -50,6 +51,7 @@ class Store:
         self.threads: dict[str, Thread] = {}
         self.messages: dict[str, Message] = {}
         self.runs: dict[str, Run] = {}
+        self.conversations = ConversationStore(self)  # the Responses and Conversations APIs
         self._add_assistant(Assistant(DEFAULT_ASSISTANT_ID, self.clock(), "gpt-4o", name="Math Tutor",
                                       instructions=DEFAULT_INSTRUCTIONS, tools=[{"type": "code_interpreter"}]))
 
@@ -73,9 +75,10 @@ class Store:
         return msg
 
     def settle_all(self, now: float) -> None:
-        """Bring every active run up to date (admin views only: O(threads))."""
+        """Bring every active run and response up to date (admin views only: O(threads))."""
         for thread in self.threads.values():
             self._settle(thread, now)
+        self.conversations.settle_all(now)
 
     def run_counts(self) -> dict[str, Any]:
         by_status = Counter(run.status for run in self.runs.values())
@@ -205,6 +208,23 @@ class Store:
         thread.active_run = run
         self.runs[run.id] = run
         return run
+
+    def create_thread_and_run(self, body: Mapping[str, Any], now: float) -> Run:
+        """A new thread (`thread`: its messages and metadata) and a run on it, in one call."""
+        if not self.flavour.thread_and_run:  # some compatible servers have no such route
+            raise ApiError(404, "Invalid URL (POST /v1/threads/runs)")
+        validate.known_fields(body, validate.THREAD_AND_RUN_FIELDS, self._strict)
+        if body.get("stream"):
+            raise bad_request("The emulator does not stream: leave 'stream' unset.", param="stream")
+        assistant_id = validate.require(body, "assistant_id", str)
+        if assistant_id not in self.assistants:  # checked first: a refused request creates nothing
+            raise bad_request(f"No assistant found with id '{assistant_id}'.", param="assistant_id")
+        thread_body = dict(validate.optional(body, "thread", dict, {}))
+        if "tool_resources" in body and "tool_resources" not in thread_body:
+            thread_body["tool_resources"] = body["tool_resources"]
+        thread = self.create_thread(thread_body, now)
+        return self.create_run(thread.id, {k: v for k, v in body.items() if k not in ("thread", "tool_resources")},
+                               now)
 
     def get_run(self, thread_id: str, run_id: str, now: float, poll: bool = False) -> Run:
         thread = self.get_thread(thread_id, now)

@@ -1,0 +1,147 @@
+"""The HTTP plumbing both backends share: SDK calls for writes, plain GETs for reads, with
+OpenAI's error semantics translated to the worker's errors and every request counted.
+
+The SDK's own retries are off: a retried POST whose first answer was lost would act
+twice. Retries are the caller's, with reconciliation (`find_run`).
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+from collections.abc import Callable
+from typing import Any
+
+import openai
+
+from worker.backends.run_reader import ConnectionProblem, RunReader
+from worker.errors import (
+    InvalidRequestError,
+    PermanentApiError,
+    ThreadBusyError,
+    TransientApiError,
+)
+
+PAGE_LIMIT = 100
+ApiObserver = Callable[[str, str], None]  # (operation, outcome) -> None, for metrics
+
+
+class ApiCalls:
+    """One API client's calls: `call` (through the SDK), `read` and `pages` (plain GETs)."""
+
+    def __init__(self, client: openai.OpenAI, observe: ApiObserver | None = None) -> None:
+        self.client = client.with_options(max_retries=0)
+        self._observe = observe or (lambda operation, outcome: None)
+        self._reader = RunReader(self.client)
+
+    def close(self) -> None:
+        self._reader.close()
+        self.client.close()
+
+    def pages(self, operation: str, path: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        params = dict(query)
+        while True:
+            page, _ = self.read(operation, f"{path}?{urllib.parse.urlencode(params)}")
+            data = list(page.get("data") or [])
+            items.extend(data)
+            if not page.get("has_more") or not data:
+                return items
+            params["after"] = str(page.get("last_id") or data[-1]["id"])
+
+    def read(self, operation: str, path: str) -> tuple[dict[str, Any], Any]:
+        """One GET through the run reader, with the SDK's error semantics."""
+        try:
+            status, headers, body = self._reader.get(path)
+        except ConnectionProblem as exc:  # type: ignore[misc]
+            self._observe(operation, "connection_error")
+            raise TransientApiError(f"{operation}: {exc}") from None
+        if status >= 400 or not isinstance(body, dict):
+            self._observe(operation, _outcome(status) if status >= 400 else "client_error")
+            raise translate(status, body, headers, is_post=False)
+        self._observe(operation, "ok")
+        return body, headers
+
+    def call(self, operation: str, is_post: bool, call: Callable[[], Any]) -> Any:
+        try:
+            result = call()
+        except openai.APIStatusError as exc:
+            self._observe(operation, _outcome(exc.status_code))
+            raise translate(exc.status_code, exc.body, exc.response.headers, is_post,
+                            fallback=str(exc)) from None
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            self._observe(operation, "timeout" if isinstance(exc, openai.APITimeoutError) else "connection_error")
+            raise TransientApiError(f"{operation}: {exc}", maybe_applied=is_post) from None
+        self._observe(operation, "ok")
+        return result
+
+
+def _outcome(status: int) -> str:
+    if status == 429:
+        return "rate_limited"
+    return "server_error" if status >= 500 else "client_error"
+
+
+def translate(status: int, body: Any, headers: Any, is_post: bool, fallback: str = "") -> Exception:
+    """An HTTP error status as a worker error: transient, busy thread, or permanent."""
+    message = _body_field(body, "message") or fallback or f"HTTP {status}"
+    if status == 429 or status >= 500 or status in (401, 403, 408):
+        return TransientApiError(message, retry_after=_retry_after(headers),
+                                 maybe_applied=is_post and status >= 500, status=status)
+    lowered = message.lower()
+    busy = ("active run" in lowered or "while a run" in lowered
+            or _body_field(body, "code") == "conversation_locked")
+    if status in (400, 409) and busy:
+        return ThreadBusyError(message, status=status)
+    if status == 409:
+        return TransientApiError(message, status=status)
+    if status == 404 and "assistant" in lowered:
+        return InvalidRequestError(f"unknown assistant: {message}", code="invalid_event", status=status)
+    if status == 404:
+        return PermanentApiError(message, code="not_found", status=status)
+    return InvalidRequestError(message, code="invalid_event", status=status)
+
+
+def _body_field(body: Any, name: str) -> str:
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get(name):
+            return str(inner[name])
+    return ""
+
+
+def _retry_after(headers: Any) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name) if headers is not None else None
+        if value:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def json_object(raw: Any) -> dict[str, Any]:
+    """The JSON object of an SDK raw response."""
+    data = json.loads(raw.text)
+    if not isinstance(data, dict):
+        raise TransientApiError("the API answered with something that is not a JSON object")
+    return data
+
+
+def run_error(error: Any, status: str, incomplete_details: Any, what: str) -> dict[str, str] | None:
+    """The outbound error of a run (Assistants `last_error`) or a response (`error`)."""
+    if isinstance(error, dict):
+        return {"code": str(error.get("code") or "server_error"), "message": str(error.get("message") or "")}
+    if status == "incomplete":
+        reason = (incomplete_details or {}).get("reason") or "incomplete"
+        return {"code": str(reason), "message": f"the {what} ended incomplete: {reason}"}
+    return None
+
+
+def poll_after(headers: Any) -> int | None:
+    value = headers.get("openai-poll-after-ms") if headers is not None else None
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
