@@ -27,6 +27,19 @@ class Producer:
     def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None) -> None:
         self.settings = settings or get_settings()
         self.store: ConversationStore = make_store(self.settings, client)
+        self._owns_client = client is None
+
+    def close(self) -> None:
+        """Disconnect the Redis pool this producer made (a later send reconnects); a client
+        passed in is left to its owner."""
+        if self._owns_client:
+            self.store.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def send_user_message(self, conversation_id: str, content: str, *, event_id: str | None = None,
                           assistant_id: str | None = None, instructions: str | None = None,

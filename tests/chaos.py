@@ -112,20 +112,20 @@ class Chaos:
         from producers import Producer
         from worker.settings import Settings
 
-        producer = Producer(Settings(redis_url=self.redis_url))
         rng = random.Random(self.args.seed)
         interval = 1.0 / self.args.rate
         n = 0
         next_at = time.monotonic()
-        while time.monotonic() < until:
-            cid = f"chaos-{rng.randrange(self.args.conversations)}"
-            content = (f'call:add{{"a": {n}, "b": 1}}' if rng.random() < self.args.tool_share
-                       else f"{cid} says {n}")
-            event_id = producer.send_user_message(cid, content)
-            self.sent.append(Sent(cid, event_id, content, time.time()))
-            n += 1
-            next_at += interval
-            time.sleep(max(0.0, next_at - time.monotonic()))
+        with Producer(Settings(redis_url=self.redis_url)) as producer:
+            while time.monotonic() < until:
+                cid = f"chaos-{rng.randrange(self.args.conversations)}"
+                content = (f'call:add{{"a": {n}, "b": 1}}' if rng.random() < self.args.tool_share
+                           else f"{cid} says {n}")
+                event_id = producer.send_user_message(cid, content)
+                self.sent.append(Sent(cid, event_id, content, time.time()))
+                n += 1
+                next_at += interval
+                time.sleep(max(0.0, next_at - time.monotonic()))
 
     def kill_loop(self, until: float) -> None:
         rng = random.Random(self.args.seed + 1)
@@ -142,8 +142,8 @@ class Chaos:
 
     # --- the check ---------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
-        client = redis.Redis.from_url(self.redis_url)
-        return [json.loads(f[b"data"]) for _, f in client.xrange("assistant:outbound")]
+        with redis.Redis.from_url(self.redis_url) as client:
+            return [json.loads(f[b"data"]) for _, f in client.xrange("assistant:outbound")]
 
     def drain(self, timeout: float) -> None:
         wanted = {s.event_id for s in self.sent}
@@ -278,7 +278,8 @@ def _wait(predicate: Any, timeout: float) -> None:
 
 def _pings(url: str) -> bool:
     try:
-        return bool(redis.Redis.from_url(url).ping())
+        with redis.Redis.from_url(url) as client:
+            return bool(client.ping())
     except redis.exceptions.ConnectionError:
         return False
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -88,3 +89,6 @@ def _clean_global_state() -> Iterator[None]:
     yield
     get_settings.cache_clear()
     reset_logging()
+    # A connection left open warns when the garbage collector finds it; collect now, so that
+    # the warning fails the test that left it (not whichever test runs when it happens).
+    gc.collect()

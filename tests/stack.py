@@ -115,9 +115,12 @@ def running_stack(redis_url: str, emulator_config: EmulatorConfig | None = None,
     runtime = build_runtime(settings)
     worker = dramatiq.Worker(runtime.broker, worker_threads=threads, worker_timeout=idle_poll_ms)
     worker.start()
+    producer = Producer(settings)
     try:
-        yield Stack(runtime, worker, emulator, Producer(settings))
+        yield Stack(runtime, worker, emulator, producer)
     finally:
         worker.stop(timeout=10_000)
+        runtime.close()
         runtime.broker.close()
+        producer.close()
         emulator.stop()

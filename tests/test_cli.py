@@ -77,8 +77,7 @@ def test_procfile_worker_line_processes_messages_and_serves_probes(
            "OPENAI_API_KEY": "sk-x", "ASSISTANT_ID": "asst_default", "METRICS_PORT": str(port),
            "WORKER_PROCESSES": "2", "WORKER_THREADS": "2",
            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
-    with worker_process(env):
-        producer = Producer(Settings(redis_url=redis_url))
+    with worker_process(env), Producer(Settings(redis_url=redis_url)) as producer:
         position = producer.outbound_position()
         event_id = producer.send_user_message("proc-1", "hello from a process")
         entry = producer.wait_for(event_id, position, timeout=30)

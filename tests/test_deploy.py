@@ -226,14 +226,15 @@ def test_every_procfile_line_runs_together_under_honcho(tmp_path: Path) -> None:
     honcho = subprocess.Popen([tool("honcho"), "-e", str(env_file), "-f", str(ROOT / "Procfile"),
                                "-d", str(ROOT), "start"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               start_new_session=True, env=_clean_env())
+    producer = Producer(Settings(redis_url=f"redis://127.0.0.1:{redis_port}/0"))
     try:
-        producer = Producer(Settings(redis_url=f"redis://127.0.0.1:{redis_port}/0"))
         wait_until(lambda: _accepts(producer), 30, 0.2, what="the stack's Redis")
         position = producer.outbound_position()
         event_id = producer.send_user_message("honcho-1", "hello from honcho")
         entry = producer.wait_for(event_id, position, timeout=60)
         assert entry is not None and entry["type"] == "run.completed"
     finally:
+        producer.close()
         os.killpg(honcho.pid, signal.SIGTERM)
         output, _ = honcho.communicate(timeout=60)
     text = output.decode(errors="replace")

@@ -4,6 +4,7 @@ promtool."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -67,7 +68,8 @@ def observed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> dic
     call), one conversation whose later messages wait behind its first run, one malformed
     event; the cluster gauges are read while the waiting happens."""
     redis_url = redis_server
-    client = redis.Redis.from_url(redis_url)
+    stack = contextlib.ExitStack()
+    client = stack.enter_context(redis.Redis.from_url(redis_url))
     client.flushall()
     tmp_path = tmp_path_factory.mktemp("observability")
     metrics_dir = tmp_path / "multiproc"
@@ -87,7 +89,7 @@ def observed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> dic
                        and len(_beats(metrics_dir)) == 2, 30, 0.1, what="two worker processes")
             wait_until(prometheus.targets_up, 30, 0.2, what="prometheus scraping the worker")
             settings = Settings(redis_url=redis_url)
-            producer = Producer(settings)
+            producer = stack.enter_context(Producer(settings))
             position = producer.outbound_position()
             # Busy: the first message's run takes 3 s; the next two wait behind it.
             producer.send_user_message(BUSY, "sleep:3 Take your time.")
@@ -131,6 +133,7 @@ def observed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> dic
                 "metrics_text": _get(port, "/metrics")[1],
                 "readyz": _get(port, "/readyz"),
             }
+    stack.close()
     results["log"] = log_path.read_text()
     return results
 

@@ -45,8 +45,8 @@ class RedisProcess:
             [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind",
              "127.0.0.1", "--dir", str(self.folder), "--save", "", *self.extra],
             stdout=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        wait_until(lambda: redis_pings(client), 10, what="redis-server")
+        with redis.Redis.from_url(self.url) as client:
+            wait_until(lambda: redis_pings(client), 10, what="redis-server")
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -79,14 +79,14 @@ def test_redis_killed_and_restarted_loses_no_accepted_event(durable_redis: Redis
 
 def test_sigterm_hands_work_back_and_another_worker_finishes_it(redis_url: str) -> None:
     """SIGTERM: the pod exits within its grace period; in-flight runs finish elsewhere."""
-    with EmulatorServer(EmulatorConfig(run_seconds=2.0), port=0) as emulator:
+    with EmulatorServer(EmulatorConfig(run_seconds=2.0), port=0) as emulator, \
+            Producer(Settings(redis_url=redis_url)) as producer:
         env = {**os.environ, "REDIS_URL": redis_url, "OPENAI_BASE_URL": emulator.base_url,
                "OPENAI_API_KEY": "sk-x", "ASSISTANT_ID": "asst_default", "METRICS_PORT": "0",
                "WORKER_THREADS": "4", "LEASE_SECONDS": "5", "WORKER_SHUTDOWN_SECONDS": "10"}
         binary = str(Path(sys.executable).parent / "assistant-worker")
         first = subprocess.Popen([binary, "run"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
-        producer = Producer(Settings(redis_url=redis_url))
         sent = {f"g{i}": [producer.send_user_message(f"g{i}", f"question {i}")] for i in range(20)}
         client = producer.store.redis
         wait_until(lambda: len(client.keys("aw:batch:*")) >= 10, 20, what="runs under way")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import socket
 import time
 from collections.abc import Iterator
 
@@ -318,3 +320,22 @@ def test_steps_sent_by_the_process_wake_its_idle_consumers(redis_url: str) -> No
         started = time.monotonic()
         stack.wait_answered([stack.send("wake-1", "hello")], timeout=20)
         assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_stopped_worker_leaves_no_connection_open(redis_url: str, backend: str) -> None:
+    """Shutdown closes every Redis and API connection of the process, instead of leaving
+    sockets for the garbage collector (which warns, and in a pod holds them open)."""
+    before = _open_sockets()
+    with running_stack(redis_url, assistant_backend=backend,
+                       worker_tool_modules="tests.sample_tools") as stack:
+        ids = [stack.send(f"close-{n}", 'call:get_weather{"city": "Oslo"}' if n % 2 else "hi")
+               for n in range(6)]
+        stack.wait_answered(ids)
+        assert len(_open_sockets() - before) > 2  # the check below can see connections
+    gc.collect()
+    assert _open_sockets() - before == set()
+
+
+def _open_sockets() -> set[int]:
+    return {id(s) for s in gc.get_objects() if isinstance(s, socket.socket) and s.fileno() != -1}

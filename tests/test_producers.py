@@ -17,8 +17,9 @@ from worker.settings import Settings
 
 
 @pytest.fixture
-def producer(redis_url: str) -> Producer:
-    return Producer(Settings(redis_url=redis_url))
+def producer(redis_url: str) -> Iterator[Producer]:
+    with Producer(Settings(redis_url=redis_url)) as producer:
+        yield producer
 
 
 @pytest.mark.parametrize("kwargs, field", [

@@ -82,11 +82,13 @@ class Runtime:
         return self._service
 
     def close(self) -> None:
-        """Close the API connections of this process (Dramatiq's broker is closed by its owner)."""
+        """Close this process's API and Redis connections (Dramatiq's broker is closed by its
+        owner). A later use reconnects; nothing is left for the garbage collector to close."""
         if self._service is not None:
             self._service.backend.close()
             self._service.tool_runner.shutdown()
             self._service = None
+        self.store.close()
 
     def scheduler(self) -> Scheduler:
         s = self.settings

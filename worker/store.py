@@ -201,6 +201,10 @@ class ConversationStore:
         self._begin = client.register_script(_BEGIN)
         self._release = client.register_script(_RELEASE)
 
+    def close(self) -> None:
+        """Disconnect the client's pool (it reconnects if used again)."""
+        self.redis.connection_pool.disconnect()
+
     # --- producers -------------------------------------------------------------------
     def accept(self, event: InboundEvent, dedup_ttl: int) -> bool:
         """The accept step: dedup, append to the inbox, schedule. False for a repeat."""

@@ -48,6 +48,11 @@ class WakeableRedisBroker(RedisBroker):
         inner = super().consume(queue_name, prefetch, min(timeout, MISS_BACKOFF_MS))
         return _WakeableConsumer(inner, self.wakeups, timeout / 1000.0)
 
+    def close(self) -> None:
+        # RedisBroker.close does nothing: its pool's sockets would wait for the garbage
+        # collector. Disconnect them (the pool reconnects if the broker is used again).
+        self.client.connection_pool.disconnect()
+
     def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
         enqueued = super().enqueue(message, delay=delay)
         if delay is None:  # a delayed message is moved to its queue later, by a consumer

@@ -42,6 +42,7 @@ class RunReader:
         self._local = threading.local()
         self._connections: list[http.client.HTTPConnection] = []
         self._lock = threading.Lock()
+        self._closed = False
         proxied = any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
                                                     "http_proxy", "ALL_PROXY", "all_proxy"))
         self._fallback = httpx_lib.Client(base_url=str(client.base_url), headers=headers,
@@ -65,13 +66,16 @@ class RunReader:
                 # A kept-alive connection the server closed meanwhile: GET again, once.
                 if attempt == 2 or not reused:
                     raise
-        if response.getheader("connection", "").lower() == "close":
+        # A GET after close() (a thread finishing during shutdown) still works, but does not
+        # leave a socket open that close() no longer tracks.
+        if self._closed or response.getheader("connection", "").lower() == "close":
             connection.close()
             self._local.used = False
         return response.status, _Headers(response.getheaders()), _decode(body)
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for connection in self._connections:
                 connection.close()
             self._connections.clear()
