@@ -84,3 +84,10 @@ def test_the_readiness_check_of_the_api_says_what_is_wrong() -> None:
         assert ApiCheck(Settings(openai_base_url=emulator.base_url, openai_api_key="")).problem() == "HTTP 401"
     closed = ApiCheck(Settings(openai_base_url=f"http://127.0.0.1:{free_port()}/v1")).problem()
     assert closed is not None and "Connection refused" in closed
+
+
+def test_without_a_base_url_the_readiness_check_asks_openai_itself() -> None:
+    """OPENAI_BASE_URL unset (the worker talks to OpenAI): /readyz checks OpenAI's /models,
+    the URL the SDK uses, instead of failing to start."""
+    assert ApiCheck(Settings(openai_base_url=None)).url == "https://api.openai.com/v1/models"
+    assert ApiCheck(Settings(openai_base_url="http://127.0.0.1:9/v1/")).url == "http://127.0.0.1:9/v1/models"

@@ -39,7 +39,7 @@ class ApiCheck:
     probes do not spend quota; while one probe checks, others get the last answer.)"""
 
     def __init__(self, settings: Settings) -> None:
-        self.url = settings.openai_base_url.rstrip("/") + "/models"
+        self.url = settings.api_base_url + "/models"
         self.headers = {"Authorization": f"Bearer {settings.openai_api_key.get_secret_value()}"}
         self._checked_at = float("-inf")
         self._problem: str | None = "not checked yet"

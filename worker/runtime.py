@@ -39,7 +39,7 @@ def make_store(settings: Settings, client: redis.Redis | None = None) -> Convers
 
 def make_openai(settings: Settings) -> openai.OpenAI:
     return openai.OpenAI(api_key=settings.openai_api_key.get_secret_value() or "unset",
-                         base_url=settings.openai_base_url, timeout=settings.api_timeout_seconds,
+                         base_url=settings.api_base_url, timeout=settings.api_timeout_seconds,
                          max_retries=0)
 
 

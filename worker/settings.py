@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+OPENAI_API_URL = "https://api.openai.com/v1"  # the SDK's default base URL
+
 
 class Settings(BaseSettings):
     """Typed settings. Names are the environment variables (case-insensitive)."""
@@ -80,6 +82,11 @@ class Settings(BaseSettings):
             raise ValueError("POLL_MIN_DELAY_SECONDS <= POLL_INITIAL_DELAY_SECONDS <= "
                              "POLL_MAX_DELAY_SECONDS must hold")
         return self
+
+    @property
+    def api_base_url(self) -> str:
+        """OPENAI_BASE_URL, or OpenAI's own API (the SDK's default) when it is not set."""
+        return (self.openai_base_url or OPENAI_API_URL).rstrip("/")
 
     @property
     def tool_modules(self) -> list[str]:
