@@ -119,8 +119,7 @@ def running_stack(redis_url: str, emulator_config: EmulatorConfig | None = None,
     try:
         yield Stack(runtime, worker, emulator, producer)
     finally:
-        worker.stop(timeout=10_000)
-        runtime.close()
+        worker.stop(timeout=10_000)  # its shutdown closes the runtime, as in a pod
         runtime.broker.close()
         producer.close()
         emulator.stop()
