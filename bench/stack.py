@@ -128,7 +128,7 @@ class RedisServer(Service):
 
 
 class Emulator(Service):
-    """`python -m worker.emulator --port P --run-seconds X --jitter J --no-poll-hint`."""
+    """`assistant-emulator --port P --run-seconds X --jitter J --no-poll-hint`."""
 
     name = "emulator"
 
@@ -136,9 +136,10 @@ class Emulator(Service):
         self.port = free_port()
         self.run_seconds = run_seconds
         env = {k: v for k, v in os.environ.items() if not k.startswith("EMULATOR_")}  # no stray faults
-        super().__init__([sys.executable, "-m", "worker.emulator", "--port", str(self.port),
-                          "--run-seconds", str(run_seconds), "--jitter", str(jitter), "--no-poll-hint"],
-                         log_dir / "emulator.log", env)
+        script = Path(sys.executable).parent / "assistant-emulator"
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "emulator"]
+        super().__init__([*command, "--port", str(self.port), "--run-seconds", str(run_seconds),
+                          "--jitter", str(jitter), "--no-poll-hint"], log_dir / "emulator.log", env)
         self.base_url = f"http://{HOST}:{self.port}/v1"
 
     def start(self) -> None:

@@ -70,7 +70,7 @@ class Chaos:
             stdout=subprocess.DEVNULL))
         self.redis_url = f"redis://127.0.0.1:{rport}/0"
         self.children.append(subprocess.Popen(
-            [sys.executable, "-m", "worker.emulator", "--port", str(eport),
+            [str(Path(sys.executable).parent / "assistant-emulator"), "--port", str(eport),
              "--run-seconds", str(a.run_seconds), "--jitter", "0.3", "--seed", str(a.seed)],
             env={**os.environ, "EMULATOR_FAULT_429": str(a.faults), "EMULATOR_FAULT_500": str(a.faults),
                  "EMULATOR_FAULT_LOST": str(a.faults), "EMULATOR_FAIL_RATE": str(a.faults)},

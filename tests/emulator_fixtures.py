@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 import openai
 import pytest
 
+from emulator import EmulatorConfig, EmulatorServer
 from tests.conftest import wait_until  # noqa: F401 - re-exported for the emulator tests
 
-from worker.emulator import EmulatorConfig, EmulatorServer
 
 T = TypeVar("T")
 FAST_RUN_SECONDS = 0.2

@@ -10,9 +10,9 @@ from typing import Any
 import dramatiq
 import redis
 
+from emulator import EmulatorConfig, EmulatorServer
 from producers.client import Producer
 from tests.conftest import wait_until
-from worker.emulator import EmulatorConfig, EmulatorServer
 from worker.logs import configure_logging
 from worker.runtime import Runtime, build_runtime
 from worker.settings import Settings

@@ -13,11 +13,11 @@ from pathlib import Path
 import openai
 import pytest
 
+from emulator import EmulatorConfig, EmulatorServer
 from producers import Producer
 from tests.conftest import free_port, wait_until
 from tests.worker_process import worker_process
 from worker.cli import merge_tools
-from worker.emulator import EmulatorConfig, EmulatorServer
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,13 +17,13 @@ import openai
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from emulator import EmulatorConfig
 from tests.conftest import wait_until
 from tests import threads
 from tests.stack import BACKENDS, CREATE_RUN, Stack, running_stack
 from tests.emulator_fixtures import make_emulator, openai_client  # noqa: F401 - a fixture
 from worker.backends.base import RunRequest
 from worker.backends.responses import ResponsesBackend
-from worker.emulator import EmulatorConfig
 from worker.errors import TransientApiError
 from worker.events import InboundEvent
 

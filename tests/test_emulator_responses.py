@@ -19,9 +19,9 @@ from typing import Any
 import openai
 import pytest
 
+from emulator import EmulatorConfig, EmulatorServer
 from tests.emulator_fixtures import admin, emulator, make_emulator, openai_client, wait_until  # noqa: F401
 from tests.test_emulator_schema import SpecSchemas, raw, schemas  # noqa: F401 - `schemas` is a fixture
-from worker.emulator import EmulatorConfig, EmulatorServer
 
 MakeEmulator = Callable[..., EmulatorServer]
 FINAL = {"completed", "failed", "cancelled", "incomplete"}

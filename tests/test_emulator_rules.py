@@ -17,16 +17,15 @@ from typing import Any
 import openai
 import pytest
 
+from emulator import ConfigError, EmulatorConfig, EmulatorServer
+from emulator.__main__ import build_parser, config_from
+from emulator.model import plan_run, reply_text, solve_linear
 from tests.emulator_fixtures import admin, emulator, make_emulator, openai_client, wait_until  # noqa: F401
-from worker.emulator import ConfigError, EmulatorConfig, EmulatorServer
-from worker.emulator.__main__ import build_parser, config_from
-from worker.emulator.model import plan_run, reply_text, solve_linear
 
 # openai 3.x marks beta.assistants.* deprecated with the bare message "deprecated"
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 TERMINAL = {"completed", "failed", "cancelled", "expired", "incomplete"}
 MakeEmulator = Callable[..., EmulatorServer]
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -401,9 +400,14 @@ def test_config_from_env_and_flags() -> None:
         EmulatorConfig().replace(fail_rate="2")
 
 
-def test_cli_serves_until_sigterm() -> None:
+@pytest.mark.parametrize("command", [
+    [str(Path(sys.executable).parent / "assistant-emulator")],  # the Procfile's line, the installed script
+    [sys.executable, "-m", "emulator"],
+], ids=["assistant-emulator", "python-m-emulator"])
+def test_cli_serves_until_sigterm(command: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "EMULATOR_RUN_SECONDS": "0.1"}
-    proc = subprocess.Popen([sys.executable, "-m", "worker.emulator", "--port", "0"], cwd=REPO, env=env,
+    # From elsewhere than the repository: the installed package, not the working directory.
+    proc = subprocess.Popen([*command, "--port", "0"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -416,3 +420,16 @@ def test_cli_serves_until_sigterm() -> None:
         proc.send_signal(signal.SIGTERM)
         _, errors = proc.communicate(timeout=10)
     assert proc.returncode == 0, errors
+
+
+def test_the_worker_never_imports_the_emulator() -> None:
+    """The emulator is a development tool beside the worker: importing every worker module (but
+    `worker.demo`, which starts one for the demo) loads nothing of it."""
+    code = ("import importlib, pkgutil, sys, worker\n"
+            "for m in pkgutil.walk_packages(worker.__path__, 'worker.'):\n"
+            "    if m.name != 'worker.demo':\n"
+            "        importlib.import_module(m.name)\n"
+            "print(sorted(n for n in sys.modules if n.partition('.')[0] == 'emulator'))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

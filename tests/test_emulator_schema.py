@@ -17,8 +17,8 @@ import pytest
 import referencing
 import yaml
 
+from emulator import EmulatorServer
 from tests.emulator_fixtures import emulator, make_emulator, openai_client, wait_until  # noqa: F401
-from worker.emulator import EmulatorServer
 
 
 # openai 3.x marks beta.assistants.* deprecated with the bare message "deprecated"

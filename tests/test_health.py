@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from emulator import EmulatorConfig, EmulatorServer
 from tests.conftest import free_port, wait_until
 from worker import health
-from worker.emulator import EmulatorConfig, EmulatorServer
 from worker.http import ApiCheck
 from worker.settings import Settings
 

@@ -11,11 +11,11 @@ import dramatiq
 import openai
 import pytest
 
+from emulator import EmulatorConfig
 from tests.conftest import wait_until
 from tests.invariants import check_exactly_once_in_order
 from tests.stack import BACKENDS, Stack, running_stack
 from tests import threads
-from worker.emulator import EmulatorConfig
 
 
 class DeliverTwice(dramatiq.Middleware):

@@ -18,13 +18,13 @@ import redis
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from emulator import EmulatorConfig, EmulatorServer
 from producers import Producer
 from tests.conftest import free_port, wait_until
 from tests.prometheus_server import PrometheusServer, binary
 from tests.rules_manifest import ROOT, RULES
 from tests.worker_process import worker_process
 from worker import health
-from worker.emulator import EmulatorConfig, EmulatorServer
 from worker.metrics import RUN_BUCKETS
 from worker.settings import Settings
 

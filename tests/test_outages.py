@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from emulator import EmulatorConfig, EmulatorServer
 from producers import Producer
 from tests.conftest import free_port, redis_pings, wait_until
 from tests.invariants import check_exactly_once_in_order
 from tests.stack import running_stack
-from worker.emulator import EmulatorConfig, EmulatorServer
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from emulator import EmulatorConfig
 from tests import threads
 from tests.conftest import wait_until
 from tests.stack import BACKENDS, Stack, running_stack
-from worker.emulator import EmulatorConfig
 from worker.polling import HISTORY, SHARE_EVERY
 
 

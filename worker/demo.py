@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 SEED_MESSAGE = "I need to solve the equation `3x + 11 = 14`. Can you help me?"
 
@@ -48,9 +49,11 @@ def main() -> int:
         env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         if not env.get("OPENAI_BASE_URL"):
             emulator_port = free_port()
+            # `assistant-emulator` beside this interpreter (the same install), else the module.
+            script = Path(sys.executable).parent / "assistant-emulator"
+            command = [str(script)] if script.exists() else [sys.executable, "-m", "emulator"]
             children.append(subprocess.Popen(
-                [sys.executable, "-m", "worker.emulator", "--port", str(emulator_port)], env=env,
-                stdout=subprocess.DEVNULL))
+                [*command, "--port", str(emulator_port)], env=env, stdout=subprocess.DEVNULL))
             wait_for_port(emulator_port, 10)
             env.update(OPENAI_BASE_URL=f"http://127.0.0.1:{emulator_port}/v1",
                        OPENAI_API_KEY=env.get("OPENAI_API_KEY") or "sk-demo",

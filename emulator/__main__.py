@@ -1,4 +1,4 @@
-"""`python -m worker.emulator` / `assistant-emulator`: serve until SIGTERM or SIGINT."""
+"""`assistant-emulator` / `python -m emulator`: serve until SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="assistant-emulator",
         description="Emulator of the OpenAI Assistants v2, Responses and Conversations APIs "
-                    "(worker/emulator/README.md).")
+                    "(emulator/README.md).")
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     add("--port", type=int, default=None, help=f"port (env EMULATOR_PORT, default {DEFAULT_PORT}; 0 = any free)")

@@ -1,12 +1,12 @@
 """An emulator of the OpenAI Assistants v2 HTTP API (and the Responses and Conversations APIs, background
 mode) for development, tests and benchmarks.
 
-    from worker.emulator import EmulatorServer, EmulatorConfig
+    from emulator import EmulatorServer, EmulatorConfig
 
     with EmulatorServer(EmulatorConfig(run_seconds=0.2)) as srv:
         client = openai.OpenAI(base_url=srv.base_url, api_key="test")
 
-Command line: `python -m worker.emulator --help`. Rules, flags and admin endpoints: README.md.
+Command line: `assistant-emulator --help`. Rules, flags and admin endpoints: README.md.
 """
 
 from .config import ConfigError, EmulatorConfig
