@@ -252,7 +252,7 @@ class Stack:
         while self.redis.client.xlen(OUTBOUND) <= before:
             self.check_alive()
             deadline.sleep(0.02)
-        producer.store.redis.close()
+        producer.redis.close()
 
     def cpu_mark(self) -> CpuMark:
         dramatiq_workers = self.workers.worker_pids()

@@ -12,9 +12,9 @@ import redis
 from pydantic import ValidationError
 
 from worker.events import CONVERSATION_ID, InboundEvent, InvalidEvent, invalid_from
-from worker.runtime import make_store
+from worker.redis_client import make_redis
 from worker.settings import Settings, get_settings
-from worker.store import ConversationStore
+from worker.store.inbox import Inbox
 
 # The standard library's logging: silent unless the application configures it (the
 # worker's configure_logging turns `extra` into structured fields).
@@ -26,14 +26,15 @@ class Producer:
 
     def __init__(self, settings: Settings | None = None, client: redis.Redis | None = None) -> None:
         self.settings = settings or get_settings()
-        self.store: ConversationStore = make_store(self.settings, client)
+        self.redis: redis.Redis = client or make_redis(self.settings)
+        self.inbox = Inbox(self.redis)
         self._owns_client = client is None
 
     def close(self) -> None:
         """Disconnect the Redis pool this producer made (a later send reconnects); a client
         passed in is left to its owner."""
         if self._owns_client:
-            self.store.close()
+            self.inbox.close()
 
     def __enter__(self) -> Producer:
         return self
@@ -55,7 +56,7 @@ class Producer:
                 sent_at=time.time())
         except ValidationError as exc:
             raise invalid_from(exc) from None
-        accepted = self.store.accept(event, self.settings.event_dedup_ttl_seconds)
+        accepted = self.inbox.accept(event, self.settings.event_dedup_ttl_seconds)
         log.info("accepted" if accepted else "repeat ignored",
                  extra={"conversation_id": conversation_id, "event_ids": [event.event_id]})
         return event.event_id
@@ -64,11 +65,11 @@ class Producer:
         """End the conversation's active batch (run.cancelled); waiting events run after."""
         if not isinstance(conversation_id, str) or not CONVERSATION_ID.match(conversation_id):
             raise InvalidEvent("conversation_id", "must be 1-128 characters of [A-Za-z0-9._:@-]")
-        self.store.request_cancel(conversation_id)
+        self.inbox.request_cancel(conversation_id)
 
     def outbound_position(self) -> str:
         """The id of the newest outbound entry ("0-0" when empty), to read what follows."""
-        last = self.store.redis.xrevrange(self.settings.outbound_stream, count=1)
+        last = self.redis.xrevrange(self.settings.outbound_stream, count=1)
         return last[0][0].decode() if last else "0-0"
 
     def wait_for(self, event_id: str, after: str, timeout: float) -> dict[str, Any] | None:
@@ -77,7 +78,7 @@ class Producer:
         position = after
         while (remaining := deadline - time.monotonic()) > 0:
             block_ms = max(1, int(min(remaining, 1.0) * 1000))
-            reply = self.store.redis.xread({self.settings.outbound_stream: position},
+            reply = self.redis.xread({self.settings.outbound_stream: position},
                                            count=100, block=block_ms)
             for _, entries in reply or []:
                 for entry_id, fields in entries:

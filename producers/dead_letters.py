@@ -22,7 +22,7 @@ class DeadLetter:
 
 
 def list_dead_letters(producer: Producer, count: int = 100) -> list[DeadLetter]:
-    rows = producer.store.redis.xrange(keys.DEAD_LETTERS, count=count)
+    rows = producer.redis.xrange(keys.DEAD_LETTERS, count=count)
     return [DeadLetter(entry_id.decode(), fields.get(b"reason", b"").decode(errors="replace"),
                        fields.get(b"raw", b"").decode(errors="replace")) for entry_id, fields in rows]
 
@@ -49,5 +49,5 @@ def requeue(producer: Producer, letter: DeadLetter) -> str:
         event_id=next_event_id(data["event_id"]), assistant_id=data.get("assistant_id"),
         instructions=data.get("instructions"), metadata=data.get("metadata"),
         attachments=data.get("attachments"))
-    producer.store.redis.xdel(keys.DEAD_LETTERS, letter.id)
+    producer.redis.xdel(keys.DEAD_LETTERS, letter.id)
     return event_id

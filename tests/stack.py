@@ -41,7 +41,7 @@ class Stack:
         self.worker = worker
         self.emulator = emulator
         self.producer = producer
-        self.redis: redis.Redis = producer.store.redis
+        self.redis: redis.Redis = producer.redis
         self.backend = runtime.settings.assistant_backend
 
     def runs_created(self) -> int:
@@ -82,7 +82,7 @@ class Stack:
 
     def run_id(self, conversation_id: str) -> str | None:
         """The run of the conversation's active batch, if it has one yet."""
-        batch = self.runtime.store.load_batch(conversation_id)
+        batch = self.runtime.store.batches.load(conversation_id)
         return batch.run_id if batch else None
 
     def wait_until_run_started(self, conversation_id: str, timeout: float = 10.0) -> None:

@@ -24,6 +24,7 @@ from tests.stack import BACKENDS, CREATE_RUN, Stack, running_stack
 from tests.emulator_fixtures import make_emulator, openai_client  # noqa: F401 - a fixture
 from worker.backends.base import RunRequest
 from worker.backends.responses import ResponsesBackend
+from worker.conversation import tool_round
 from worker.errors import TransientApiError
 from worker.events import InboundEvent
 
@@ -475,7 +476,8 @@ def test_a_lost_tool_submission_that_completes_while_we_submit_again_is_not_repe
         assert statuses == (["cancelled", "completed", "completed"] if cancel == "works" else ["completed"] * 3)
 
 
-def test_tools_dispatched_again_after_a_worker_died_submit_confirmed(redis_url: str) -> None:
+def test_tools_dispatched_again_after_a_worker_died_submit_confirmed(redis_url: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """Responses: a worker submits the tool outputs and dies before recording it. After the
     dispatch window the tools are dispatched again (the first submission's response still
     runs), and the first submission completes just before the second goes out: that second
@@ -484,15 +486,15 @@ def test_tools_dispatched_again_after_a_worker_died_submit_confirmed(redis_url: 
     with running_stack(redis_url, config, assistant_backend="responses", tool_timeout_seconds=0.5,
                        worker_tool_modules="tests.sample_tools") as stack:
         service = stack.runtime.service()
-        real_submit, real_create = service._submit, service.backend._create
+        real_submit, real_create = tool_round.submit, service.backend._create
         submitted: list[int] = []
 
-        def submit_then_die(batch: Any, outputs: Any, again: bool = False) -> bool:
+        def submit_then_die(ctx: Any, batch: Any, outputs: Any, *, again: bool) -> Any:
             submitted.append(1)
             if len(submitted) == 1:  # the submission goes through; nothing of it is recorded
                 service.backend.submit_tool_outputs(batch.thread_id, batch.run_id, outputs)
-                return True
-            return real_submit(batch, outputs, again)
+                return batch
+            return real_submit(ctx, batch, outputs, again=again)
 
         def create(conversation: str, items: list[dict[str, Any]], *args: Any) -> Any:
             if len(submitted) == 2 and any(i["type"] == "function_call_output" for i in items):
@@ -500,7 +502,7 @@ def test_tools_dispatched_again_after_a_worker_died_submit_confirmed(redis_url: 
                            what="the first submission to complete")
             return real_create(conversation, items, *args)
 
-        service._submit = submit_then_die  # type: ignore[method-assign]
+        monkeypatch.setattr(tool_round, "submit", submit_then_die)
         service.backend._create = create  # type: ignore[method-assign]
         (entry,) = stack.wait_answered([stack.send("tool-died", 'call:add{"a": 2, "b": 2}')], timeout=40)
         stack.wait_idle()
@@ -524,7 +526,7 @@ def test_a_second_copy_is_deleted_even_when_a_delete_fails_half_way(make_emulato
         conversation = backend.create_thread("dup-1")
         events = [InboundEvent(event_id=f"e{i}", conversation_id="dup-1", content=f"part {i}", sent_at=time.time())
                   for i in range(2)]
-        request = RunRequest(thread_id=conversation, assistant_id="", instructions=None, batch_id="b", attempt=0,
+        request = RunRequest(conversation_id="dup-1", thread_id=conversation, assistant_id="", instructions=None, batch_id="b", attempt=0,
                              events=events, reconciling=True)
         inputs = [{"type": "message", "role": "user", "content": e.content} for e in events]
         for _ in range(2):
@@ -574,7 +576,7 @@ def test_a_confirmed_response_is_never_taken_for_an_older_batch_with_the_same_te
             done = client.responses.create(model="gpt-4o", background=True, conversation=conversation, input=text)
             wait_until(lambda: client.responses.retrieve(done.id).status == "completed", 5, what="a response")
         event = InboundEvent(event_id="e", conversation_id="same-1", content="ok", sent_at=time.time())
-        request = RunRequest(thread_id=conversation, assistant_id="", instructions=None, batch_id="b", attempt=1,
+        request = RunRequest(conversation_id="same-1", thread_id=conversation, assistant_id="", instructions=None, batch_id="b", attempt=1,
                              events=[event], reconciling=True)
         created = backend.create_run(request)
         assert created.confirmed and created.id.startswith("resp_")  # followed, not cancelled

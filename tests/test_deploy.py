@@ -262,6 +262,6 @@ def _group_alive(pgid: int) -> bool:
 
 def _accepts(producer: Producer) -> bool:
     try:
-        return bool(producer.store.redis.ping())
+        return bool(producer.redis.ping())
     except Exception:  # noqa: BLE001 - not up yet
         return False

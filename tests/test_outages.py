@@ -88,7 +88,7 @@ def test_sigterm_hands_work_back_and_another_worker_finishes_it(redis_url: str) 
         first = subprocess.Popen([binary, "run"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         sent = {f"g{i}": [producer.send_user_message(f"g{i}", f"question {i}")] for i in range(20)}
-        client = producer.store.redis
+        client = producer.redis
         wait_until(lambda: len(client.keys("aw:batch:*")) >= 10, 20, what="runs under way")
         started = time.monotonic()
         first.send_signal(signal.SIGTERM)

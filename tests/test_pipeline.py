@@ -287,8 +287,8 @@ def test_run_durations_are_shared_so_that_a_new_process_plans_its_polls_at_once(
     with running_stack(redis_url, EmulatorConfig(run_seconds=0.5)) as first:
         sent = [first.send(f"share-{n}", "hello") for n in range(SHARE_EVERY)]
         first.wait_answered(sent)
-        wait_until(lambda: len(first.runtime.store.phase_durations(HISTORY)) >= SHARE_EVERY, 10)
-        shared = first.runtime.store.phase_durations(HISTORY)
+        wait_until(lambda: len(first.runtime.store.history.recent(HISTORY)) >= SHARE_EVERY, 10)
+        shared = first.runtime.store.history.recent(HISTORY)
         assert all(0.3 < d < 5.0 for d in shared), shared
     with running_stack(redis_url) as later:
         window = later.runtime.service().planner.window()

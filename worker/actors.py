@@ -14,7 +14,7 @@ from worker import health
 from worker.backends.base import ToolCall
 from worker.events import CONVERSATION_ID
 from worker.outcomes import rejection_entry
-from worker.service import ConversationService
+from worker.conversation.service import ConversationService
 
 log = structlog.get_logger("worker.actors")
 
@@ -51,7 +51,7 @@ def _reject_message(svc: ConversationService, actor: str, payload: Any, reason: 
     """A message no producer of ours could have sent: reject it once, never retry it."""
     raw = json.dumps(payload, default=repr)[:10_000]
     entry = rejection_entry(None, [], reason)
-    svc.store.publish_rejection(entry.to_json(), raw, reason)
+    svc.store.outbound.publish_rejection(entry.to_json(), raw, reason)
     log.warning("message rejected", actor=actor, reason=reason)
 
 

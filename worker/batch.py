@@ -1,67 +1,88 @@
-"""The active batch of a conversation: the events one run answers, and how far it got."""
+"""The active batch of a conversation: the events one run answers, its phase, how far it got.
+
+A batch is a value: a step reads it, and each transition makes a new one (`evolve`). In
+Redis it is a small hash (the fields Lua scripts or lease-free writers touch) beside one
+compact JSON document (the rest, events embedded). The layout is the previous release's,
+read and written the same way, so that both releases can work side by side in a rolling
+deploy: the phase is its `state` field, and a new field goes in the hash, whose unknown
+fields the previous release ignores (it refuses unknown keys in the document).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from worker.events import InboundEvent
 
-# Where a batch is in its life.
-CREATING = "creating"  # no run known yet: create one (or adopt the one a lost response made)
-RUNNING = "running"  # a run is known: poll it
-CANCELLING = "cancelling"  # answered already (cancel, timeout): wait for the API to stop the run
+
+class Phase(enum.StrEnum):
+    """Where a batch is in its life (the value is what Redis holds)."""
+
+    STARTING = "creating"  # no run known yet: create one, or adopt the one a lost answer made
+    RUNNING = "running"  # a run is known: follow it (through tool rounds) until it ends
+    STOPPING = "cancelling"  # answered already: wait for the API to stop the run, then release
 
 
-# Fields kept in memory only, never written to Redis.
-TRANSIENT = frozenset({"events_json", "lease_released", "fresh"})
+@dataclass(frozen=True)
+class ToolRound:
+    """One requires_action step whose tool calls were dispatched to the tools actor."""
+
+    key: str  # the run and its call ids
+    dispatched_at: float
+    again: bool = False  # dispatched before: an earlier submission may have gone through
 
 
-@dataclass
+@dataclass(frozen=True)
 class Batch:
     batch_id: str
     conversation_id: str
     events_json: str  # the events, parsed only when needed (a poll does not need them)
-    state: str = CREATING
+    phase: Phase = Phase.STARTING
     thread_id: str | None = None
-    run_id: str | None = None
+    run_id: str | None = None  # a RunRef, encoded (worker.backends.base)
     run_attempt: int = 0  # runs started for this batch after retryable failures
     messages_appended: bool = False  # the user messages are on the thread
     api_failures: int = 0  # consecutive failed API steps
     busy_waits: int = 0  # looks at a conversation another (unlistable) response kept busy
     step_crashes: int = 0  # steps that raised something unexpected (a bug, a strange answer)
-    polls: int = 0  # polls of the current phase
-    phase_started_at: float | None = None  # run start, or the last tool submission
+    polls: int = 0  # polls since phase_started_at
+    phase_started_at: float | None = None  # the run's start, or the last tool submission
     created_at: float = 0.0
     run_started_at: float | None = None
-    published: bool = False
-    cancel_deadline: float | None = None
+    published: bool = False  # answered: the outbound entry is out
+    cancel_deadline: float | None = None  # STOPPING: release by then, stopped or not
     tools_key: str | None = None  # the requires_action step whose tools were dispatched
     tools_at: float | None = None
     tools_redispatched: bool = False  # the tools of tools_key were dispatched before
     usage: dict[str, int] = field(default_factory=dict)
     create_sent: int = -1  # the run attempt whose create request went out (reconcile first)
-    unconfirmed: bool = False  # the run may repeat an earlier one's input: confirm_run first
-    fence: int = 0  # the fencing token of the lease that last wrote the batch
-    lease_released: bool = False  # the step's last write already gave the lease back
-    fresh: bool = False  # opened by the current step (nothing of it can have reached the API)
+    unconfirmed: bool = False  # the run may repeat an earlier one's input: confirm it first
 
     @classmethod
     def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
         events_json = json.dumps([e.model_dump(mode="json", exclude_defaults=True) for e in events],
                                  separators=(",", ":"))
         batch = cls(batch_id, conversation_id, events_json, **kwargs)
-        batch.__dict__["_events"] = events
+        object.__setattr__(batch, "_events", events)
+        return batch
+
+    def evolve(self, **changes: Any) -> Batch:
+        """A copy with `changes` (the parsed events carried over)."""
+        batch = dataclasses.replace(self, **changes)
+        if "_events" in self.__dict__:
+            object.__setattr__(batch, "_events", self.__dict__["_events"])
         return batch
 
     @property
     def events(self) -> list[InboundEvent]:
-        cached = self.__dict__.get("_events")
+        cached: list[InboundEvent] | None = self.__dict__.get("_events")
         if cached is None:
             cached = [InboundEvent.model_validate(e) for e in json.loads(self.events_json)]
-            self.__dict__["_events"] = cached
+            object.__setattr__(self, "_events", cached)
         return cached
 
     @property
@@ -76,12 +97,21 @@ class Batch:
     def oldest_sent_at(self) -> float:
         return min(e.sent_at for e in self.events)
 
-    def add_usage(self, usage: dict[str, Any] | None) -> None:
+    @property
+    def tool_round(self) -> ToolRound | None:
+        if not self.tools_key or self.tools_at is None:
+            return None
+        return ToolRound(self.tools_key, self.tools_at, self.tools_redispatched)
+
+    def with_usage(self, usage: dict[str, Any] | None) -> Batch:
+        total = dict(self.usage)
         for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
             value = (usage or {}).get(key)
             if isinstance(value, int):
-                self.usage[key] = self.usage.get(key, 0) + value
+                total[key] = total.get(key, 0) + value
+        return self.evolve(usage=total) if total != self.usage else self
 
+    # --- the Redis layout --------------------------------------------------------------
     def to_hash(self) -> dict[str, str]:
         """The fields Lua scripts read or write on their own (a small Redis hash)."""
         return {name: _encode(getattr(self, name)) for name in HASH_FIELDS}
@@ -89,9 +119,9 @@ class Batch:
     def data_json(self) -> str:
         """Everything else, as one compact JSON document (the events embedded as they are)."""
         # Only what differs from the defaults: Redis keeps one copy per in-flight run.
-        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name not in HASH_FIELDS and f.name not in TRANSIENT
-                and getattr(self, f.name) != _default(f)}
+        data = {_DOCUMENT_NAMES.get(f.name, f.name): _plain(getattr(self, f.name))
+                for f in dataclasses.fields(self)
+                if f.name not in HASH_FIELDS and f.name != "events_json" and getattr(self, f.name) != _default(f)}
         rest = json.dumps(data, separators=(",", ":"))
         return '{"events":' + self.events_json + "," + rest[1:]
 
@@ -100,20 +130,28 @@ class Batch:
         document = json.loads(data or "{}")
         events = document.pop("events", [])
         kwargs: dict[str, Any] = {"events_json": json.dumps(events, separators=(",", ":"))}
-        kwargs.update(document)
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key, value in document.items():
+            name = _ATTRIBUTE_NAMES.get(key, key)
+            if name in known:  # a newer release's extra keys are skipped
+                kwargs[name] = value
         decoded = {_s(k): _s(v) for k, v in fields.items()}
         for name, kind in HASH_FIELDS.items():
             if name in decoded:
                 kwargs[name] = _decode(decoded[name], kind)
+        kwargs["phase"] = Phase(kwargs.get("phase", Phase.STARTING))
         return cls(**kwargs)
 
 
 # Fields kept as hash fields of their own (read or written by Lua scripts, or by steps that
-# run without the lease), with their types.
+# run without the lease), with their types. (The scripts also keep `fence`, the token of
+# the lease that wrote the batch last.)
 HASH_FIELDS: dict[str, type] = {
-    "batch_id": str, "fence": int, "published": bool, "polls": int,
+    "batch_id": str, "published": bool, "polls": int,
     "tools_key": str, "phase_started_at": float, "run_id": str, "unconfirmed": bool,
 }
+_DOCUMENT_NAMES = {"phase": "state"}  # attribute -> key in the JSON document
+_ATTRIBUTE_NAMES = {v: k for k, v in _DOCUMENT_NAMES.items()}
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:
@@ -122,6 +160,10 @@ def _default(f: dataclasses.Field[Any]) -> Any:
     if f.default_factory is not dataclasses.MISSING:
         return f.default_factory()
     return dataclasses.MISSING
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def _encode(value: Any) -> str:

@@ -6,7 +6,7 @@ import math
 import time
 from typing import Any
 
-from worker.backends.base import UNKNOWN_ID_PREFIX
+from worker.backends.base import RunRef
 from worker.batch import Batch
 from worker.events import OutboundEntry, OutboundError, Timings
 
@@ -31,7 +31,7 @@ def batch_entry(batch: Batch, kind: str, *, error: dict[str, str] | None = None,
         conversation_id=batch.conversation_id,
         event_ids=batch.event_ids,
         thread_id=batch.thread_id,
-        run_id=None if (batch.run_id or "").startswith(UNKNOWN_ID_PREFIX) else batch.run_id,
+        run_id=RunRef.decode(batch.run_id).api_id if batch.run_id else None,
         messages=messages or [],  # type: ignore[arg-type]
         steps=steps,
         error=OutboundError(**error) if error else None,
@@ -46,8 +46,8 @@ def batch_entry(batch: Batch, kind: str, *, error: dict[str, str] | None = None,
 
 
 def rejection_entry(conversation_id: str | None, event_ids: list[str], reason: str,
-                    sent_at: float | None = None) -> OutboundEntry:
-    now = time.time()
+                    sent_at: float | None = None, now: float | None = None) -> OutboundEntry:
+    now = time.time() if now is None else now
     return OutboundEntry(
         type="event.rejected",
         conversation_id=conversation_id,

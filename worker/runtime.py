@@ -16,25 +16,17 @@ from worker.backends.assistants import AssistantsBackend
 from worker.backends.base import RunBackend
 from worker.backends.responses import ResponsesBackend
 from worker.scheduler import Scheduler, SchedulerMiddleware
-from worker.service import ConversationService
+from worker.conversation.service import ConversationService
 from worker.settings import Settings
-from worker.store import ConversationStore
+from worker.redis_client import make_redis
+from worker.store.conversation_store import Store
 from worker.tools import ToolRunner, definitions, load_tool_modules
 from worker.wakeup import WakeableRedisBroker
 
 
-def make_redis(settings: Settings) -> redis.Redis:
-    # A socket timeout, so that a Redis that stops answering fails a step (and shows in
-    # /healthz) instead of hanging it; longer than the scheduler's blocking wait.
-    return redis.Redis.from_url(settings.redis_url, health_check_interval=30,
-                                socket_timeout=max(10.0, settings.scheduler_interval_seconds + 5),
-                                socket_connect_timeout=5)
-
-
-def make_store(settings: Settings, client: redis.Redis | None = None) -> ConversationStore:
-    return ConversationStore(client or make_redis(settings), outbound_stream=settings.outbound_stream,
-                             outbound_maxlen=settings.outbound_maxlen,
-                             dead_letter_maxlen=settings.dead_letter_maxlen)
+def make_store(settings: Settings, client: redis.Redis | None = None) -> Store:
+    return Store(client or make_redis(settings), outbound_stream=settings.outbound_stream,
+                 outbound_maxlen=settings.outbound_maxlen, dead_letter_maxlen=settings.dead_letter_maxlen)
 
 
 def make_openai(settings: Settings) -> openai.OpenAI:
@@ -66,7 +58,7 @@ def make_broker(settings: Settings) -> RedisBroker:
 class Runtime:
     settings: Settings
     broker: RedisBroker
-    store: ConversationStore
+    store: Store
     actors: Actors = field(init=False)
     _service: ConversationService | None = None
 
@@ -92,7 +84,7 @@ class Runtime:
 
     def scheduler(self) -> Scheduler:
         s = self.settings
-        return Scheduler(self.store, self.actors.dispatch_claims, chunk_size=s.poll_batch_size,
+        return Scheduler(self.store.schedule, self.actors.dispatch_claims, chunk_size=s.poll_batch_size,
                          lease_seconds=s.lease_seconds, interval=s.scheduler_interval_seconds)
 
 

@@ -18,7 +18,7 @@ import dramatiq
 import redis
 import structlog
 
-from worker.store import ConversationStore
+from worker.store.schedule import Schedule
 
 log = structlog.get_logger("worker.scheduler")
 
@@ -30,10 +30,10 @@ Claims = list[tuple[str, float]]
 
 
 class Scheduler:
-    def __init__(self, store: ConversationStore, dispatch: Callable[[Claims], None], *,
+    def __init__(self, schedule: Schedule, dispatch: Callable[[Claims], None], *,
                  chunk_size: int, lease_seconds: float, interval: float,
                  claim_limit: int = 1000, clock: Callable[[], float] = time.time) -> None:
-        self.store = store
+        self.schedule = schedule
         self.dispatch = dispatch
         self.chunk_size = chunk_size
         self.lease_seconds = lease_seconds
@@ -47,7 +47,7 @@ class Scheduler:
         to sleep before the next tick (until the next due time, at most `interval`)."""
         now = self.clock()
         claim_until = now + self.lease_seconds
-        due, next_due = self.store.claim_due(now + COALESCE_SECONDS / 2, self.claim_limit, claim_until)
+        due, next_due = self.schedule.claim_due(now + COALESCE_SECONDS / 2, self.claim_limit, claim_until)
         for start in range(0, len(due), self.chunk_size):
             self.dispatch([(cid, claim_until) for cid in due[start:start + self.chunk_size]])
         sleep = self.interval if next_due is None else min(self.interval, next_due - self.clock())
@@ -59,7 +59,7 @@ class Scheduler:
             try:
                 claimed, sleep = self.tick()
                 if claimed < self.claim_limit and sleep > 0:
-                    self.store.wait_for_wake(sleep)  # a producer's new event ends it early
+                    self.schedule.wait_for_wake(sleep)  # a producer's new event ends it early
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.warning("scheduler tick failed", error=str(exc))
                 stop.wait(1.0)

@@ -16,22 +16,59 @@ import openai
 import structlog
 
 from worker.backends.api import PAGE_LIMIT, ApiCalls, ApiObserver, json_object, poll_after, run_error
-from worker.backends.base import ACTIVE_STATUSES, RunRequest, RunState, ToolCall
-from worker.errors import PermanentApiError
+from worker.backends.base import (
+    ACTIVE_STATUSES,
+    Busy,
+    Capabilities,
+    RunRequest,
+    RunStart,
+    RunState,
+    Started,
+    ThreadOpened,
+    ToolCall,
+)
+from worker.errors import PermanentApiError, ThreadBusyError
 
 log = structlog.get_logger(__name__)
 
 
 class AssistantsBackend:
-    needs_assistant = True
-
     def __init__(self, client: openai.OpenAI, observe: ApiObserver | None = None) -> None:
         self.api = ApiCalls(client, observe)
         self.client = self.api.client
         self._runs = self.client.beta.threads.runs.with_raw_response
         self._thread_and_run = True  # until the server says it has no createThreadAndRun
 
-    # --- operations ------------------------------------------------------------------
+    @property
+    def capabilities(self) -> Capabilities:
+        return Capabilities(needs_assistant=True, thread_with_first_run=self._thread_and_run,
+                            messages_with_run=True, lists_runs=True, tool_round_starts_run=False)
+
+    # --- the interface -----------------------------------------------------------------
+    def start_run(self, request: RunRequest) -> RunStart:
+        """A new conversation's first run comes with its thread in one call; after an
+        unknown outcome a new thread is made (the lost one is unknown: nothing of it is
+        ever published). On a known thread: look for the run an earlier create made, then
+        create; a thread busy with a run of ours (a lost answer) adopts it."""
+        if request.thread_id is None:
+            if self._thread_and_run and not request.reconciling:
+                started = self.create_thread_and_run(request.conversation_id, request)
+                if started is not None:
+                    return Started(started[1], started[0])
+            return ThreadOpened(self.create_thread(request.conversation_id))
+        if request.reconciling:
+            found = self.find_run(request)
+            if found is not None:
+                return Started(found, request.thread_id, adopted=True)
+        try:
+            return Started(self.create_run(request), request.thread_id)
+        except ThreadBusyError:
+            active = self._active_run(request.thread_id)
+        if active is not None and active.metadata.get("batch_id") == request.batch_id:
+            return Started(active, request.thread_id, adopted=True)
+        return Busy(active)
+
+    # --- the calls behind start_run ----------------------------------------------------
     def create_thread(self, conversation_id: str) -> str:
         raw = self.api.call("threads.create", True, lambda: self.client.beta.threads.with_raw_response.create(
             metadata=_thread_metadata(conversation_id)))
@@ -73,7 +110,7 @@ class AssistantsBackend:
                 return _run_state(run, None)
         return None
 
-    def active_run(self, thread_id: str) -> RunState | None:
+    def _active_run(self, thread_id: str) -> RunState | None:
         for run in self._recent_runs(thread_id):
             if run.get("status") in ACTIVE_STATUSES:
                 return _run_state(run, None)
@@ -87,10 +124,11 @@ class AssistantsBackend:
         return _run_state(body, headers)
 
     def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, str]],
-                            instructions: str | None = None) -> None:
-        """The same run goes on (with its own instructions): nothing new to follow (None)."""
+                            instructions: str | None = None) -> str:
+        """The same run goes on (with its own instructions)."""
         self.api.call("runs.submit_tool_outputs", True, lambda: self._runs.submit_tool_outputs(
-            run_id, thread_id=thread_id, tool_outputs=outputs))  # type: ignore[arg-type]
+            run_id, thread_id=thread_id, tool_outputs=outputs))  # type: ignore[arg-type]  # dicts of the SDK's TypedDict shape
+        return run_id
 
     def cancel_run(self, thread_id: str, run_id: str) -> None:
         self.api.call("runs.cancel", True, lambda: self._runs.cancel(run_id, thread_id=thread_id))

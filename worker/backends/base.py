@@ -1,16 +1,21 @@
-"""The backend interface: the few API operations the worker needs.
+"""The backend interface: what the worker needs of an API, and what each call promises.
 
-Contract for implementations:
-- Calls block for at most the configured API timeout and never sleep to wait for a run:
-  polling is scheduled by the caller.
-- Errors are translated to worker.errors: TransientApiError (retry later; `maybe_applied`
-  when a POST may have gone through), ThreadBusyError, PermanentApiError, InvalidRequestError.
-- Creating calls are not retried blindly: `find_run` lets the caller adopt a run that a lost
-  response created (Assistants: runs carry `batch_id` and `attempt` in their metadata;
-  Responses: the batch's user items found in the conversation after the previous run).
-  A run created while an earlier create may have gone through comes back `confirmed=False`;
-  the caller follows it through `confirm_run` until it is confirmed (or replaced).
-- Backends whose tool submission starts a new run (Responses) return its id.
+Two implementations: Assistants v2 (`assistants.py`) and Responses with Conversations
+(`responses.py`); an in-process fake for unit tests (`tests/unit/fake_backend.py`) passes
+the same contract tests (`tests/contract/`).
+
+Every method:
+- blocks for at most the API timeout and never sleeps to wait for a run (the caller
+  schedules polls);
+- raises only the errors of worker.errors: `TransientApiError` (retry later; its
+  `maybe_applied` says a POST may have gone through), `PermanentApiError` (retrying the
+  same request fails again), `InvalidRequestError` (the batch's own fault: reject it).
+  `ThreadBusyError` never leaves `start_run`: it becomes `Busy`.
+
+Creating calls are never retried blindly: after an unknown outcome the caller says so
+(`RunRequest.reconciling`) and the backend looks for what the earlier call made before it
+creates anything (Assistants: runs tagged with the batch id and attempt; Responses: the
+batch's user items in the conversation after the previous run's).
 """
 
 from __future__ import annotations
@@ -20,11 +25,41 @@ from typing import Any, Protocol
 
 from worker.events import InboundEvent
 
-# A run known without its API id (Responses: found through conversation items after a lost
-# answer); published with run_id null.
-UNKNOWN_ID_PREFIX = "items:"
 ACTIVE_STATUSES = frozenset({"queued", "in_progress", "requires_action", "cancelling"})
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired", "incomplete"})
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a server can do. A backend may learn that it cannot (a route it lacks) and
+    report so from then on."""
+
+    needs_assistant: bool  # runs name an assistant (ASSISTANT_ID or the event's)
+    thread_with_first_run: bool  # a new thread, its messages and its run in one call
+    messages_with_run: bool  # a run's create takes the batch's user messages with it
+    lists_runs: bool  # a thread's runs can be listed (another client's active run is found)
+    tool_round_starts_run: bool  # submitting tool outputs starts a new run to follow
+    stream: bool = False  # runs can be followed by their event stream
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """A run as the worker knows it: by the API's id, or (Responses, after a lost answer)
+    only by the conversation item after which its items start. Stored encoded."""
+
+    api_id: str | None = None
+    after_item: str | None = None
+
+    _ITEMS = "items:"
+
+    def encode(self) -> str:
+        return self.api_id if self.api_id is not None else self._ITEMS + (self.after_item or "")
+
+    @classmethod
+    def decode(cls, text: str) -> RunRef:
+        if text.startswith(cls._ITEMS):
+            return cls(after_item=text[len(cls._ITEMS):])
+        return cls(api_id=text)
 
 
 @dataclass(frozen=True)
@@ -34,9 +69,9 @@ class ToolCall:
     arguments: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunState:
-    id: str
+    id: str  # the run's RunRef, encoded
     status: str
     tool_calls: list[ToolCall] = field(default_factory=list)
     error: dict[str, str] | None = None
@@ -44,10 +79,16 @@ class RunState:
     expires_at: float | None = None
     poll_after_ms: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
-    idle: bool = False  # nothing runs on the server (Responses: calls await a new response)
-    # False: created while an earlier create of the same messages may have gone through;
-    # follow it through `confirm_run` until the backend says it is the only one.
+    # Nothing runs on the server while the calls wait (Responses: the response ended with
+    # function calls; its usage is its own, counted once).
+    idle: bool = False
+    # False: created while an earlier create of the same input may have gone through; the
+    # caller follows it through `confirm_run` until it is confirmed or replaced.
     confirmed: bool = True
+
+    @property
+    def ref(self) -> RunRef:
+        return RunRef.decode(self.id)
 
     @property
     def active(self) -> bool:
@@ -57,47 +98,100 @@ class RunState:
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def needs_worker(self) -> bool:
+        """Ended, or waiting for tool outputs: the worker acts."""
+        return self.terminal or self.status == "requires_action"
+
 
 @dataclass(frozen=True)
 class RunRequest:
     """What one run of a batch needs."""
 
-    thread_id: str
+    conversation_id: str
+    thread_id: str | None  # None: the conversation has no thread yet
     assistant_id: str
     instructions: str | None
     batch_id: str
     attempt: int
     events: list[InboundEvent]
     append: bool = True  # the events go in with the run (False: already on the thread)
-    after_run_id: str | None = None  # the conversation's previous run (for find_run)
+    after_run_id: str | None = None  # the conversation's previous run (Responses' marker)
     reconciling: bool = False  # an earlier create of this batch may have gone through
 
 
+@dataclass(frozen=True)
+class Started:
+    """The batch's run exists: created now, or found (`adopted`) where a lost answer left it."""
+
+    run: RunState
+    thread_id: str  # the thread it runs on (new when the thread was created with it)
+    adopted: bool = False
+
+
+@dataclass(frozen=True)
+class ThreadOpened:
+    """A thread was created and no run yet: record it, then call `start_run` again."""
+
+    thread_id: str
+
+
+@dataclass(frozen=True)
+class Busy:
+    """The thread has an active run that is not this batch's. `foreign` is that run when
+    runs can be listed; None when they cannot (it may be an earlier create of ours still
+    running, or another client's): look again later."""
+
+    foreign: RunState | None
+
+
+RunStart = Started | ThreadOpened | Busy
+
+
 class RunBackend(Protocol):
-    needs_assistant: bool  # runs name an assistant (ASSISTANT_ID or the event's)
+    @property
+    def capabilities(self) -> Capabilities: ...
 
-    def create_thread(self, conversation_id: str) -> str: ...
+    def start_run(self, request: RunRequest) -> RunStart:
+        """Find or create the batch's run. May make several API calls (a thread, a look for
+        an earlier create's run, the create); a crash between them leaves at most a thread
+        nobody recorded (harmless) or a run that `reconciling` finds. Raises
+        InvalidRequestError when the request itself is refused (unknown assistant)."""
+        ...
 
-    def create_run(self, request: RunRequest) -> RunState: ...
+    def find_run(self, request: RunRequest) -> RunState | None:
+        """The run an earlier create of this batch and attempt made, or None (never made,
+        or, Responses, made and still running)."""
+        ...
 
-    def create_thread_and_run(self, conversation_id: str,
-                              request: RunRequest) -> tuple[str, RunState] | None: ...
+    def get_run(self, thread_id: str, run_id: str) -> RunState:
+        """The run's state now (a read, never applied). A run found to have gone on under
+        another id (Responses: tool outputs an attempt submitted) comes back with that id."""
+        ...
 
-    def find_run(self, request: RunRequest) -> RunState | None: ...
-
-    def active_run(self, thread_id: str) -> RunState | None: ...
-
-    def get_run(self, thread_id: str, run_id: str) -> RunState: ...
-
-    def confirm_run(self, request: RunRequest, run_id: str) -> RunState: ...
+    def confirm_run(self, request: RunRequest, run_id: str) -> RunState:
+        """The state of an unconfirmed run, confirmed when it is the only copy of its input;
+        when an earlier copy exists, this one is cancelled or its copy deleted and the
+        earlier one is returned. May be applied in part: call again until confirmed."""
+        ...
 
     def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, str]],
-                            instructions: str | None = None) -> str | None: ...
+                            instructions: str | None = None) -> str:
+        """Submit a tool round's outputs; returns the run to follow next (the same id, or a
+        new run's when `tool_round_starts_run`). May have been applied when it raises."""
+        ...
 
-    def cancel_run(self, thread_id: str, run_id: str) -> None: ...
+    def cancel_run(self, thread_id: str, run_id: str) -> None:
+        """Ask the API to stop the run (it may refuse or take time: poll `get_run`). A run
+        known only by its items cannot be cancelled: a no-op."""
+        ...
 
-    def run_messages(self, thread_id: str, run_id: str) -> list[dict[str, Any]]: ...
+    def run_messages(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The assistant messages a run wrote, oldest first, in the outbound entry's shape."""
+        ...
 
-    def run_steps(self, thread_id: str, run_id: str) -> list[dict[str, Any]]: ...
+    def run_steps(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
+        """The run's steps, in the outbound entry's shape."""
+        ...
 
     def close(self) -> None: ...

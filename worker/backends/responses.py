@@ -42,11 +42,20 @@ import openai
 import structlog
 
 from worker.backends.api import PAGE_LIMIT, ApiCalls, ApiObserver, json_object, poll_after, run_error
-from worker.backends.base import UNKNOWN_ID_PREFIX, RunRequest, RunState, ToolCall
-from worker.errors import InvalidRequestError, PermanentApiError, TransientApiError
+from worker.backends.base import (
+    Busy,
+    Capabilities,
+    RunRef,
+    RunRequest,
+    RunStart,
+    RunState,
+    Started,
+    ThreadOpened,
+    ToolCall,
+)
+from worker.errors import InvalidRequestError, PermanentApiError, ThreadBusyError, TransientApiError
 
 log = structlog.get_logger(__name__)
-ITEMS_PREFIX = UNKNOWN_ID_PREFIX  # a run found through conversation items: its response id is unknown
 CACHED_RESPONSES = 256  # ended responses kept for their output (messages, steps, the last item)
 METADATA_VALUE_CHARS = 512  # the API's limit on one metadata value
 
@@ -72,7 +81,10 @@ class _Recent:
 
 
 class ResponsesBackend:
-    needs_assistant = False  # model, instructions and tools come from the settings
+    # Model, instructions and tools come from the settings; no call creates a conversation
+    # with its first response; responses cannot be listed; a tool round is a new response.
+    capabilities = Capabilities(needs_assistant=False, thread_with_first_run=False, messages_with_run=True,
+                                lists_runs=False, tool_round_starts_run=True)
 
     def __init__(self, client: openai.OpenAI, *, model: str, instructions: str | None,
                  tools: list[dict[str, Any]], observe: ApiObserver | None = None) -> None:
@@ -84,17 +96,31 @@ class ResponsesBackend:
         self._outputs = _Recent()  # run id -> output items
         self._last_ids = _Recent()  # response id -> the last item it added to the conversation
 
-    # --- operations ------------------------------------------------------------------
+    # --- the interface -----------------------------------------------------------------
+    def start_run(self, request: RunRequest) -> RunStart:
+        """The conversation first (recorded before its first response); then, after an
+        unknown outcome, what an earlier create left in the conversation is adopted; else
+        a response is created (which reconciles once more against a race, see create_run).
+        A locked conversation is busy with a response nobody can list: look again later."""
+        if request.thread_id is None:
+            return ThreadOpened(self.create_thread(request.conversation_id))
+        if request.reconciling:
+            found = self.find_run(request)
+            if found is not None:
+                return Started(found, request.thread_id, adopted=True)
+        try:
+            return Started(self.create_run(request), request.thread_id)
+        except ThreadBusyError:
+            return Busy(None)
+
+    # --- the calls behind start_run ----------------------------------------------------
     def create_thread(self, conversation_id: str) -> str:
         raw = self.api.call("conversations.create", True, lambda: self.client.conversations.with_raw_response.create(
             metadata={"conversation_id": conversation_id[:METADATA_VALUE_CHARS]}))
         return str(json_object(raw)["id"])
 
-    def create_thread_and_run(self, conversation_id: str, request: RunRequest) -> None:
-        """No such call: the conversation is created (and recorded) before its first response."""
-        return None
-
     def create_run(self, request: RunRequest) -> RunState:
+        assert request.thread_id is not None
         items = [_user_item(e.content) for e in request.events]
         metadata = {"batch_id": request.batch_id, "attempt": str(request.attempt)}
         if not request.append or request.reconciling:
@@ -194,9 +220,6 @@ class ResponsesBackend:
         if block is None or not after:
             return None  # not there, or there without an answer: nothing to follow
         return _items_state(block, after)
-
-    def active_run(self, thread_id: str) -> RunState | None:
-        return None  # not listable: a locked conversation is resolved through find_run
 
     def get_run(self, thread_id: str, run_id: str) -> RunState:
         marker = _items_marker(run_id)
@@ -334,7 +357,7 @@ class ResponsesBackend:
 
 def _items_marker(run_id: str) -> str | None:
     """The item a run known only through conversation items follows (None for a response id)."""
-    return run_id[len(ITEMS_PREFIX):] if run_id.startswith(ITEMS_PREFIX) else None
+    return RunRef.decode(run_id).after_item
 
 
 def _stamped_output(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -370,7 +393,7 @@ def _response_state(body: dict[str, Any], headers: Any) -> RunState:
 
 def _items_state(marker: str, after: list[dict[str, Any]]) -> RunState:
     """A run known only through the items that follow our last item (`marker`)."""
-    run_id = ITEMS_PREFIX + marker
+    run_id = RunRef(after_item=marker).encode()
     calls = _pending_calls(after)
     if calls:  # before any message: a response may say something and call tools
         return RunState(id=run_id, status="requires_action", tool_calls=calls, idle=True)

@@ -1,0 +1,232 @@
+"""An in-process backend for unit tests: threads and runs in memory, played out on the
+test's clock by the emulator's own deterministic model (emulator/model.py), so that the same
+messages do the same things here as on the emulator (`call:add{...}`, `sleep:5`,
+`fail:server_error`, ...).
+
+It keeps the backend contract (worker/backends/base.py); tests/contract/ runs the same
+suite against it and both real backends, so that it cannot drift from them.
+
+Faults: `fail_next(method, error, applied=...)` makes the next call of `method` raise
+`error`, after doing its work when `applied` (a lost answer) or without it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.model import Plan, plan_run, tool_results_reply
+from worker.backends.base import (
+    ACTIVE_STATUSES,
+    Busy,
+    Capabilities,
+    RunRequest,
+    RunStart,
+    RunState,
+    Started,
+    ThreadOpened,
+    ToolCall,
+)
+from worker.errors import InvalidRequestError, PermanentApiError, ThreadBusyError
+
+KNOWN_ASSISTANT = "asst_default"
+
+
+@dataclass
+class FakeRun:
+    id: str
+    thread_id: str
+    plan: Plan
+    created_at: float
+    duration: float
+    metadata: dict[str, str]
+    texts: list[str]
+    status: str = "queued"
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FakeThread:
+    id: str
+    conversation_id: str
+    messages: list[tuple[str, str, str | None]] = field(default_factory=list)  # role, text, run id
+    runs: list[str] = field(default_factory=list)
+
+
+class FakeBackend:
+    def __init__(self, clock: Callable[[], float], *, run_seconds: float = 1.0,
+                 capabilities: Capabilities | None = None) -> None:
+        self.clock = clock
+        self.run_seconds = run_seconds
+        self._capabilities = capabilities or Capabilities(
+            needs_assistant=True, thread_with_first_run=True, messages_with_run=True,
+            lists_runs=True, tool_round_starts_run=False)
+        self.threads: dict[str, FakeThread] = {}
+        self.runs: dict[str, FakeRun] = {}
+        self.calls: list[str] = []  # every call, by method name
+        self._ids = itertools.count(1)
+        self._faults: dict[str, deque[tuple[Exception, bool]]] = {}
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self._capabilities
+
+    # --- faults --------------------------------------------------------------------------
+    def fail_next(self, method: str, error: Exception, *, applied: bool = False, times: int = 1) -> None:
+        for _ in range(times):
+            self._faults.setdefault(method, deque()).append((error, applied))
+
+    def _call(self, method: str, work: Callable[[], Any]) -> Any:
+        self.calls.append(method)
+        faults = self._faults.get(method)
+        if faults:
+            error, applied = faults.popleft()
+            if applied:
+                work()
+            raise error
+        return work()
+
+    # --- the interface -------------------------------------------------------------------
+    def start_run(self, request: RunRequest) -> RunStart:
+        result: RunStart = self._call("start_run", lambda: self._start(request))
+        return result
+
+    def _start(self, request: RunRequest) -> RunStart:
+        if self._capabilities.needs_assistant and request.assistant_id != KNOWN_ASSISTANT:
+            raise InvalidRequestError(f"No assistant found with id '{request.assistant_id}'.", code="invalid_event")
+        if request.thread_id is None:
+            thread = self._new_thread(request.conversation_id)
+            if not (self._capabilities.thread_with_first_run and not request.reconciling):
+                return ThreadOpened(thread.id)
+            return Started(self._state(self._create(thread, request)), thread.id)
+        if request.reconciling:
+            found = self.find_run(request)
+            if found is not None:
+                return Started(found, request.thread_id, adopted=True)
+        thread = self.threads[request.thread_id]
+        try:
+            return Started(self._state(self._create(thread, request)), thread.id)
+        except ThreadBusyError:
+            active = self._active(thread)
+        if active is not None and active.metadata.get("batch_id") == request.batch_id:
+            return Started(self._state(active), thread.id, adopted=True)
+        return Busy(self._state(active) if active is not None and self._capabilities.lists_runs else None)
+
+    def find_run(self, request: RunRequest) -> RunState | None:
+        thread = self.threads.get(request.thread_id or "")
+        for run_id in reversed(thread.runs if thread else []):
+            meta = self.runs[run_id].metadata
+            if meta.get("batch_id") == request.batch_id and meta.get("attempt") == str(request.attempt):
+                return self._state(self.runs[run_id])
+        return None
+
+    def get_run(self, thread_id: str, run_id: str) -> RunState:
+        state: RunState = self._call("get_run", lambda: self._state(self._run(run_id)))
+        return state
+
+    def confirm_run(self, request: RunRequest, run_id: str) -> RunState:
+        return self.get_run(request.thread_id or "", run_id)  # runs are found by metadata: one copy
+
+    def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, str]],
+                            instructions: str | None = None) -> str:
+        def submit() -> str:
+            run = self._run(run_id)
+            self._state(run)
+            if run.status != "requires_action" or {c.id for c in run.tool_calls} != {o["tool_call_id"] for o in outputs}:
+                raise PermanentApiError(f"run {run_id} does not wait for these tool outputs", code="invalid_request")
+            names = {c.id: c.name for c in run.tool_calls}
+            text = tool_results_reply(run.plan.prefix, [(names[o["tool_call_id"]], o["output"]) for o in outputs])
+            run.status, run.created_at, run.tool_calls = "in_progress", self.clock(), []
+            run.plan = Plan("completed", replies=(text,), prefix=run.plan.prefix)
+            return run_id
+        result: str = self._call("submit_tool_outputs", submit)
+        return result
+
+    def cancel_run(self, thread_id: str, run_id: str) -> None:
+        def cancel() -> None:
+            run = self._run(run_id)
+            if self._state(run).active:
+                run.status = "cancelled"
+        self._call("cancel_run", cancel)
+
+    def run_messages(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
+        run = self._call("run_messages", lambda: self._run(run_id))
+        return [{"id": f"msg_{run_id}_{n}", "role": "assistant", "text": text, "annotations": [],
+                 "created_at": int(run.created_at)} for n, text in enumerate(run.replies)]
+
+    def run_steps(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
+        return [{"type": "message_creation", "status": "completed", "tool_calls": []}]
+
+    def close(self) -> None:
+        pass
+
+    # --- test helpers ----------------------------------------------------------------------
+    def user_texts(self, thread_id: str) -> list[str]:
+        return [text for role, text, _ in self.threads[thread_id].messages if role == "user"]
+
+    def add_foreign_run(self, thread_id: str, text: str = "sleep:60") -> str:
+        """Another client's run on the thread (it names no batch)."""
+        request = RunRequest(conversation_id="", thread_id=thread_id, assistant_id=KNOWN_ASSISTANT,
+                             instructions=None, batch_id="", attempt=0, events=[])
+        run = self._create(self.threads[thread_id], request, texts=[text])
+        run.metadata = {}
+        return run.id
+
+    # --- the model ---------------------------------------------------------------------------
+    def _new_thread(self, conversation_id: str) -> FakeThread:
+        thread = FakeThread(f"thread_{next(self._ids)}", conversation_id)
+        self.threads[thread.id] = thread
+        return thread
+
+    def _create(self, thread: FakeThread, request: RunRequest, texts: list[str] | None = None) -> FakeRun:
+        if self._active(thread) is not None:
+            raise ThreadBusyError(f"Thread {thread.id} already has an active run.", status=400)
+        texts = texts if texts is not None else [e.content for e in request.events] if request.append else []
+        # A run answers the user messages since the last answer (a retry's are on the thread).
+        unanswered = list(itertools.takewhile(lambda m: m[0] == "user", reversed(thread.messages)))
+        plan = plan_run([m[1] for m in reversed(unanswered)] + texts, request.instructions or "")
+        run = FakeRun(f"run_{next(self._ids)}", thread.id, plan, self.clock(),
+                      plan.duration if plan.duration is not None else self.run_seconds,
+                      {"batch_id": request.batch_id, "attempt": str(request.attempt)}, texts)
+        thread.messages.extend(("user", text, run.id) for text in texts)
+        thread.runs.append(run.id)
+        self.runs[run.id] = run
+        return run
+
+    def _active(self, thread: FakeThread) -> FakeRun | None:
+        for run_id in thread.runs:
+            run = self.runs[run_id]
+            self._state(run)
+            if run.status in ACTIVE_STATUSES:
+                return run
+        return None
+
+    def _run(self, run_id: str) -> FakeRun:
+        if run_id not in self.runs:
+            raise PermanentApiError(f"No run found with id '{run_id}'.", code="not_found", status=404)
+        return self.runs[run_id]
+
+    def _state(self, run: FakeRun) -> RunState:
+        """Play the run's plan out up to now, then describe it."""
+        if run.status in ("queued", "in_progress") and self.clock() >= run.created_at + run.duration:
+            self._end(run)
+        elif run.status == "queued":
+            run.status = "in_progress"
+        error = {"code": run.plan.error_code or "server_error", "message": run.plan.error_message or ""} \
+            if run.status == "failed" else None
+        return RunState(id=run.id, status=run.status, tool_calls=list(run.tool_calls), error=error,
+                        metadata=dict(run.metadata))
+
+    def _end(self, run: FakeRun) -> None:
+        plan = run.plan
+        if plan.outcome == "requires_action":
+            run.status = "requires_action"
+            run.tool_calls = [ToolCall(f"call_{next(self._ids)}", c.name, c.arguments) for c in plan.function_calls]
+            return
+        run.status = plan.outcome
+        run.replies = ["\n".join(str(part["text"]["value"]) for part in reply) for reply in plan.replies]
+        self.threads[run.thread_id].messages.extend(("assistant", text, run.id) for text in run.replies)

@@ -1,0 +1,108 @@
+"""How a batch ends: its run finished, it was cancelled or timed out, the API or the worker
+kept failing, or its events were refused. Each returns the transition that answers it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from worker.backends.base import RunState
+from worker.batch import Batch, Phase
+from worker.conversation.context import Context
+from worker.conversation.transitions import Answer, Finish, Transition, Wait
+from worker.errors import PermanentApiError, TransientApiError
+from worker.outcomes import STATUS_TYPES, batch_entry, rejection_entry
+
+log = structlog.get_logger("worker.conversation")
+
+RETRYABLE_RUN_ERRORS = frozenset({"rate_limit_exceeded", "server_error"})
+WITH_MESSAGES = frozenset({"run.completed", "run.incomplete", "run.cancelled"})
+
+
+def finish(ctx: Context, batch: Batch, run: RunState) -> Transition:
+    """A run that ended: answered, or (a retryable failure) started again."""
+    kind, default_code = STATUS_TYPES.get(run.status, ("run.failed", "server_error"))
+    error = run.error or ({"code": default_code, "message": f"the run ended {run.status}"}
+                          if default_code else None)
+    batch = batch.with_usage(run.usage)
+    if kind == "run.failed" and error and error["code"] in RETRYABLE_RUN_ERRORS \
+            and batch.run_attempt < ctx.settings.run_retry_limit:
+        attempt = batch.run_attempt + 1
+        log.warning("run failed, starting it again", conversation_id=batch.conversation_id,
+                    run_id=run.id, code=error["code"], attempt=attempt)
+        retry = batch.evolve(run_attempt=attempt, phase=Phase.STARTING, run_id=None, tools_key=None)
+        return Wait(retry, ctx.backoff(attempt))
+    assert batch.thread_id is not None
+    messages = ctx.backend.run_messages(batch.thread_id, run.id) if kind in WITH_MESSAGES else []
+    steps = ctx.backend.run_steps(batch.thread_id, run.id) if ctx.settings.include_run_steps else None
+    entry = batch_entry(batch, kind, error=None if kind == "run.completed" else error,
+                        messages=messages, steps=steps, now=ctx.clock())
+    return Finish(batch, entry)
+
+
+def cancel(ctx: Context, batch: Batch, code: str, message: str) -> Transition:
+    """Answer the batch now (cancelled, or timed out) with what the run wrote so far; its
+    run is stopped after."""
+    messages: list[dict[str, Any]] = []
+    if batch.run_id and batch.thread_id:
+        try:
+            messages = ctx.backend.run_messages(batch.thread_id, batch.run_id)
+        except (TransientApiError, PermanentApiError):
+            messages = []  # the answer must not wait: partial messages are best effort
+    entry = batch_entry(batch, "run.cancelled", error={"code": code, "message": message},
+                        messages=messages, now=ctx.clock())
+    ctx.planner.forget(batch.batch_id)  # a stopped run says nothing about run times
+    return Answer(_stopping(ctx, batch), entry)
+
+
+def give_up(ctx: Context, batch: Batch, code: str, message: str) -> Transition:
+    """Answer the batch with `run.failed`; a run that may still be going is stopped before
+    the conversation moves on."""
+    entry = batch_entry(batch, "run.failed", error={"code": code, "message": message}, now=ctx.clock())
+    if batch.run_id is None:
+        return Finish(batch, entry)
+    return Answer(_stopping(ctx, batch), entry)
+
+
+def reject(ctx: Context, batch: Batch, reason: str) -> Transition:
+    """The batch's events cannot run (the API refused them): dead-lettered with the reason."""
+    ctx.store.outbound.dead_letter([e.model_dump_json() for e in batch.events], reason)
+    entry = rejection_entry(batch.conversation_id, batch.event_ids, reason, batch.oldest_sent_at, now=ctx.clock())
+    return Finish(batch, entry)
+
+
+def api_failed(ctx: Context, batch: Batch, exc: TransientApiError | PermanentApiError) -> Transition:
+    """An API call of the step failed: try again with backoff (the API's Retry-After wins),
+    until API_MAX_ATTEMPTS; then answer `run.failed` (or, answered already, stop waiting)."""
+    failures = batch.api_failures + 1
+    batch = batch.evolve(api_failures=failures)
+    log.warning("api step failed", conversation_id=batch.conversation_id, run_id=batch.run_id,
+                state=batch.phase.value, failures=failures, error=str(exc))
+    if failures < ctx.settings.api_max_attempts:
+        retry_after = exc.retry_after if isinstance(exc, TransientApiError) else None
+        return Wait(batch, max(retry_after or 0.0, ctx.backoff(failures)))
+    if batch.published:
+        return Finish(batch)  # answered already, and the API keeps failing: give up waiting
+    return give_up(ctx, batch, "api_error", f"the API failed {failures} times: {exc}")
+
+
+def crashed(ctx: Context, batch: Batch, exc: Exception) -> Transition:
+    """A step raised something unexpected (a bug, an answer the worker cannot handle): try
+    again with backoff; after MAX_STEP_CRASHES the batch is answered `internal_error` so that
+    the conversation moves on."""
+    crashes = batch.step_crashes + 1
+    batch = batch.evolve(step_crashes=crashes)
+    if crashes < MAX_STEP_CRASHES:
+        return Wait(batch, ctx.backoff(crashes + 1))
+    if batch.published:
+        return Finish(batch)
+    return give_up(ctx, batch, "internal_error", f"the worker failed on this batch: {type(exc).__name__}")
+
+
+MAX_STEP_CRASHES = 3
+
+
+def _stopping(ctx: Context, batch: Batch) -> Batch:
+    return batch.evolve(phase=Phase.STOPPING, published=True,
+                        cancel_deadline=ctx.clock() + ctx.settings.cancel_wait_seconds)

@@ -1,0 +1,69 @@
+"""RUNNING: follow the run by polling it, until it needs the worker (tools) or ends."""
+
+from __future__ import annotations
+
+import logging
+
+import structlog
+
+from worker import metrics
+from worker.backends.base import RunState
+from worker.batch import Batch
+from worker.conversation import endings, tool_round
+from worker.conversation.context import Context
+from worker.conversation.transitions import Polled, Step, Transition, Wait
+
+log = structlog.get_logger("worker.conversation")
+
+
+def step(ctx: Context, step: Step, batch: Batch) -> Transition:
+    assert batch.thread_id is not None and batch.run_id is not None
+    run = step.known_run
+    changed = batch.api_failures > 0  # a plain poll writes only its count
+    if run is None:
+        if batch.unconfirmed:
+            run = ctx.backend.confirm_run(ctx.run_request(batch, reconciling=True), batch.run_id)
+            batch, changed = batch.evolve(unconfirmed=not run.confirmed), True
+        else:
+            run = ctx.backend.get_run(batch.thread_id, batch.run_id)
+        metrics.RUN_POLLS.inc()
+    if batch.api_failures:
+        batch = batch.evolve(api_failures=0)
+    return on_run_state(ctx, batch, run, changed)
+
+
+def on_run_state(ctx: Context, batch: Batch, run: RunState, changed: bool) -> Transition:
+    now = ctx.clock()
+    _observe(ctx, batch, run, now)
+    if run.id != batch.run_id:
+        # The backend found that the run went on under another id (Responses: tool outputs
+        # submitted by an attempt whose answer was lost): follow that one.
+        log.info("run continued elsewhere", conversation_id=batch.conversation_id,
+                 run_id=batch.run_id, next_run_id=run.id)
+        batch, changed = batch.evolve(run_id=run.id, tools_key=None), True
+    if run.terminal:
+        return endings.finish(ctx, batch, run)
+    timeout = ctx.settings.run_timeout_seconds
+    if batch.run_started_at and now - batch.run_started_at > timeout:
+        return endings.cancel(ctx, batch, "timeout", f"the run did not finish within {timeout:g} s")
+    if run.status == "requires_action":
+        return tool_round.on_requires_action(ctx, batch, run)
+    delay = ctx.poll_delay(batch, run)
+    batch = batch.evolve(polls=batch.polls + 1)
+    return Wait(batch, delay) if changed else Polled(batch, delay)
+
+
+def _observe(ctx: Context, batch: Batch, run: RunState, now: float) -> None:
+    """Tell the planner how long this phase has run (and when it ended)."""
+    if log.isEnabledFor(logging.DEBUG):  # event_ids parses the events: not on every poll
+        log.debug("polled", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
+                  thread_id=batch.thread_id, run_id=run.id, status=run.status,
+                  age_ms=int((now - (batch.phase_started_at or now)) * 1000))
+    if not batch.phase_started_at:
+        return
+    age = now - batch.phase_started_at
+    if run.needs_worker:
+        ctx.planner.ended(batch.batch_id, age)
+        ctx.share_phase_durations()
+    else:
+        ctx.planner.running(batch.batch_id, age)

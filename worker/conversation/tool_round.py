@@ -1,0 +1,98 @@
+"""A tool round: a run that requires action has its tool calls dispatched to the tools
+actor, which runs them (without the conversation's lease) and submits all outputs at once.
+
+Claims make a round run once: a duplicated dispatch finds the round claimed; outputs whose
+submission failed are kept and submitted again by the next poll without running the tools
+again; a round not submitted within the dispatch window (its worker died) is dispatched
+again, and that submission is confirmed, since the first may have gone through.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from worker import metrics
+from worker.backends.base import RunState, ToolCall
+from worker.batch import Batch
+from worker.conversation.context import Context
+from worker.conversation.transitions import DispatchTools, Transition, Wait
+from worker.errors import PermanentApiError, TransientApiError
+
+log = structlog.get_logger("worker.conversation")
+DISPATCH_MARGIN_SECONDS = 10  # past TOOL_TIMEOUT_SECONDS before a round is dispatched again
+
+
+def tools_key(run_id: str, calls: list[ToolCall]) -> str:
+    """One requires_action step: the run and its call ids."""
+    return f"{run_id}:{','.join(sorted(c.id for c in calls))}"
+
+
+def window(ctx: Context) -> float:
+    return ctx.settings.tool_timeout_seconds + DISPATCH_MARGIN_SECONDS
+
+
+def on_requires_action(ctx: Context, batch: Batch, run: RunState) -> Transition:
+    key, now = tools_key(run.id, run.tool_calls), ctx.clock()
+    kept = ctx.store.tool_claims.kept_outputs(batch.conversation_id, key)
+    if kept is not None:  # the tools ran, their submission failed: submit again, don't rerun
+        after = submit(ctx, batch, kept, again=True)
+        if after is not None:
+            ctx.store.tool_claims.forget(batch.conversation_id, key)
+        return Wait(after or batch.evolve(tools_key=None), ctx.planner.next_delay(0.0, 0))
+    if batch.tools_key == key and batch.tools_at and now - batch.tools_at < window(ctx):
+        return Wait(batch, batch.tools_at + window(ctx) - now)  # dispatched: wait for its outputs
+    if run.idle and run.usage:  # a response of function calls (Responses): its own usage
+        batch = batch.with_usage(run.usage)
+    batch = batch.evolve(tools_key=key, tools_at=now, tools_redispatched=batch.tools_key == key)
+    return DispatchTools(batch, window(ctx), run.id, run.tool_calls)
+
+
+def run_tools(ctx: Context, conversation_id: str, batch_id: str, run_id: str, calls: list[ToolCall]) -> None:
+    """The tools actor: run one round's calls and submit all their outputs at once."""
+    batch = ctx.store.batches.load(conversation_id)
+    if batch is None or batch.batch_id != batch_id or batch.run_id != run_id or batch.published:
+        return  # the batch moved on (cancelled, finished): its tools are not wanted
+    key = tools_key(run_id, calls)
+    if not ctx.store.tool_claims.claim(conversation_id, key, window(ctx)):
+        return  # a duplicate delivery: another worker runs (or just ran) these calls
+    outputs = _run(ctx, batch, run_id, calls)
+    after = submit(ctx, batch, outputs, again=batch.tools_redispatched)
+    if after is None:  # kept for the next poll to submit again: the tools do not run twice
+        ctx.store.tool_claims.keep_outputs(conversation_id, key, outputs, ctx.settings.run_timeout_seconds)
+        after = batch.evolve(tools_key=None)
+    # Some fields only, not the whole batch: this runs without the lease.
+    changed = {k: v for k, v in after.to_hash().items() if v != batch.to_hash()[k]}
+    ctx.store.batches.set_fields(batch, changed, due=ctx.clock() + ctx.planner.next_delay(0.0, 0))
+
+
+def _run(ctx: Context, batch: Batch, run_id: str, calls: list[ToolCall]) -> list[dict[str, str]]:
+    results = ctx.tool_runner.run(calls)
+    for result in results:
+        metrics.observe_tool(result.tool, result.outcome, result.duration)
+        log.info("tool called", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
+                 thread_id=batch.thread_id, run_id=run_id, tool=result.tool,
+                 outcome=result.outcome, duration_ms=int(result.duration * 1000))
+    return [{"tool_call_id": r.call_id, "output": r.output} for r in results]
+
+
+def submit(ctx: Context, batch: Batch, outputs: list[dict[str, str]], *, again: bool) -> Batch | None:
+    """Submit the outputs; the batch as it goes on, or None when the submission failed
+    (either it went through after all, or the run moved on: the next poll tells).
+    `again`: an earlier submission of them may have gone through, so a new run this one
+    starts is confirmed before it is followed."""
+    assert batch.thread_id is not None and batch.run_id is not None
+    now = ctx.clock()
+    try:
+        next_run = ctx.backend.submit_tool_outputs(batch.thread_id, batch.run_id, outputs,
+                                                   batch.first.instructions)
+    except (TransientApiError, PermanentApiError) as exc:
+        log.warning("tool output submission failed", conversation_id=batch.conversation_id,
+                    run_id=batch.run_id, error=str(exc))
+        return None
+    log.info("tool outputs submitted", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
+             thread_id=batch.thread_id, run_id=batch.run_id, next_run_id=next_run, outputs=len(outputs),
+             tools_ms=int((now - (batch.tools_at or now)) * 1000))
+    after = batch.evolve(phase_started_at=now, polls=0)
+    if next_run != batch.run_id:  # the backend goes on in a new run (Responses): follow that one
+        after = after.evolve(run_id=next_run, unconfirmed=again)
+    return after

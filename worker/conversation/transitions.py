@@ -1,0 +1,94 @@
+"""What a phase decides, as values: the service applies them (the store's writes) in order.
+
+A phase never writes the batch itself; it returns one of these, and `ConversationService`
+turns it into the one store write it names and either ends the step or goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from worker.backends.base import RunState, ToolCall
+from worker.batch import Batch
+from worker.events import OutboundEntry
+
+
+@dataclass(frozen=True)
+class Step:
+    """What one step knows beside the batch (never stored)."""
+
+    token: int  # the lease's fencing token
+    fresh: bool = False  # the batch was opened by this step: nothing of it reached the API
+    answered_now: bool = False  # this step published the batch's answer: stop its run first
+    known_run: RunState | None = None  # the run's state, read already by this step
+
+
+@dataclass(frozen=True)
+class Open:
+    """Open `batch`, taking its `taken` events off the inbox head, and go on with it."""
+
+    batch: Batch
+    taken: int
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Write the batch (an intent before an API call, or progress) and go on with it;
+    `known_run`: the run's state, handed to the next phase instead of read again."""
+
+    batch: Batch
+    known_run: RunState | None = None
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Write the batch and come back after `delay` seconds: the step ends."""
+
+    batch: Batch
+    delay: float
+
+
+@dataclass(frozen=True)
+class Polled:
+    """Only the poll count changed: count it and come back after `delay`: the step ends."""
+
+    batch: Batch
+    delay: float
+
+
+@dataclass(frozen=True)
+class DispatchTools:
+    """Write the batch, come back after `delay` (the dispatch window), and hand the run's
+    tool calls to the tools actor: the step ends."""
+
+    batch: Batch
+    delay: float
+    run_id: str
+    calls: list[ToolCall] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Publish the batch's entry and keep the batch (`batch.phase` is STOPPING): the step
+    goes on to stop its run."""
+
+    batch: Batch
+    entry: OutboundEntry
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Publish the entry (None: answered before) and release the batch; the next batch
+    opens in the same step when events wait."""
+
+    batch: Batch
+    entry: OutboundEntry | None = None
+
+
+@dataclass(frozen=True)
+class Idle:
+    """Nothing to do: no batch is open and the inbox is empty (or the batch could not be
+    opened): the conversation leaves the schedule unless an event arrived meanwhile."""
+
+
+Transition = Open | Checkpoint | Wait | Polled | DispatchTools | Answer | Finish | Idle

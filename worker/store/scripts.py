@@ -1,0 +1,88 @@
+"""The store's Lua scripts: one `.lua` file each (package data), called by name.
+
+Each file starts with a header that names its arguments in order:
+
+    -- KEYS: batch schedule lock
+    -- ARGV: batch_id token fields...
+    -- uses: fence
+
+A trailing `name...` takes a list (the rest of ARGV); `uses:` prepends shared Lua from
+another file. `LuaScript` checks every call against the header, so a key or argument is
+passed by name and never matched by position by hand.
+
+This module imports no Redis client until a script is registered: a fresh install can
+read the sources without the worker's dependencies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import redis
+
+Arg = str | int | float | bytes
+
+
+@dataclass(frozen=True)
+class ScriptSource:
+    name: str
+    keys: tuple[str, ...]
+    args: tuple[str, ...]  # the last may end with "...": a list
+    text: str  # with what it uses prepended
+
+
+def _header(text: str, label: str) -> list[str]:
+    for line in text.splitlines():
+        if line.startswith(f"-- {label}:"):
+            return line.split(":", 1)[1].split()
+    return []
+
+
+@cache
+def source(name: str) -> ScriptSource:
+    """The script `name` (`worker/store/lua/<name>.lua`) and the names of its arguments."""
+    text = resources.files("worker.store").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
+    prelude = "".join(source(used).text for used in _header(text, "uses"))
+    return ScriptSource(name, tuple(_header(text, "KEYS")), tuple(_header(text, "ARGV")), prelude + text)
+
+
+def names() -> list[str]:
+    """Every script shipped (the shared preludes included)."""
+    folder = resources.files("worker.store").joinpath("lua")
+    return sorted(p.name.removesuffix(".lua") for p in folder.iterdir() if p.name.endswith(".lua"))
+
+
+class LuaScript:
+    """One registered script, called with its keys and arguments by name."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self.source = source(name)
+        self._script = client.register_script(self.source.text)
+
+    def __call__(self, keys: Mapping[str, str], args: Mapping[str, Arg | Sequence[Arg] | None]) -> Any:
+        return self._script(keys=self._keys(keys), args=self._args(args))
+
+    def _keys(self, given: Mapping[str, str]) -> list[str]:
+        if set(given) != set(self.source.keys):
+            raise TypeError(f"{self.source.name}.lua takes the keys {self.source.keys}, got {tuple(given)}")
+        return [given[k] for k in self.source.keys]
+
+    def _args(self, given: Mapping[str, Arg | Sequence[Arg] | None]) -> list[Arg]:
+        expected = [a.removesuffix("...") for a in self.source.args]
+        if set(given) != set(expected):
+            raise TypeError(f"{self.source.name}.lua takes the arguments {tuple(expected)}, got {tuple(given)}")
+        out: list[Arg] = []
+        for name, declared in zip(expected, self.source.args, strict=True):
+            value = given[name]
+            if isinstance(value, (list, tuple)) != declared.endswith("..."):
+                raise TypeError(f"{self.source.name}.lua: {name} must {'' if declared.endswith('...') else 'not '}be a list")
+            if isinstance(value, (list, tuple)):
+                out.extend(value)
+            else:
+                out.append("" if value is None else value)
+        return out
