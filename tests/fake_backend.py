@@ -70,6 +70,7 @@ class FakeBackend:
         self.calls: list[str] = []  # every call, by method name
         self._ids = itertools.count(1)
         self._faults: dict[str, deque[tuple[Exception, bool]]] = {}
+        self._replies: dict[str, deque[Any]] = {}
 
     @property
     def capabilities(self) -> Capabilities:
@@ -80,8 +81,15 @@ class FakeBackend:
         for _ in range(times):
             self._faults.setdefault(method, deque()).append((error, applied))
 
+    def reply_next(self, method: str, value: Any) -> None:
+        """The next call of `method` returns `value` (nothing else happens)."""
+        self._replies.setdefault(method, deque()).append(value)
+
     def _call(self, method: str, work: Callable[[], Any]) -> Any:
         self.calls.append(method)
+        replies = self._replies.get(method)
+        if replies:
+            return replies.popleft()
         faults = self._faults.get(method)
         if faults:
             error, applied = faults.popleft()
@@ -104,7 +112,7 @@ class FakeBackend:
                 return ThreadOpened(thread.id)
             return Started(self._state(self._create(thread, request)), thread.id)
         if request.reconciling:
-            found = self.find_run(request)
+            found = self._find(request)
             if found is not None:
                 return Started(found, request.thread_id, adopted=True)
         thread = self.threads[request.thread_id]
@@ -117,6 +125,10 @@ class FakeBackend:
         return Busy(self._state(active) if active is not None and self._capabilities.lists_runs else None)
 
     def find_run(self, request: RunRequest) -> RunState | None:
+        found: RunState | None = self._call("find_run", lambda: self._find(request))
+        return found
+
+    def _find(self, request: RunRequest) -> RunState | None:
         thread = self.threads.get(request.thread_id or "")
         for run_id in reversed(thread.runs if thread else []):
             meta = self.runs[run_id].metadata
@@ -129,7 +141,9 @@ class FakeBackend:
         return state
 
     def confirm_run(self, request: RunRequest, run_id: str) -> RunState:
-        return self.get_run(request.thread_id or "", run_id)  # runs are found by metadata: one copy
+        # Runs are found by metadata: there is never a second copy to drop.
+        state: RunState = self._call("confirm_run", lambda: self._state(self._run(run_id)))
+        return state
 
     def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, str]],
                             instructions: str | None = None) -> str:
@@ -154,7 +168,11 @@ class FakeBackend:
         self._call("cancel_run", cancel)
 
     def run_messages(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
-        run = self._call("run_messages", lambda: self._run(run_id))
+        messages: list[dict[str, Any]] = self._call("run_messages", lambda: self._messages(run_id))
+        return messages
+
+    def _messages(self, run_id: str) -> list[dict[str, Any]]:
+        run = self._run(run_id)
         return [{"id": f"msg_{run_id}_{n}", "role": "assistant", "text": text, "annotations": [],
                  "created_at": int(run.created_at)} for n, text in enumerate(run.replies)]
 
