@@ -59,3 +59,14 @@ BENCH_FLAGS ?=
 .PHONY: bench
 bench: install redis-server
 	$(PY) -m bench $(BENCH_FLAGS)
+
+# Two commits compared: --repeat (3) interleaved runs of each commit's own bench (old, new, old,
+# new, ...) in a worktree and a venv of that commit (venvs kept in .bench-cache/), medians
+# normalised by the host-speed reference; prints the table, writes bench-results/compare/.
+# `make bench-compare OLD=<commit> NEW=<commit> COMPARE_FLAGS="--only cost --quick --repeat 1"`.
+OLD ?= HEAD~1
+NEW ?= HEAD
+COMPARE_FLAGS ?=
+.PHONY: bench-compare
+bench-compare: install redis-server
+	$(PY) -m bench compare $(OLD) $(NEW) $(COMPARE_FLAGS)

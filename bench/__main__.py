@@ -1,4 +1,5 @@
-"""`python -m bench` (`make bench`): run the scenarios, print the table, write the results."""
+"""`python -m bench` (`make bench`): run the scenarios, print the table, write the results.
+`python -m bench compare OLD NEW` (`make bench-compare`): compare two commits (bench/compare.py)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,9 @@ NOISY_PERCENT = 10.0  # background CPU (% of one core) above which the run is fl
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=(
         "Benchmarks of assistant-worker against the API emulator on a private redis-server. Prints a table "
-        "of figures vs targets, writes bench-results/results.json and (full runs only) BENCHMARKS.md."))
+        "of figures vs targets, writes bench-results/results.json and (full runs only) BENCHMARKS.md."),
+        epilog="`python -m bench compare OLD NEW [--repeat 3] [--only cost,saturation] [--quick]` compares two "
+               "commits instead (see `python -m bench compare --help`).")
     parser.add_argument("--only", default="", help=f"comma-separated scenarios (default all: {','.join(SCENARIOS)})")
     parser.add_argument("--quick", action="store_true", help="about 5x smaller sizes, a smoke run (never "
                         "writes BENCHMARKS.md)")
@@ -69,6 +72,9 @@ def run_scenario(name: str, ctx: Context) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["compare"]:
+        from bench import compare
+        return compare.main(argv[1:])
     args = parse(argv)
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # clean up on the way out
     started = time.monotonic()
