@@ -1,0 +1,172 @@
+"""The backend contract (worker/backends/base.py), one suite for every backend: the fake
+of the unit tests (tests/fake_backend.py) and both real ones on the emulator, through the
+real SDK over HTTP. A promise the fake keeps and a real backend breaks (or the other way
+round) fails here, so that the unit tests never rest on a fake that drifted."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from emulator import EmulatorServer
+from tests import threads
+from tests.emulator_fixtures import make_emulator, openai_client  # noqa: F401 - a fixture
+from tests.fake_backend import KNOWN_ASSISTANT, FakeBackend
+from tests.unit.harness import FakeClock
+from worker.backends.assistants import AssistantsBackend
+from worker.backends.base import Busy, RunBackend, RunRequest, RunState, Started, ThreadOpened
+from worker.backends.responses import ResponsesBackend
+from worker.errors import InvalidRequestError, PermanentApiError, TransientApiError
+from worker.events import InboundEvent
+
+ADD = {"type": "function", "function": {"name": "add", "parameters": {
+    "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}}
+DEADLINE_SECONDS = 10.0
+
+
+@dataclass
+class Subject:
+    """A backend under test, and how the test reads what the API holds."""
+
+    name: str
+    backend: RunBackend
+    tick: Callable[[], None]  # let the API's time pass a little
+    user_texts: Callable[[str], list[str]]
+
+    def request(self, thread_id: str | None, *texts: str, batch_id: str = "batch-1", reconciling: bool = False,
+                assistant_id: str = KNOWN_ASSISTANT) -> RunRequest:
+        events = [InboundEvent(event_id=f"{batch_id}-{n}", conversation_id="conv-c", content=text,
+                               sent_at=time.time()) for n, text in enumerate(texts)]
+        return RunRequest(conversation_id="conv-c", thread_id=thread_id, assistant_id=assistant_id,
+                          instructions=None, batch_id=batch_id, attempt=0, events=events, reconciling=reconciling)
+
+    def start(self, *texts: str, thread_id: str | None = None, **options: object) -> Started:
+        """start_run until it gets there (a thread first, a busy conversation waited for)."""
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            started = self.backend.start_run(self.request(thread_id, *texts, **options))  # type: ignore[arg-type]  # test options
+            if isinstance(started, Started):
+                return started
+            if isinstance(started, ThreadOpened):
+                thread_id = started.thread_id
+            else:
+                self.tick()
+        raise AssertionError("start_run did not get to a run")
+
+    def follow(self, thread_id: str, run_id: str) -> RunState:
+        """Poll until the run needs the worker."""
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            state = self.backend.get_run(thread_id, run_id)
+            if state.needs_worker:
+                return state
+            self.tick()
+        raise AssertionError(f"{run_id} did not end")
+
+
+def fake_subject() -> Subject:
+    clock = FakeClock()
+    fake = FakeBackend(clock, run_seconds=0.5)
+    return Subject("fake", fake, lambda: clock.advance(0.1), fake.user_texts)
+
+
+def emulated_subject(name: str, srv: EmulatorServer) -> Subject:
+    client = openai_client(srv)
+    backend: RunBackend
+    if name == "assistants":
+        backend = AssistantsBackend(client)
+    else:
+        backend = ResponsesBackend(client, model="gpt-4o", instructions=None, tools=[ADD])
+    return Subject(name, backend, lambda: time.sleep(0.02),
+                   lambda thread: threads.user_texts(srv.base_url, name, thread))
+
+
+@pytest.fixture(params=["fake", "assistants", "responses"])
+def subject(request: pytest.FixtureRequest, make_emulator: Callable[..., EmulatorServer]) -> Iterator[Subject]:  # noqa: F811 - the fixture
+    made = fake_subject() if request.param == "fake" else emulated_subject(request.param,
+                                                                          make_emulator(run_seconds=0.1))
+    yield made
+    made.backend.close()
+
+
+def test_a_new_conversation_gets_a_thread_and_a_run_that_answers(subject: Subject) -> None:
+    started = subject.start("hello")
+    assert not started.adopted
+    state = subject.follow(started.thread_id, started.run.id)
+    assert state.status == "completed"
+    messages = subject.backend.run_messages(started.thread_id, state.id)
+    assert [m["role"] for m in messages] == ["assistant"] and "hello" in messages[0]["text"]
+    assert subject.user_texts(started.thread_id) == ["hello"]
+
+
+def test_a_batch_s_messages_go_in_with_its_run_once(subject: Subject) -> None:
+    first = subject.start("one")
+    subject.follow(first.thread_id, first.run.id)
+    second = subject.start("two", "three", thread_id=first.thread_id, batch_id="batch-2")
+    state = subject.follow(second.thread_id, second.run.id)
+    assert state.status == "completed"
+    assert subject.user_texts(first.thread_id) == ["one", "two", "three"]
+
+
+def test_a_create_whose_answer_was_lost_is_found_not_repeated(subject: Subject) -> None:
+    thread = subject.start("hello").thread_id
+    subject.follow(thread, subject.start("warm up", thread_id=thread, batch_id="b0").run.id)
+    lost = subject.backend.start_run(subject.request(thread, "was it created?"))  # its answer is "lost"
+    assert isinstance(lost, Started)
+    again = subject.start("was it created?", thread_id=thread, reconciling=True)
+    state = subject.follow(thread, again.run.id)
+    assert state.status == "completed"
+    assert subject.user_texts(thread) == ["hello", "warm up", "was it created?"]
+
+
+def test_a_tool_round_is_submitted_and_followed_to_the_answer(subject: Subject) -> None:
+    started = subject.start('call:add{"a": 1, "b": 2}')
+    state = subject.follow(started.thread_id, started.run.id)
+    assert state.status == "requires_action" and [c.name for c in state.tool_calls] == ["add"]
+    outputs = [{"tool_call_id": c.id, "output": "3"} for c in state.tool_calls]
+    follow = subject.backend.submit_tool_outputs(started.thread_id, state.id, outputs)
+    assert (follow != state.id) == subject.backend.capabilities.tool_round_starts_run
+    done = subject.follow(started.thread_id, follow)
+    assert done.status == "completed"
+    assert "3" in subject.backend.run_messages(started.thread_id, done.id)[0]["text"]
+
+
+def test_a_cancelled_run_stops(subject: Subject) -> None:
+    started = subject.start("sleep:30")
+    subject.backend.cancel_run(started.thread_id, started.run.id)
+    assert subject.follow(started.thread_id, started.run.id).status == "cancelled"
+
+
+def test_a_thread_busy_with_another_run_is_busy_not_an_error(subject: Subject) -> None:
+    started = subject.start("sleep:30")
+    busy = subject.backend.start_run(subject.request(started.thread_id, "me too", batch_id="batch-2"))
+    assert isinstance(busy, Busy)
+    assert (busy.foreign is not None) == subject.backend.capabilities.lists_runs
+    if busy.foreign is not None:
+        assert busy.foreign.id == started.run.id
+
+
+def test_find_run_finds_this_batch_s_run_only(subject: Subject) -> None:
+    started = subject.start("hello")
+    subject.follow(started.thread_id, started.run.id)
+    found = subject.backend.find_run(subject.request(started.thread_id, "hello", reconciling=True))
+    assert found is not None and found.status == "completed"
+    other = subject.request(started.thread_id, "something else", batch_id=uuid.uuid4().hex, reconciling=True)
+    assert subject.backend.find_run(other) is None
+
+
+def test_an_unknown_assistant_is_the_request_s_fault(subject: Subject) -> None:
+    if not subject.backend.capabilities.needs_assistant:
+        pytest.skip(f"{subject.name} runs name no assistant")
+    with pytest.raises(InvalidRequestError):
+        subject.backend.start_run(subject.request(None, "hello", assistant_id="asst_nobody"))
+
+
+def test_an_unknown_run_is_an_api_error(subject: Subject) -> None:
+    thread = subject.start("hello").thread_id
+    with pytest.raises((PermanentApiError, TransientApiError)):
+        subject.backend.get_run(thread, "run_does_not_exist")
