@@ -200,7 +200,7 @@ def test_a_lost_create_that_completes_while_we_look_is_not_answered_twice(redis_
 
             backend.find_run = find_too_early  # type: ignore[method-assign]
         else:
-            real_create, real_items = backend._create, backend._items_after
+            real_create, real_items = backend._create, backend.reads.items_after
             calls: list[int] = []
             looks_to_fail: list[int] = []
 
@@ -228,7 +228,7 @@ def test_a_lost_create_that_completes_while_we_look_is_not_answered_twice(redis_
                 return real_items(*args)
 
             backend._create = create_late  # type: ignore[method-assign]
-            backend._items_after = items_after  # type: ignore[method-assign]
+            backend.reads.items_after = items_after  # type: ignore[method-assign]
         (entry,) = stack.wait_answered([stack.send("race-1", "only once please")], timeout=30)
         stack.wait_idle()
         assert entry["type"] == "run.completed"
