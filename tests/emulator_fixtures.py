@@ -11,7 +11,6 @@ with any `EmulatorConfig` fields; `openai_client(srv)` gives an SDK client witho
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -21,7 +20,6 @@ import pytest
 
 from emulator import EmulatorConfig, EmulatorServer
 from tests.conftest import wait_until  # noqa: F401 - re-exported for the emulator tests
-
 
 T = TypeVar("T")
 FAST_RUN_SECONDS = 0.2

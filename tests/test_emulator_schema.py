@@ -18,8 +18,7 @@ import referencing
 import yaml
 
 from emulator import EmulatorServer
-from tests.emulator_fixtures import emulator, make_emulator, openai_client, wait_until  # noqa: F401
-
+from tests.emulator_fixtures import emulator, make_emulator, openai_client, wait_until  # noqa: F401 - pytest fixtures
 
 # openai 3.x marks beta.assistants.* deprecated with the bare message "deprecated"
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")

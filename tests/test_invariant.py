@@ -8,14 +8,13 @@ import uuid
 from typing import Any
 
 import dramatiq
-import openai
 import pytest
 
 from emulator import EmulatorConfig
+from tests import threads
 from tests.conftest import wait_until
 from tests.invariants import check_exactly_once_in_order
 from tests.stack import BACKENDS, Stack, running_stack
-from tests import threads
 
 
 class DeliverTwice(dramatiq.Middleware):
