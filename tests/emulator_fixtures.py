@@ -2,7 +2,7 @@
 
 Import the fixtures into a test module (or list this module in a conftest's `pytest_plugins`):
 
-    from tests.emulator_fixtures import emulator, make_emulator, wait_until  # noqa: F401
+    from tests.emulator_fixtures import emulator, make_emulator, wait_until  # noqa: F401 - pytest fixtures
 
 `emulator` is a started server with short runs (0.2 s); `make_emulator(**config)` starts one
 with any `EmulatorConfig` fields; `openai_client(srv)` gives an SDK client without retries.
