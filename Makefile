@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install redis-server prometheus deploy-tools demo test chaos stack clean
+.PHONY: install redis-server prometheus deploy-tools demo lint test chaos stack clean
 
 install: $(VENV)/.installed
 
@@ -38,7 +38,13 @@ deploy-tools: deploy/validate/node_modules/.package-lock.json
 deploy/validate/node_modules/.package-lock.json: deploy/validate/package-lock.json
 	npm ci --prefix deploy/validate --no-audit --no-fund --silent
 
-test: install redis-server prometheus deploy-tools
+# Lint and types, the first step of `make test`: ruff on everything, mypy --strict on the
+# packages (worker/, producers/, emulator/: `files` in pyproject.toml's [tool.mypy]). Both
+# run, so that one run shows every finding; either failing fails the target.
+lint: install
+	status=0; $(PY) -m ruff check . || status=1; $(PY) -m mypy || status=1; exit $$status
+
+test: lint redis-server prometheus deploy-tools
 	$(PY) -m pytest
 
 # The chaos test at full length (5 minutes of load, a pod SIGKILLed every 7 s).
@@ -51,7 +57,7 @@ stack: install redis-server
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -e local.env start
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
 # Benchmarks against the emulator on a private redis-server (~15 minutes): prints the table,
 # writes bench-results/ and BENCHMARKS.md. `make bench BENCH_FLAGS=--quick` for a smoke run.

@@ -58,7 +58,7 @@ def run_scenario(name: str, ctx: Context) -> dict[str, Any]:
     signal.setitimer(signal.ITIMER_REAL, timeout + BACKSTOP_SECONDS)
     try:
         result = scenario(ctx)
-    except Exception as exc:  # reported, and the next scenario runs
+    except Exception as exc:  # noqa: BLE001 - any failure is reported, and the next scenario runs
         traceback.print_exc(file=sys.stderr)
         result = {"error": f"{type(exc).__name__}: {exc}"}
     finally:

@@ -78,8 +78,8 @@ def main() -> None:
                   for _, _, queries in PANELS]
 
     figure, axes = plt.subplots(2, 3, figsize=(15, 7.5), constrained_layout=True)
-    for ax, (title, unit, queries), results in zip(axes.flat, PANELS, series):
-        for (_, legend), result in zip(queries, results):
+    for ax, (title, unit, queries), results in zip(axes.flat, PANELS, series, strict=True):
+        for (_, legend), result in zip(queries, results, strict=True):
             for line in result:
                 times = [float(t) - start for t, _ in line["values"]]
                 values = [float(v) for _, v in line["values"]]

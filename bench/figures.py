@@ -57,7 +57,7 @@ def _cpu(r: Results) -> str:
 
 
 def _poll(duration: str, *keys: str) -> Callable[[Results], Any]:
-    return lambda r: _path("polling", "rows", duration, *keys)(r)
+    return _path("polling", "rows", duration, *keys)
 
 
 def _fmt(value: Any) -> str:
@@ -86,8 +86,8 @@ FIGURES: list[Figure] = [
            Target("<=", 150)),
     Figure("memory", "Redis bytes per in-flight run", _path("concurrency", "redis_bytes_per_in_flight_run"), "B",
            Target("<=", 2048)),
-    Figure("cost", "worker CPU per completed 10 s run, no tools ({cost[conversations]:,} at once)", _path("cost", "no_tools", "worker_cpu_ms_per_run"),
-           "ms", Target("<=", 10)),
+    Figure("cost", "worker CPU per completed 10 s run, no tools ({cost[conversations]:,} at once)",
+           _path("cost", "no_tools", "worker_cpu_ms_per_run"), "ms", Target("<=", 10)),
     Figure("cost", "  the first burst after the worker's start (no run history yet)",
            _path("cost", "no_tools", "first_burst", "worker_cpu_ms_per_run"), "ms"),
     Figure("cost", "  a restarted worker (new processes seeded with the shared run history)",
@@ -98,17 +98,21 @@ FIGURES: list[Figure] = [
            _join(_path("cost", "one_tool", "worker_cpu_ms_per_run"),
                  _path("cost", "one_tool", "first_burst", "worker_cpu_ms_per_run"))),
     Figure("cost", "Redis / emulator CPU per run, no tools (ms)",
-           _join(_path("cost", "no_tools", "redis_cpu_ms_per_run"), _path("cost", "no_tools", "emulator_cpu_ms_per_run"))),
+           _join(_path("cost", "no_tools", "redis_cpu_ms_per_run"),
+                 _path("cost", "no_tools", "emulator_cpu_ms_per_run"))),
     Figure("cost", "Redis / emulator CPU per run, one tool call (ms)",
-           _join(_path("cost", "one_tool", "redis_cpu_ms_per_run"), _path("cost", "one_tool", "emulator_cpu_ms_per_run"))),
+           _join(_path("cost", "one_tool", "redis_cpu_ms_per_run"),
+                 _path("cost", "one_tool", "emulator_cpu_ms_per_run"))),
     Figure("cost", "polls / other calls / tool submissions per run, no tools",
-           _join(_path("cost", "no_tools", "api", "polls_per_run"), _path("cost", "no_tools", "api", "other_calls_per_run"),
+           _join(_path("cost", "no_tools", "api", "polls_per_run"),
+                 _path("cost", "no_tools", "api", "other_calls_per_run"),
                  _path("cost", "no_tools", "api", "tool_submissions_per_run"))),
     Figure("cost", "  polls per run in the first burst / on the restarted worker",
            _join(_path("cost", "no_tools", "first_burst", "api", "polls_per_run"),
                  _path("cost", "no_tools", "restarted", "api", "polls_per_run"))),
     Figure("cost", "polls / other calls / tool submissions per run, one tool call",
-           _join(_path("cost", "one_tool", "api", "polls_per_run"), _path("cost", "one_tool", "api", "other_calls_per_run"),
+           _join(_path("cost", "one_tool", "api", "polls_per_run"),
+                 _path("cost", "one_tool", "api", "other_calls_per_run"),
                  _path("cost", "one_tool", "api", "tool_submissions_per_run"))),
     Figure("saturation", "peak replies/s (run time 0, 2 processes x 8 threads)",
            _path("saturation", "peak_replies_per_s"), "/s", Target(">=", 150)),
@@ -147,7 +151,8 @@ def rows(results: Results) -> list[Row]:
             continue
         target = f"{figure.target.op} {_fmt(figure.target.threshold)} {figure.unit}".strip() if figure.target else ""
         if "error" in results[source]:
-            out.append(Row(figure.scenario, _label(figure.label, results), "error", target, "ERROR" if figure.target else ""))
+            out.append(Row(figure.scenario, _label(figure.label, results), "error", target,
+                           "ERROR" if figure.target else ""))
             continue
         try:
             value = figure.get(results)

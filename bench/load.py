@@ -8,15 +8,14 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import redis
 
+from bench.stack import OUTBOUND
 from bench.waits import Deadline
 from producers import Producer
 from worker.settings import Settings
-
-from bench.stack import OUTBOUND
 
 
 def make_producer(redis_url: str) -> Producer:
@@ -66,7 +65,7 @@ def send_paced(producer: Producer, rate: float, seconds: float, conversation: Ca
     """`rate` messages a second for `seconds`, message i due at start + i / rate (sent at once when
     late), on `threads` senders taking every threads-th message; returns how many were sent."""
     start = time.time()
-    count = int(round(rate * seconds))
+    count = round(rate * seconds)
     lock = threading.Lock()
     failures: list[BaseException] = []
 
@@ -83,7 +82,7 @@ def send_paced(producer: Producer, rate: float, seconds: float, conversation: Ca
                 with lock:
                     sent.at[event_id] = at
                     sent.conversation[event_id] = cid
-        except BaseException as exc:  # re-raised on the calling thread
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
             failures.append(exc)
 
     if threads == 1:
@@ -164,11 +163,11 @@ class Sampler:
             begun = time.monotonic()
             try:
                 self.samples.append({"t": time.time(), **self.probe()})
-            except Exception as exc:  # a sample lost is not a failed scenario
+            except Exception as exc:  # noqa: BLE001 - a sample lost is not a failed scenario
                 self.errors.append(repr(exc))
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - begun)))
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

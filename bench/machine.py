@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-
 import datetime as dt
 import json
 import os
@@ -25,7 +24,7 @@ PACKAGES = ("assistant-worker", "dramatiq", "redis", "openai", "pydantic", "http
 
 def describe(argv: list[str]) -> dict[str, Any]:
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command_line(argv),
         "nproc": _nproc(),
         "cpu_model": _cpu_model(),
@@ -85,20 +84,18 @@ def _nproc() -> int | None:
 
 
 def _cpu_model() -> str | None:
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or None
 
 
 def _memory_gb() -> float | None:
-    with contextlib.suppress(OSError):
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return round(int(line.split()[1]) / 1024 / 1024, 1)
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 1024 / 1024, 1)
     return None
 
 

@@ -95,7 +95,7 @@ def machine_busy_seconds() -> float:
     """CPU seconds all CPUs spent busy since boot (/proc/stat: all but idle and iowait)."""
     with open("/proc/stat") as f:
         values = [int(v) for v in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = (values + [0] * 8)[:8]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (values + [0] * 8)[:8]
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
 
 

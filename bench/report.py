@@ -14,7 +14,7 @@ HEADERS = ("scenario", "figure", "value", "target", "")
 def table(rows: list[Row]) -> str:
     cells = [HEADERS] + [(r.scenario, r.label, r.value, r.target, r.status) for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(HEADERS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
 
@@ -44,8 +44,8 @@ def markdown(machine: dict[str, Any], rows: list[Row], results: dict[str, Any], 
         "",
         f"- **Date**: {machine['date']}",
         f"- **Command**: `{machine['command']}` ({seconds / 60:.1f} minutes)",
-        f"- **Machine**: {machine['nproc']} CPUs ({machine['cpu_model']}), {machine['memory_gb']} GB RAM, "
-        f"Linux {machine['kernel']}",
+        (f"- **Machine**: {machine['nproc']} CPUs ({machine['cpu_model']}), {machine['memory_gb']} GB RAM, "
+         f"Linux {machine['kernel']}"),
         f"- **Software**: Python {machine['python']}, {machine['redis_server'] or 'redis-server ?'}; {packages}",
         f"- **Code**: commit {git.get('commit')}{' with uncommitted changes' if git.get('dirty') else ''}"
         + (f" at the start, {machine['git_at_end'].get('commit')} at the end (the code changed during the run)"

@@ -5,7 +5,6 @@ accounting of each group."""
 from __future__ import annotations
 
 import contextlib
-
 import json
 import os
 import shutil
@@ -58,7 +57,7 @@ class Service:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - the process's log, open until stop()
         self.proc = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
                                      cwd=ROOT, start_new_session=True)
 

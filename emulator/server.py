@@ -13,7 +13,7 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from .app import App
 from .config import EmulatorConfig
@@ -87,7 +87,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         try:
             response = self.server.app.handle(method, self.path, self.headers.get("Authorization"), body)
-        except Exception as exc:  # a bug in the emulator: answer, and show it
+        except Exception as exc:  # noqa: BLE001 - a bug in the emulator: answer, and show it
             traceback.print_exc(file=sys.stderr)
             error = {"message": f"Emulator bug: {exc!r}", "type": "server_error", "param": None, "code": None}
             self._write(500, {"error": error}, {})
@@ -143,7 +143,7 @@ class EmulatorServer:
     def config(self) -> EmulatorConfig:
         return self.app.config
 
-    def start(self) -> EmulatorServer:
+    def start(self) -> Self:
         """Serve in a background thread."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -173,7 +173,7 @@ class EmulatorServer:
     def reset(self) -> None:
         self.app.reset()
 
-    def __enter__(self) -> EmulatorServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from .errors import bad_request
 
@@ -23,6 +23,8 @@ RUN_FIELDS = frozenset({
 THREAD_AND_RUN_FIELDS = (RUN_FIELDS - {"additional_messages", "additional_instructions", "reasoning_effort"}
                          | {"thread", "tool_resources"})
 SUBMIT_FIELDS = frozenset({"tool_outputs", "stream"})
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -51,6 +53,10 @@ def known_fields(body: Mapping[str, Any], allowed: frozenset[str], strict: bool,
             raise bad_request(f"Unrecognized request argument supplied: {prefix}{name}", code="unknown_parameter")
 
 
+@overload
+def require(body: Mapping[str, Any], name: str, kind: type[T], prefix: str = "") -> T: ...
+@overload
+def require(body: Mapping[str, Any], name: str, kind: tuple[type, ...], prefix: str = "") -> Any: ...
 def require(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], prefix: str = "") -> Any:
     value = body.get(name)
     if value is None:
@@ -64,6 +70,10 @@ def optional(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], 
     return default if value is None else expect(value, kind, name)
 
 
+@overload
+def expect(value: Any, kind: type[T], param: str) -> T: ...
+@overload
+def expect(value: Any, kind: tuple[type, ...], param: str) -> Any: ...
 def expect(value: Any, kind: type | tuple[type, ...], param: str) -> Any:
     if isinstance(value, bool) and kind in (int, float, (int, float)):
         raise bad_request(f"Invalid type for '{param}'.", param=param, code="invalid_type")

@@ -2,7 +2,7 @@
 
 Import the fixtures into a test module (or list this module in a conftest's `pytest_plugins`):
 
-    from tests.emulator_fixtures import emulator, make_emulator, wait_until  # noqa: F401
+    from tests.emulator_fixtures import emulator, make_emulator, wait_until  # noqa: F401 - pytest fixtures
 
 `emulator` is a started server with short runs (0.2 s); `make_emulator(**config)` starts one
 with any `EmulatorConfig` fields; `openai_client(srv)` gives an SDK client without retries.
@@ -11,7 +11,6 @@ with any `EmulatorConfig` fields; `openai_client(srv)` gives an SDK client witho
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -21,7 +20,6 @@ import pytest
 
 from emulator import EmulatorConfig, EmulatorServer
 from tests.conftest import wait_until  # noqa: F401 - re-exported for the emulator tests
-
 
 T = TypeVar("T")
 FAST_RUN_SECONDS = 0.2

@@ -8,8 +8,7 @@ import subprocess
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from tests.conftest import free_port, wait_until
 
@@ -34,7 +33,7 @@ class PrometheusServer:
                                       "static_configs": [{"targets": targets}]}]}
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
-        self._log = open(folder / "prometheus.log", "wb")
+        self._log = open(folder / "prometheus.log", "wb")  # noqa: SIM115 - Prometheus's log, open until close()
         self.proc = subprocess.Popen(
             [binary("prometheus"), f"--config.file={folder / 'prometheus.yml'}",
              f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
@@ -84,8 +83,8 @@ class PrometheusServer:
             self.proc.wait()
         self._log.close()
 
-    def __enter__(self) -> PrometheusServer:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -3,6 +3,8 @@ duplicated, reordered or stuck. `python -m tests.chaos` runs the long version.""
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from tests import chaos
@@ -26,9 +28,7 @@ def test_chaos_short_run_keeps_the_invariant(backend: str) -> None:
     assert result["longest_wait_after_kill_s"] < recovered_after + 10, result
 
 
-def _args(*argv: str):  # type: ignore[no-untyped-def]
-    import argparse
-
+def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     chaos.add_arguments(parser)
     return parser.parse_args(argv)

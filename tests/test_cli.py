@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -84,7 +83,7 @@ def test_procfile_worker_line_processes_messages_and_serves_probes(
         assert entry is not None and entry["type"] == "run.completed"
         assert _get(port, "/healthz")[0] == 200
         assert _get(port, "/readyz")[0] == 200
-        status, body = wait_until(lambda: _metric_ready(port), 10, what="runs metric")
+        _, body = wait_until(lambda: _metric_ready(port), 10, what="runs metric")
         assert 'assistant_runs_total{status="completed"} 1.0' in body
 
 

@@ -148,10 +148,14 @@ def test_the_deployment_runs_the_procfile_worker_line_with_its_settings(example:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": port["name"]}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": port["name"]}
     app = make_app(Settings(redis_url="redis://127.0.0.1:1/0"), None)
-    for path in ("/healthz", "/readyz", "/metrics"):
+
+    def status_of(path: str) -> str:
         statuses: list[str] = []
         app({"PATH_INFO": path}, lambda status, headers: statuses.append(status))
-        assert not statuses[0].startswith("404"), path
+        return statuses[0]
+
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert not status_of(path).startswith("404"), path
     # SIGTERM: the worker's own shutdown fits in the grace period.
     assert pod["terminationGracePeriodSeconds"] >= float(env["WORKER_SHUTDOWN_SECONDS"]) + 10
     # Non-root, read-only root, the multiprocess folder a writable volume.
@@ -199,14 +203,14 @@ def test_the_network_policy_allows_only_dns_redis_the_api_and_the_scrape(example
 def test_the_dockerfile_installs_what_the_readme_installs_and_starts_the_worker() -> None:
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     readme = (ROOT / "README.md").read_text()
-    (installed,) = re.findall(r"^RUN pip install --no-cache-dir (\S+)$", dockerfile, re.M)
+    (installed,) = re.findall(r"^RUN pip install --no-cache-dir (\S+)$", dockerfile, re.MULTILINE)
     assert f"pip install {installed}`" in readme  # the README's production install
     assert installed == "."  # this project, with pyproject.toml's dependencies
-    (entry,) = re.findall(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.M)
+    (entry,) = re.findall(r"^ENTRYPOINT (\[.*\])$", dockerfile, re.MULTILINE)
     assert json.loads(entry) == shlex.split(procfile()["worker"])
-    assert re.search(r"^USER 10001", dockerfile, re.M) and f"EXPOSE {Settings().metrics_port}" in dockerfile
+    assert re.search(r"^USER 10001", dockerfile, re.MULTILINE) and f"EXPOSE {Settings().metrics_port}" in dockerfile
     ignored = (ROOT / ".dockerignore").read_text()
-    copied = re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M)
+    copied = re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.MULTILINE)
     assert all(f"!{path.rstrip('/')}" in ignored.replace("/\n", "\n") for path in copied), copied
 
 

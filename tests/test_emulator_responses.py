@@ -20,7 +20,7 @@ import openai
 import pytest
 
 from emulator import EmulatorConfig, EmulatorServer
-from tests.emulator_fixtures import admin, emulator, make_emulator, openai_client, wait_until  # noqa: F401
+from tests.emulator_fixtures import admin, emulator, make_emulator, openai_client, wait_until  # noqa: F401 - pytest fixtures
 from tests.test_emulator_schema import SpecSchemas, raw, schemas  # noqa: F401 - `schemas` is a fixture
 
 MakeEmulator = Callable[..., EmulatorServer]
@@ -77,7 +77,7 @@ def connect() -> Iterator[Callable[..., openai.OpenAI]]:
 
 
 @pytest.fixture
-def client(emulator: EmulatorServer, connect: Callable[..., openai.OpenAI]) -> openai.OpenAI:  # noqa: F811
+def client(emulator: EmulatorServer, connect: Callable[..., openai.OpenAI]) -> openai.OpenAI:  # noqa: F811 - the imported fixture
     return connect(emulator)
 
 
@@ -188,7 +188,7 @@ def test_conversation_item_delete(client: openai.OpenAI) -> None:
 # -- the response lifecycle ---------------------------------------------------------------------
 
 
-def test_background_response_lifecycle(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811
+def test_background_response_lifecycle(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811 - the imported fixture
     conversation = client.conversations.create()
     created = start(client, conversation.id, "sleep:0.6 I need to solve the equation 3x + 11 = 14.",
                     instructions="Be helpful.", metadata={"event_id": "e1"})
@@ -250,7 +250,7 @@ def test_items_are_added_when_the_response_completes(client: openai.OpenAI) -> N
     assert len(items(client, conversation.id)) == 3
 
 
-def test_poll_hint_on_get_response(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811
+def test_poll_hint_on_get_response(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811 - the imported fixture
     response = start(client, None, "sleep:2 wait")
     headers = client.responses.with_raw_response.retrieve(response.id).headers
     assert 10 <= int(headers["openai-poll-after-ms"]) <= 1000
@@ -312,7 +312,7 @@ def test_tool_call_round_trip(client: openai.OpenAI) -> None:
     assert third.output_text == "You said: thanks"
 
 
-def test_after_tools_duration_and_previous_response_id(make_emulator: MakeEmulator,  # noqa: F811
+def test_after_tools_duration_and_previous_response_id(make_emulator: MakeEmulator,  # noqa: F811 - the imported fixture
                                                          connect: Callable[..., openai.OpenAI]) -> None:
     srv = make_emulator(after_tools_seconds=0.5)
     client = connect(srv)
@@ -440,7 +440,7 @@ def test_failed_and_incomplete_responses(client: openai.OpenAI) -> None:
     assert listed[-1].id == partial.id and listed[-1].status == "incomplete"
 
 
-def test_fail_rate_fails_responses(make_emulator: MakeEmulator,  # noqa: F811
+def test_fail_rate_fails_responses(make_emulator: MakeEmulator,  # noqa: F811 - the imported fixture
                                    connect: Callable[..., openai.OpenAI]) -> None:
     srv = make_emulator(fail_rate=1.0)
     client = connect(srv)
@@ -453,7 +453,7 @@ def test_fail_rate_fails_responses(make_emulator: MakeEmulator,  # noqa: F811
 # -- faults -------------------------------------------------------------------------------------
 
 
-def test_faults_apply_to_the_new_operations(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811
+def test_faults_apply_to_the_new_operations(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811 - the imported fixture
     conversation = client.conversations.create()
     emulator.configure(fault_429=1.0, fault_operations=["createResponse"])
     with pytest.raises(openai.RateLimitError) as limited:
@@ -499,7 +499,7 @@ def test_lost_create_applied_then_retry_is_locked(clocked: Callable[..., tuple[E
 # -- loose flavour ------------------------------------------------------------------------------
 
 
-def test_loose_flavour_differences(make_emulator: MakeEmulator,  # noqa: F811
+def test_loose_flavour_differences(make_emulator: MakeEmulator,  # noqa: F811 - the imported fixture
                                    connect: Callable[..., openai.OpenAI]) -> None:
     srv = make_emulator(flavour="loose")
     client = connect(srv)
@@ -525,7 +525,7 @@ def test_loose_flavour_differences(make_emulator: MakeEmulator,  # noqa: F811
 # -- admin --------------------------------------------------------------------------------------
 
 
-def test_admin_stats_runs_and_reset(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811
+def test_admin_stats_runs_and_reset(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811 - the imported fixture
     conversation = client.conversations.create()
     response = wait_response(client, start(client, conversation.id, "hi").id)
     stats = admin(emulator, "stats")
@@ -547,7 +547,7 @@ def test_admin_stats_runs_and_reset(emulator: EmulatorServer, client: openai.Ope
 # -- strict flavour: OpenAI's schema ------------------------------------------------------------
 
 
-def test_strict_bodies_match_schema(client: openai.OpenAI, schemas: SpecSchemas) -> None:  # noqa: F811
+def test_strict_bodies_match_schema(client: openai.OpenAI, schemas: SpecSchemas) -> None:  # noqa: F811 - the imported fixture
     """Every new operation's 200 body, in every response state and item type, validates against the spec."""
     conversation = raw(client.conversations.with_raw_response.create, metadata={"a": "b"},
                        items=[{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"}])

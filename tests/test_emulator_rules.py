@@ -20,7 +20,7 @@ import pytest
 from emulator import ConfigError, EmulatorConfig, EmulatorServer
 from emulator.__main__ import build_parser, config_from
 from emulator.model import plan_run, reply_text, solve_linear
-from tests.emulator_fixtures import admin, emulator, make_emulator, openai_client, wait_until  # noqa: F401
+from tests.emulator_fixtures import admin, emulator, make_emulator, openai_client, wait_until  # noqa: F401 - pytest fixtures
 
 # openai 3.x marks beta.assistants.* deprecated with the bare message "deprecated"
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
@@ -106,7 +106,7 @@ def test_unknown_ids_are_404(client: openai.OpenAI) -> None:
         client.beta.assistants.retrieve("asst_nope")
 
 
-def test_missing_auth_is_401(emulator: EmulatorServer) -> None:  # noqa: F811
+def test_missing_auth_is_401(emulator: EmulatorServer) -> None:  # noqa: F811 - the imported fixture
     status, _, body = http(emulator, "GET", "/v1/assistants/asst_default")
     assert status == 401 and body["error"]["type"] == "invalid_request_error"
 
@@ -138,7 +138,7 @@ def test_submit_tool_outputs_must_cover_every_call(client: openai.OpenAI) -> Non
         client.beta.threads.runs.submit_tool_outputs(run.id, thread_id=run.thread_id, tool_outputs=outputs)
 
 
-def test_requires_action_expires_at_deadline(make_emulator: MakeEmulator) -> None:  # noqa: F811
+def test_requires_action_expires_at_deadline(make_emulator: MakeEmulator) -> None:  # noqa: F811 - the imported fixture
     """A call left unanswered past expires_at makes the run expired, with no last_error."""
     srv = make_emulator(action_ttl_seconds=0.6)
     client = openai_client(srv)
@@ -150,7 +150,7 @@ def test_requires_action_expires_at_deadline(make_emulator: MakeEmulator) -> Non
     assert finished >= expired.expires_at - 1
 
 
-def test_expire_rules(make_emulator: MakeEmulator) -> None:  # noqa: F811
+def test_expire_rules(make_emulator: MakeEmulator) -> None:  # noqa: F811 - the imported fixture
     client = openai_client(make_emulator(expire_rule_seconds=0.5))
     slow = wait_run(client, run_on(client, new_thread(client, "expire")), {"requires_action"})
     assert slow.required_action.submit_tool_outputs.tool_calls[0].function.name == "slow_lookup"
@@ -161,7 +161,7 @@ def test_expire_rules(make_emulator: MakeEmulator) -> None:  # noqa: F811
 # -- time progression ---------------------------------------------------------------------------
 
 
-def test_run_goes_queued_in_progress_completed(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811
+def test_run_goes_queued_in_progress_completed(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811 - the imported fixture
     thread_id = new_thread(client, "sleep:0.6 I need to solve the equation 3x + 11 = 14. Can you help me?")
     run = run_on(client, thread_id)
     assert run.status == "queued" and run.started_at is None
@@ -187,7 +187,7 @@ def test_cancel_becomes_cancelled(client: openai.OpenAI) -> None:
     client.beta.threads.messages.create(run.thread_id, role="user", content="the thread is free again")
 
 
-def test_jitter_spreads_durations(make_emulator: MakeEmulator) -> None:  # noqa: F811
+def test_jitter_spreads_durations(make_emulator: MakeEmulator) -> None:  # noqa: F811 - the imported fixture
     srv = make_emulator(run_seconds=0.2, jitter=0.5, seed=7)
     client = openai_client(srv)
     runs = [run_on(client, new_thread(client, f"hi {i}")) for i in range(6)]
@@ -231,7 +231,7 @@ def test_model_rules_are_pure() -> None:
     assert plan_run(["sleep:0.25"], "").duration == 0.25
 
 
-def test_random_outcomes_from_fault_switch(make_emulator: MakeEmulator) -> None:  # noqa: F811
+def test_random_outcomes_from_fault_switch(make_emulator: MakeEmulator) -> None:  # noqa: F811 - the imported fixture
     srv = make_emulator(fail_rate=1.0)
     client = openai_client(srv)
     failed = wait_run(client, run_on(client, new_thread(client, "hello")))
@@ -290,7 +290,7 @@ def test_message_pagination_order_cursors_and_run_filter(client: openai.OpenAI) 
 # -- poll hints ---------------------------------------------------------------------------------
 
 
-def test_poll_hint_header_on_and_off(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811
+def test_poll_hint_header_on_and_off(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811 - the imported fixture
     run = run_on(client, new_thread(client, "sleep:2 wait"))
     hint = client.beta.threads.runs.with_raw_response.retrieve(run.id, thread_id=run.thread_id).headers
     assert 10 <= int(hint["openai-poll-after-ms"]) <= 1000
@@ -311,7 +311,7 @@ def test_no_poll_hint_once_finished(client: openai.OpenAI) -> None:
 # -- faults -------------------------------------------------------------------------------------
 
 
-def test_fault_429_carries_retry_headers(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811
+def test_fault_429_carries_retry_headers(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811 - the imported fixture
     emulator.configure(fault_429=1.0, fault_operations=["createThread"])
     with pytest.raises(openai.RateLimitError) as info:
         client.beta.threads.create()
@@ -322,7 +322,7 @@ def test_fault_429_carries_retry_headers(emulator: EmulatorServer, client: opena
     assert stats["faults_injected"]["429"] == 1 and stats["objects"]["threads"] == 0
 
 
-def test_fault_500_does_not_apply(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811
+def test_fault_500_does_not_apply(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811 - the imported fixture
     thread_id = new_thread(client)
     emulator.configure(fault_500=1.0)
     with pytest.raises(openai.InternalServerError):
@@ -331,7 +331,7 @@ def test_fault_500_does_not_apply(emulator: EmulatorServer, client: openai.OpenA
     assert client.beta.threads.messages.list(thread_id).data == []
 
 
-def test_fault_lost_applies_the_change(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811
+def test_fault_lost_applies_the_change(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811 - the imported fixture
     """A lost response still applied the request; an SDK retry then applies it twice."""
     thread_id = new_thread(client)
     emulator.configure(fault_lost=1.0, fault_operations="createMessage", fault_retry_after_ms=0)
@@ -349,7 +349,7 @@ def test_fault_lost_applies_the_change(emulator: EmulatorServer, client: openai.
 # -- loose flavour ------------------------------------------------------------------------------
 
 
-def test_loose_flavour_differences(make_emulator: MakeEmulator) -> None:  # noqa: F811
+def test_loose_flavour_differences(make_emulator: MakeEmulator) -> None:  # noqa: F811 - the imported fixture
     srv = make_emulator(flavour="loose")
     client = openai_client(srv)
     thread = json.loads(client.beta.threads.with_raw_response.create().text)
@@ -371,7 +371,7 @@ def test_loose_flavour_differences(make_emulator: MakeEmulator) -> None:  # noqa
 # -- admin, config, CLI -------------------------------------------------------------------------
 
 
-def test_admin_endpoints(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811
+def test_admin_endpoints(emulator: EmulatorServer, client: openai.OpenAI) -> None:  # noqa: F811 - the imported fixture
     run = wait_run(client, run_on(client, new_thread(client, "hi")))
     stats = admin(emulator, "stats")
     assert stats["calls"]["createRun"] == 1 and stats["calls"]["getRun"] >= 1

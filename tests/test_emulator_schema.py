@@ -18,8 +18,7 @@ import referencing
 import yaml
 
 from emulator import EmulatorServer
-from tests.emulator_fixtures import emulator, make_emulator, openai_client, wait_until  # noqa: F401
-
+from tests.emulator_fixtures import emulator, make_emulator, openai_client, wait_until  # noqa: F401 - pytest fixtures
 
 # openai 3.x marks beta.assistants.* deprecated with the bare message "deprecated"
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
@@ -162,7 +161,7 @@ def test_thread_and_message_operations_match_schema(client: openai.OpenAI, schem
     assert [m["content"][0]["text"]["value"] for m in listed["data"]] == ["Look at this", "Hello"]
 
 
-def test_thread_and_run_in_one_call_matches_schema(emulator: EmulatorServer,  # noqa: F811
+def test_thread_and_run_in_one_call_matches_schema(emulator: EmulatorServer,  # noqa: F811 - the imported fixture
                                                    client: openai.OpenAI, schemas: SpecSchemas) -> None:
     """createThreadAndRun: the thread with its messages and metadata, and a run on it, as the
     worker starts a new conversation; an unknown assistant creates nothing."""
@@ -229,7 +228,7 @@ def test_function_call_flow_matches_schema(client: openai.OpenAI, schemas: SpecS
     assert [s["type"] for s in steps["data"]] == ["message_creation", "tool_calls"]
 
 
-def test_expired_action_and_steps_match_schema(make_emulator: Callable[..., EmulatorServer],  # noqa: F811
+def test_expired_action_and_steps_match_schema(make_emulator: Callable[..., EmulatorServer],  # noqa: F811 - the imported fixture
                                                schemas: SpecSchemas) -> None:
     client = openai_client(make_emulator(expire_rule_seconds=0.2))
     run = start_run(client, schemas, "expire")

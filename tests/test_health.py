@@ -56,17 +56,17 @@ def test_a_scheduler_that_never_started_is_reported_after_a_grace_time(tmp_path:
 def test_the_middleware_writes_the_heartbeat_and_removes_it_at_shutdown(tmp_path: Path) -> None:
     ticks = [time.time()]
     middleware = health.HealthMiddleware(str(tmp_path), lambda: ticks[-1])
-    middleware.after_worker_boot(None, None)  # type: ignore[arg-type]
+    middleware.after_worker_boot(None, None)  # type: ignore[arg-type]  # it uses neither broker nor worker
     middleware.before_process_message(None, None)  # type: ignore[arg-type]  # this thread is on a step
     path = health.heartbeat_path(tmp_path, os.getpid())
     try:
         written = wait_until(lambda: path.exists() and json.loads(path.read_text()), 5, what="a heartbeat")
         assert written["pid"] == os.getpid() and written["scheduler_at"] == ticks[-1]
         wait_until(lambda: json.loads(path.read_text())["busy_since"] is not None, 5, what="a busy thread")
-        middleware.after_process_message(None, None)  # type: ignore[arg-type]
+        middleware.after_process_message(None, None)  # type: ignore[arg-type]  # nor the message
         wait_until(lambda: json.loads(path.read_text())["busy_since"] is None, 5, what="the step to end")
     finally:
-        middleware.before_worker_shutdown(None, None)  # type: ignore[arg-type]
+        middleware.before_worker_shutdown(None, None)  # type: ignore[arg-type]  # as after_worker_boot
     assert not path.exists()
 
 

@@ -8,14 +8,13 @@ import uuid
 from typing import Any
 
 import dramatiq
-import openai
 import pytest
 
 from emulator import EmulatorConfig
+from tests import threads
 from tests.conftest import wait_until
 from tests.invariants import check_exactly_once_in_order
 from tests.stack import BACKENDS, Stack, running_stack
-from tests import threads
 
 
 class DeliverTwice(dramatiq.Middleware):
@@ -33,9 +32,11 @@ def user_texts(stack: Stack, thread_id: str) -> list[str]:
     return threads.user_texts(stack.emulator.base_url, stack.backend, thread_id)
 
 
-def send_many(stack: Stack, conversations: int, per_conversation: int) -> dict[str, list[str]]:
+def send_many(stack: Stack, conversations: int,
+              per_conversation: int) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Send in rounds; before the next round, wait until most conversations have a run
-    under way, so later messages meet active runs (coalescing) and later batches."""
+    under way, so later messages meet active runs (coalescing) and later batches. Returns the
+    event ids sent to each conversation, and each event's text."""
     sent: dict[str, list[str]] = {}
     contents: dict[str, str] = {}
     for round_ in range(per_conversation):
@@ -47,8 +48,7 @@ def send_many(stack: Stack, conversations: int, per_conversation: int) -> dict[s
         if round_ < per_conversation - 1:
             wait_until(lambda: _busy_or_answered(stack, sent) >= conversations // 2, 60,
                        what="runs under way")
-    stack.contents = contents  # type: ignore[attr-defined]
-    return sent
+    return sent, contents
 
 
 def _busy_or_answered(stack: Stack, sent: dict[str, list[str]]) -> int:
@@ -84,7 +84,7 @@ def test_200_conversations_x_3_messages_with_api_faults(redis_url: str, flavour:
                             fault_lost=0.01, fail_rate=0.005, seed=11, flavour=flavour)
     with running_stack(redis_url, config, assistant_backend=backend) as stack:
         started = time.monotonic()
-        sent = send_many(stack, conversations=200, per_conversation=3)
+        sent, contents = send_many(stack, conversations=200, per_conversation=3)
         all_ids = [e for ids in sent.values() for e in ids]
         stack.wait_answered(all_ids, timeout=240)
         wall = time.monotonic() - started
@@ -96,7 +96,6 @@ def test_200_conversations_x_3_messages_with_api_faults(redis_url: str, flavour:
         assert injected > 0
         # No message appended twice, none lost, all in send order.
         thread_ids = {e["conversation_id"]: e["thread_id"] for e in entries if e["thread_id"]}
-        contents = stack.contents  # type: ignore[attr-defined]
         for cid, ids in sent.items():
             assert user_texts(stack, thread_ids[cid]) == [contents[e] for e in ids], cid
         types = {}

@@ -55,7 +55,7 @@ def runs_by_process(folder: Path) -> dict[str, float]:
     for path in folder.glob("counter_*.db"):
         total = 0.0
         for key, value, _timestamp, _pos in MmapedDict.read_all_values_from_file(str(path)):
-            name, sample, labels, _help = json.loads(key)
+            _name, sample, labels, _help = json.loads(key)
             if sample == "assistant_runs_total" and labels.get("status") == "completed":
                 total += value
         counts[path.stem] = total
@@ -116,7 +116,8 @@ def observed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> dic
                 "p95_run": prometheus.scalar(
                     "histogram_quantile(0.95, sum by (le) (assistant_run_duration_seconds_bucket))"),
                 "p50_reply": prometheus.scalar(
-                    'histogram_quantile(0.5, sum by (le) (assistant_reply_latency_seconds_bucket{outcome="completed"}))'),
+                    "histogram_quantile(0.5, sum by (le) "
+                    '(assistant_reply_latency_seconds_bucket{outcome="completed"}))'),
                 "completed": prometheus.scalar('sum(assistant_runs_total{status="completed"})'),
                 "rejected": prometheus.scalar('sum(assistant_runs_total{status="rejected"})'),
                 "tools_ok": prometheus.scalar('sum(assistant_tool_calls_total{tool="get_weather",outcome="ok"})'),
@@ -227,7 +228,7 @@ def test_logs_are_json_lifecycle_events_without_secrets_or_message_text(observed
     for event in ("run created", "published", "tool called", "tool outputs submitted"):
         assert by_event.get(event), f"no {event!r} event in the log"
         for record in by_event[event]:
-            assert LIFECYCLE_FIELDS <= record.keys(), record
+            assert record.keys() >= LIFECYCLE_FIELDS, record
             assert record["level"] == "info" and "timestamp" in record
     assert len(by_event["published"]) == CONVERSATIONS + 2
     assert all(isinstance(r["run_ms"], int) and isinstance(r["total_ms"], int) for r in by_event["published"])

@@ -242,7 +242,7 @@ def test_per_event_instructions_and_batch_boundaries(stack: Stack) -> None:
     a = stack.send("q1", "plain one")
     b = stack.send("q1", "styled", instructions="prefix:Ahoy")
     c = stack.send("q1", "plain two")
-    e0, ea, eb, ec = stack.wait_answered([first, a, b, c])
+    _, ea, eb, ec = stack.wait_answered([first, a, b, c])
     assert [ea["event_ids"], eb["event_ids"], ec["event_ids"]] == [[a], [b], [c]]
     assert eb["messages"][0]["text"].startswith("Ahoy")
     assert not ec["messages"][0]["text"].startswith("Ahoy")

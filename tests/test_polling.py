@@ -22,6 +22,13 @@ def schedule(planner: PollPlanner, duration: float) -> list[float]:
             return times
 
 
+def window(planner: PollPlanner) -> tuple[float, float | None]:
+    """The planner's window, which the test expects it to have learnt by now."""
+    learnt = planner.window()
+    assert learnt is not None
+    return learnt
+
+
 def test_without_history_it_backs_off_to_the_maximum() -> None:
     planner = PollPlanner(SETTINGS)
     delays = [planner.next_delay(0, n) for n in range(8)]
@@ -35,12 +42,12 @@ def test_with_history_it_polls_through_the_window_where_runs_end() -> None:
     planner = PollPlanner(SETTINGS, rng)
     for n in range(200):
         planner.ended(f"run-{n}", 10 * rng.uniform(0.7, 1.3))
-    low, high = planner.window()  # type: ignore[misc]
+    low, high = window(planner)
     assert 6.9 < low < 7.8 and high is not None and 12.2 < high < 13.1
     durations = [7.0 + n / 10 for n in range(56)]  # 7.0 to 12.5 s
     schedules = [schedule(planner, duration) for duration in durations]
     assert sum(len(times) for times in schedules) / len(schedules) <= 8
-    assert max(times[-1] - duration for times, duration in zip(schedules, durations)) <= 1.0
+    assert max(times[-1] - duration for times, duration in zip(schedules, durations, strict=True)) <= 1.0
     assert schedule(planner, 0.3)[0] == 0.5  # one early look catches fast failures
 
 
@@ -63,13 +70,13 @@ def test_runs_still_running_count() -> None:
     assert planner.window() is None  # 3 of 103: not yet 5 %
     for n in range(3, 8):
         planner.ended(f"quick-{n}", 7.2 + n / 10)
-    low, high = planner.window()  # type: ignore[misc]
+    low, high = window(planner)
     assert 7.0 <= low < 8.0 and high is None
     # Without the runs still running, the same ends would make a window closing at 8 s.
     naive = PollPlanner(SETTINGS)
-    for n, duration in enumerate((7.0, 7.1, 7.2) + tuple(7.2 + n / 10 for n in range(3, 8))):
+    for n, duration in enumerate((7.0, 7.1, 7.2, *(7.2 + n / 10 for n in range(3, 8)))):
         naive.ended(f"quick-{n}", duration)
-    assert naive.window()[1] is not None  # type: ignore[index]
+    assert window(naive)[1] is not None
     # With the end unknown, a long run is polled through at the window's spacing.
     delays = [planner.next_delay(elapsed, 5) for elapsed in (9.0, 12.0, 20.0)]
     assert delays == [delays[0]] * 3 and delays[0] < 1.0
@@ -82,12 +89,12 @@ def test_the_window_start_follows_runs_that_end_earlier() -> None:
     planner = PollPlanner(SETTINGS, rng)
     for n in range(20):
         planner.ended(f"late-{n}", 9.0 + n / 20)
-    assert planner.window()[0] >= 9.0  # type: ignore[index]
+    assert window(planner)[0] >= 9.0
     for n in range(400):
         duration = rng.uniform(7.0, 8.0)
         times = schedule(planner, duration)
         planner.ended(f"run-{n}", times[-1])
-    low, _ = planner.window()  # type: ignore[misc]
+    low, _ = window(planner)
     assert low < 7.8
     lags = sorted(schedule(planner, d)[-1] - d for d in (7.0, 7.2, 7.5, 7.9))
     assert lags[-1] <= 1.0, lags
@@ -100,13 +107,13 @@ def test_a_seeded_planner_starts_with_the_window_of_the_durations_it_was_given()
     shared = [10 * rng.uniform(0.7, 1.3) for _ in range(HISTORY)] + [1.0] * 50  # older ones last
     planner = PollPlanner(SETTINGS, rng)
     planner.seed(shared)
-    low, high = planner.window()  # type: ignore[misc]
+    low, high = window(planner)
     assert 6.9 < low < 7.8 and high is not None and 12.2 < high < 13.1
     learned = PollPlanner(SETTINGS)  # the same durations, seen ending here
     for n, duration in enumerate(reversed(shared[:HISTORY])):
         learned.ended(f"run-{n}", duration)
-    (learned_low, learned_high), seeded_high = learned.window(), high  # type: ignore[misc]
-    assert abs(learned_low - low) < 0.1 and abs(learned_high - seeded_high) < 0.1  # type: ignore[operator]
+    learned_low, learned_high = window(learned)
+    assert learned_high is not None and abs(learned_low - low) < 0.1 and abs(learned_high - high) < 0.1
     assert schedule(planner, 10.0)[1] > 6.0, "after the early look, nothing before the window"
 
 

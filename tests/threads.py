@@ -35,7 +35,7 @@ def _get(request: urllib.request.Request) -> Any:
                 return json.load(reply)
         except urllib.error.HTTPError as exc:
             exc.close()
-            if exc.code != 429 and exc.code < 500 or attempt == 9:
+            if (exc.code != 429 and exc.code < 500) or attempt == 9:
                 raise
         time.sleep(0.05)  # the injected faults are random: just ask again
 

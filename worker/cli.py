@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from worker.settings import Settings, SettingsError, load_settings
 
@@ -56,7 +57,8 @@ def run_workers(settings: Settings) -> int:
     for stale in [*Path(metrics_dir).glob("*.db"), *Path(metrics_dir).glob(f"{HEARTBEAT_PREFIX}*")]:
         stale.unlink()  # files of a previous run would be added to this one's figures
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    os.environ["dramatiq_prom_db"] = metrics_dir  # Dramatiq's own metrics: the same folder
+    # Dramatiq's own metrics: the same folder.
+    os.environ["dramatiq_prom_db"] = metrics_dir  # noqa: SIM112 - Dramatiq reads this lowercase name
     os.environ[POD_FOLDER_ENV] = metrics_dir  # the worker processes' heartbeats go there too
 
     from worker.http import start_http_server  # imports prometheus_client: after the env
@@ -70,8 +72,8 @@ def run_workers(settings: Settings) -> int:
     # it looks for new messages again: that would be the latency of every first step.
     env = {**os.environ, "dramatiq_worker_timeout": str(settings.worker_idle_poll_ms)}
     child = subprocess.Popen(command, env=env)
-    for signum in pending:
-        child.send_signal(signum)
+    for early in pending:
+        child.send_signal(early)
     server = start_http_server(settings, child) if settings.metrics_port else None
     code = child.wait()
     if server is not None:
@@ -92,7 +94,8 @@ def manage_assistant(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "create":
         created = client.beta.assistants.create(
             name=settings.assistant_name, model=settings.assistant_model,
-            instructions=settings.assistant_instructions, tools=functions)  # type: ignore[arg-type]
+            instructions=settings.assistant_instructions,
+            tools=functions)  # type: ignore[arg-type]  # plain dicts of the SDK's TypedDicts' shape
         print(created.id)
         return 0
     assistant_id = args.assistant_id or settings.assistant_id
@@ -102,12 +105,13 @@ def manage_assistant(settings: Settings, args: argparse.Namespace) -> int:
     raw = client.beta.assistants.with_raw_response.retrieve(assistant_id)
     existing = json.loads(raw.text).get("tools") or []
     merged = merge_tools(existing, functions)
-    client.beta.assistants.update(assistant_id, tools=merged)  # type: ignore[arg-type]
+    client.beta.assistants.update(
+        assistant_id, tools=merged)  # type: ignore[arg-type]  # plain dicts of the SDK's TypedDicts' shape
     print(f"{assistant_id}: {len(merged)} tools ({len(functions)} functions pushed)")
     return 0
 
 
-def merge_tools(existing: list[dict], functions: list[dict]) -> list[dict]:
+def merge_tools(existing: list[dict[str, Any]], functions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keep hosted tools and functions we don't register; ours replace same-named ones."""
     ours = {f["function"]["name"] for f in functions}
     kept = [t for t in existing

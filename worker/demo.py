@@ -70,7 +70,8 @@ def main() -> int:
         print(f"user: {SEED_MESSAGE}")
         send = subprocess.run(
             [sys.executable, "-m", "producers", "send", "--conversation", "demo-user",
-             "--wait", "--timeout", "120", SEED_MESSAGE], env=env, capture_output=True, text=True)
+             "--wait", "--timeout", "120", SEED_MESSAGE], env=env, capture_output=True, text=True,
+            check=False)  # _show reads the exit code
         return _show(send)
     finally:
         for child in reversed(children):  # the worker first, Redis last

@@ -7,6 +7,8 @@ pod's multiprocess folder), so nothing else, the producers least of all, may imp
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dramatiq.middleware.prometheus import Prometheus
 
 
@@ -15,5 +17,5 @@ class DramatiqMetrics(Prometheus):
     /metrics, instead of starting Dramatiq's own HTTP server (on 9191, METRICS_PORT's default)."""
 
     @property
-    def forks(self) -> list:  # type: ignore[override]
+    def forks(self) -> list[Callable[[], int]]:
         return []

@@ -129,6 +129,10 @@ class Timings(BaseModel):
     total_ms: int
 
 
+def utc_now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
 class OutboundEntry(BaseModel):
     """One entry of the outbound stream (field `data`)."""
 
@@ -143,11 +147,7 @@ class OutboundEntry(BaseModel):
     usage: dict[str, int] | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     timings: Timings
-    published_at: str = Field(default_factory=lambda: utc_now_iso())
+    published_at: str = Field(default_factory=utc_now_iso)
 
     def to_json(self) -> str:
         return self.model_dump_json()
-
-
-def utc_now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")

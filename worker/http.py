@@ -6,12 +6,11 @@ import os
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
-
-import urllib.error
-import urllib.request
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
@@ -30,7 +29,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         return
 
 

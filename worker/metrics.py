@@ -124,6 +124,6 @@ class ClusterCollector(Collector):
         queued = GaugeMetricFamily("assistant_queue_messages",
                                    "Dramatiq messages waiting in a queue (cluster-wide).",
                                    labels=["queue"])
-        for queue, now, delayed in zip(self.queues, lengths[0::2], lengths[1::2]):
+        for queue, now, delayed in zip(self.queues, lengths[0::2], lengths[1::2], strict=True):
             queued.add_metric([queue], now + delayed)
         yield queued

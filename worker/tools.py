@@ -107,7 +107,7 @@ class ToolRunner:
         started = time.monotonic()
         futures = [self._pool.submit(_execute, call) for call in calls]
         results = []
-        for call, future in zip(calls, futures):
+        for call, future in zip(calls, futures, strict=True):
             remaining = max(0.0, self.timeout - (time.monotonic() - started))
             try:
                 results.append(future.result(timeout=remaining))

@@ -41,7 +41,7 @@ class WakeableRedisBroker(RedisBroker):
     """A RedisBroker whose consumers wake when this process enqueues a message."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]  # unannotated in dramatiq 2.x
         self.wakeups = _Wakeups()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:

@@ -53,7 +53,7 @@ class ApiCalls:
         """One GET through the run reader, with the SDK's error semantics."""
         try:
             status, headers, body = self._reader.get(path)
-        except ConnectionProblem as exc:  # type: ignore[misc]
+        except ConnectionProblem as exc:
             self._observe(operation, "connection_error")
             raise TransientApiError(f"{operation}: {exc}") from None
         if status >= 400 or not isinstance(body, dict):

@@ -15,14 +15,17 @@ import os
 import ssl
 import threading
 import urllib.parse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 
-try:  # openai 3.x sends through httpx2; older releases through httpx (same API)
+if TYPE_CHECKING:  # checked against httpx2, which the SDK that `make install` brings uses
     import httpx2 as httpx_lib
-except ImportError:  # pragma: no cover - depends on the installed SDK
-    import httpx as httpx_lib  # type: ignore[no-redef]
+else:
+    try:  # openai 3.x sends through httpx2; older releases through httpx (same API)
+        import httpx2 as httpx_lib
+    except ImportError:  # pragma: no cover - depends on the installed SDK
+        import httpx as httpx_lib
 
 # What a reader raises when the server cannot be reached or the connection broke.
 ConnectionProblem = (OSError, http.client.HTTPException, httpx_lib.TransportError)
@@ -51,8 +54,8 @@ class RunReader:
     def get(self, path: str) -> tuple[int, Any, Any]:
         """(status, headers, decoded JSON body or None); raises a ConnectionProblem."""
         if self._fallback is not None:
-            response = self._fallback.get(path)
-            return response.status_code, response.headers, _decode(response.content)
+            proxied_response = self._fallback.get(path)
+            return proxied_response.status_code, proxied_response.headers, _decode(proxied_response.content)
         for attempt in (1, 2):
             connection, reused = self._connection()
             try:
