@@ -205,7 +205,7 @@ def _cells(row: Comparison) -> tuple[str, ...]:
 def table(rows: Sequence[Comparison]) -> str:
     cells = [HEADERS] + [_cells(r) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(HEADERS))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -500,14 +500,14 @@ def markdown(document: dict[str, Any], rows: Sequence[Comparison]) -> str:
         f"- **Old**: `{old['commit'][:10]}` {old['subject']}",
         f"- **New**: `{new['commit'][:10]}` {new['subject']}",
         f"- **Date**: {about['date']}; **command**: `{about['command']}` ({document['elapsed_s'] / 60:.1f} minutes)",
-        f"- **Machine**: {about['nproc']} CPUs ({about['cpu_model']}), {about['memory_gb']} GB RAM; background "
-        f"load before: {about['background_load']['busy_cpu_percent']:g} % of one core",
-        f"- **Runs**: {document['repeat']} of each commit, interleaved (old, new, old, new, ...), "
+        (f"- **Machine**: {about['nproc']} CPUs ({about['cpu_model']}), {about['memory_gb']} GB RAM; background "
+        f"load before: {about['background_load']['busy_cpu_percent']:g} % of one core"),
+        (f"- **Runs**: {document['repeat']} of each commit, interleaved (old, new, old, new, ...), "
         f"`--only {','.join(document['scenarios'])}`{' `--quick`' if document['quick'] else ''}; each runs "
-        "that commit's own `python -m bench` in a worktree and venv of that commit",
-        f"- **Normalisation**: each run's figures scaled to a host where the reference workload "
+        "that commit's own `python -m bench` in a worktree and venv of that commit"),
+        (f"- **Normalisation**: each run's figures scaled to a host where the reference workload "
         f"(`bench.machine.cpu_speed`) takes {NOMINAL_MS:g} ms: CPU figures x {NOMINAL_MS:g} / reference ms, rates "
-        f"x reference ms / {NOMINAL_MS:g}; reference = {reference}. Medians per commit; ratio = new / old.",
+        f"x reference ms / {NOMINAL_MS:g}; reference = {reference}. Medians per commit; ratio = new / old."),
         "",
         markdown_table(rows),
         "",

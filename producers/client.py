@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, Self
 
 import redis
 from pydantic import ValidationError
 
 from worker.events import CONVERSATION_ID, InboundEvent, InvalidEvent, invalid_from
-from worker.redis_client import make_redis
+from worker.redis_client import make_redis, stream_entries
 from worker.settings import Settings, get_settings
 from worker.store.inbox import Inbox
 
@@ -36,7 +37,7 @@ class Producer:
         if self._owns_client:
             self.inbox.close()
 
-    def __enter__(self) -> Producer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -49,11 +50,10 @@ class Producer:
         """Accept a user message; returns its event id. Raises InvalidEvent (a ValueError)
         naming the field, or a redis error when nothing was accepted (retry with the same id)."""
         try:
-            event = InboundEvent(
-                event_id=event_id or str(uuid.uuid4()), conversation_id=conversation_id,
-                content=content, assistant_id=assistant_id, instructions=instructions,
-                metadata=metadata or {}, attachments=attachments or [],  # type: ignore[arg-type]
-                sent_at=time.time())
+            event = InboundEvent.model_validate({
+                "event_id": event_id or str(uuid.uuid4()), "conversation_id": conversation_id,
+                "content": content, "assistant_id": assistant_id, "instructions": instructions,
+                "metadata": metadata or {}, "attachments": attachments or [], "sent_at": time.time()})
         except ValidationError as exc:
             raise invalid_from(exc) from None
         accepted = self.inbox.accept(event, self.settings.event_dedup_ttl_seconds)
@@ -69,8 +69,8 @@ class Producer:
 
     def outbound_position(self) -> str:
         """The id of the newest outbound entry ("0-0" when empty), to read what follows."""
-        last = self.redis.xrevrange(self.settings.outbound_stream, count=1)
-        return last[0][0].decode() if last else "0-0"
+        last = stream_entries(self.redis.xrevrange(self.settings.outbound_stream, count=1))
+        return last[0][0] if last else "0-0"
 
     def wait_for(self, event_id: str, after: str, timeout: float) -> dict[str, Any] | None:
         """The outbound entry answering `event_id`, published after `after`, or None."""
@@ -78,25 +78,21 @@ class Producer:
         position = after
         while (remaining := deadline - time.monotonic()) > 0:
             block_ms = max(1, int(min(remaining, 1.0) * 1000))
-            reply = self.redis.xread({self.settings.outbound_stream: position},
+            reply: Any = self.redis.xread({self.settings.outbound_stream: position},
                                            count=100, block=block_ms)
-            for _, entries in reply or []:
-                for entry_id, fields in entries:
-                    position = entry_id.decode()
-                    entry = json.loads(fields[b"data"])
+            for _, rows in reply or []:
+                for entry_id, fields in stream_entries(rows):
+                    position = entry_id
+                    entry: dict[str, Any] = json.loads(fields[b"data"])
                     if event_id in entry.get("event_ids", []):
                         return entry
         return None
 
 
-_default: Producer | None = None
-
-
+@functools.cache
 def default_producer() -> Producer:
-    global _default
-    if _default is None:
-        _default = Producer()
-    return _default
+    """The process's producer for the module-level functions, made on first use."""
+    return Producer()
 
 
 def send_user_message(conversation_id: str, content: str, event_id: str | None = None,

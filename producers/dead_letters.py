@@ -10,6 +10,7 @@ from typing import Any
 from producers.client import Producer
 from worker import keys
 from worker.events import InvalidEvent
+from worker.redis_client import stream_entries, text
 
 _RETRY_SUFFIX = re.compile(r"^(?P<base>.*):r(?P<n>\d+)$")
 
@@ -22,9 +23,9 @@ class DeadLetter:
 
 
 def list_dead_letters(producer: Producer, count: int = 100) -> list[DeadLetter]:
-    rows = producer.redis.xrange(keys.DEAD_LETTERS, count=count)
-    return [DeadLetter(entry_id.decode(), fields.get(b"reason", b"").decode(errors="replace"),
-                       fields.get(b"raw", b"").decode(errors="replace")) for entry_id, fields in rows]
+    rows = stream_entries(producer.redis.xrange(keys.DEAD_LETTERS, count=count))
+    return [DeadLetter(entry_id, text(fields.get(b"reason", b"")), text(fields.get(b"raw", b"")))
+            for entry_id, fields in rows]
 
 
 def next_event_id(event_id: str) -> str:
@@ -45,7 +46,7 @@ def requeue(producer: Producer, letter: DeadLetter) -> str:
     if not isinstance(data, dict) or not isinstance(data.get("event_id"), str):
         raise InvalidEvent("event_id", "missing: it cannot be sent again")
     event_id = producer.send_user_message(
-        data.get("conversation_id"), data.get("content"),  # type: ignore[arg-type]
+        data.get("conversation_id"), data.get("content"),  # type: ignore[arg-type]  # anything: validated there
         event_id=next_event_id(data["event_id"]), assistant_id=data.get("assistant_id"),
         instructions=data.get("instructions"), metadata=data.get("metadata"),
         attachments=data.get("attachments"))

@@ -150,7 +150,8 @@ class FakeBackend:
         def submit() -> str:
             run = self._run(run_id)
             self._state(run)
-            if run.status != "requires_action" or {c.id for c in run.tool_calls} != {o["tool_call_id"] for o in outputs}:
+            waiting = {c.id for c in run.tool_calls} if run.status == "requires_action" else set()
+            if waiting != {o["tool_call_id"] for o in outputs}:
                 raise PermanentApiError(f"run {run_id} does not wait for these tool outputs", code="invalid_request")
             names = {c.id: c.name for c in run.tool_calls}
             text = tool_results_reply(run.plan.prefix, [(names[o["tool_call_id"]], o["output"]) for o in outputs])

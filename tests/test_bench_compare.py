@@ -76,7 +76,7 @@ def test_missing_and_failed_figures_are_none_with_the_reason() -> None:
 def _repetitions(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Interleaved: old, new, old, new, ..."""
     reps = []
-    for o, n in zip(old, new):
+    for o, n in zip(old, new, strict=True):
         reps.append({"side": "old", "figures": cmp.repetition_figures(o, None)})
         reps.append({"side": "new", "figures": cmp.repetition_figures(n, None)})
     return reps

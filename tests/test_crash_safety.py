@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from emulator import EmulatorConfig
-from tests.conftest import wait_until
 from tests import threads
-from tests.stack import BACKENDS, CREATE_RUN, Stack, running_stack
+from tests.conftest import wait_until
 from tests.emulator_fixtures import make_emulator, openai_client  # noqa: F401 - a fixture
+from tests.stack import BACKENDS, CREATE_RUN, Stack, running_stack
 from worker.backends.base import RunRequest
 from worker.backends.responses import ResponsesBackend
 from worker.conversation import tool_round
@@ -62,7 +62,7 @@ def test_crash_after_run_create_adopts_the_run_instead_of_creating_another(backe
             raise SimulatedCrash("died before recording the run")
         return run
 
-    backend.create_run = create_then_crash  # type: ignore[method-assign]
+    backend.create_run = create_then_crash  # type: ignore[method-assign]  # a fault injected into this instance
     event_id = stack.send("crash-1", "hello after a crash")
     (entry,) = stack.wait_answered([event_id], timeout=30)
     assert entry["type"] == "run.completed"
@@ -94,13 +94,13 @@ def test_a_new_conversation_whose_first_create_is_lost_is_answered_once(stack: S
     orphans: list[str] = []
 
     def create_then_fail(conversation_id: str, request: Any) -> Any:
-        thread_id, run = real_create(conversation_id, request)
+        thread_id, _run = real_create(conversation_id, request)
         orphans.append(thread_id)
         if failure == "crash":
             raise SimulatedCrash("died before recording the thread and run")
         raise TransientApiError("answer lost", maybe_applied=True)
 
-    backend.create_thread_and_run = create_then_fail  # type: ignore[method-assign]
+    backend.create_thread_and_run = create_then_fail  # type: ignore[method-assign]  # a fault injected into this instance
     event_id = stack.send("new-lost-1", "my first words")
     (entry,) = stack.wait_answered([event_id], timeout=30)
     assert entry["type"] == "run.completed" and "my first words" in entry["messages"][0]["text"]
@@ -128,7 +128,7 @@ def test_lost_create_answers_are_reconciled_not_repeated(redis_url: str, backend
                 stack.emulator.configure(fault_lost=0.0 if request.reconciling else 1.0)
                 return real_create(request)
 
-            service.backend.create_run = lose_first_answers_only  # type: ignore[method-assign]
+            service.backend.create_run = lose_first_answers_only  # type: ignore[method-assign]  # a fault injected into this instance
         first = stack.send("lost-1", "was it created?")
         (entry,) = stack.wait_answered([first], timeout=30)
         second = stack.send("lost-1", "and this one?")
@@ -188,7 +188,7 @@ def test_a_lost_create_that_completes_while_we_look_is_not_answered_twice(redis_
                             flavour=race.get("flavour", "strict"))
     with running_stack(redis_url, config, assistant_backend="responses") as stack:
         backend = stack.runtime.service().backend
-        first_done = lambda: stack.runs_completed() >= 1  # noqa: E731
+        first_done = lambda: stack.runs_completed() >= 1  # noqa: E731 - a one-line predicate
         if when == "before the new create":
             real_find = backend.find_run
 
@@ -198,7 +198,7 @@ def test_a_lost_create_that_completes_while_we_look_is_not_answered_twice(redis_
                 wait_until(first_done, 10, what="the first response to complete")  # ...now done
                 return found
 
-            backend.find_run = find_too_early  # type: ignore[method-assign]
+            backend.find_run = find_too_early  # type: ignore[method-assign]  # a fault injected into this instance
         else:
             real_create, real_items = backend._create, backend.reads.items_after
             calls: list[int] = []
@@ -227,8 +227,8 @@ def test_a_lost_create_that_completes_while_we_look_is_not_answered_twice(redis_
                     raise TransientApiError("conversations.items.list: 500 (injected)", status=500)
                 return real_items(*args)
 
-            backend._create = create_late  # type: ignore[method-assign]
-            backend.reads.items_after = items_after  # type: ignore[method-assign]
+            backend._create = create_late  # type: ignore[method-assign]  # a fault injected into this instance
+            backend.reads.items_after = items_after  # type: ignore[method-assign]  # a fault injected into this instance
         (entry,) = stack.wait_answered([stack.send("race-1", "only once please")], timeout=30)
         stack.wait_idle()
         assert entry["type"] == "run.completed"
@@ -266,7 +266,7 @@ def test_a_lost_create_whose_response_calls_tools_completes_during_the_new_creat
                            what="the first response to complete")
             return real_create(*args, **kwargs)
 
-        backend._create = create_late  # type: ignore[method-assign]
+        backend._create = create_late  # type: ignore[method-assign]  # a fault injected into this instance
         (entry,) = stack.wait_answered([stack.send("race-2", 'call:add{"a": 4, "b": 5}')], timeout=30)
         stack.wait_idle()
         assert entry["type"] == "run.completed" and "9" in entry["messages"][0]["text"]
@@ -301,7 +301,7 @@ def test_a_cancelled_batch_whose_second_response_is_dropped_leaves_the_kept_run_
             stack.producer.cancel_conversation("race-3")
             return created
 
-        backend._create = create_late  # type: ignore[method-assign]
+        backend._create = create_late  # type: ignore[method-assign]  # a fault injected into this instance
         (entry,) = stack.wait_answered([stack.send("race-3", "cancel me")], timeout=30)
         assert entry["type"] == "run.cancelled"
         stack.wait_idle()
@@ -426,7 +426,7 @@ def test_a_step_that_keeps_crashing_ends_in_run_failed_internal_error(backend_st
     def broken(thread_id: str, run_id: str) -> Any:
         raise RuntimeError("unexpected answer")
 
-    backend.get_run = broken  # type: ignore[method-assign]
+    backend.get_run = broken  # type: ignore[method-assign]  # a fault injected into this instance
     event_id = stack.send("bug-1", "hello")
     (entry,) = stack.wait_answered([event_id], timeout=30)
     assert entry["type"] == "run.failed"
@@ -464,7 +464,7 @@ def test_a_lost_tool_submission_that_completes_while_we_submit_again_is_not_repe
                 stack.emulator.configure(fault_500=1.0, fault_operations=frozenset({"cancelResponse"}))
             return real_create(conversation, items, *args)
 
-        backend._create = create  # type: ignore[method-assign]
+        backend._create = create  # type: ignore[method-assign]  # a fault injected into this instance
         (entry,) = stack.wait_answered([stack.send("tool-race", 'call:add{"a": 1, "b": 2}')], timeout=30)
         stack.wait_idle()
         assert entry["type"] == "run.completed" and len(submissions) == 2
@@ -503,7 +503,7 @@ def test_tools_dispatched_again_after_a_worker_died_submit_confirmed(redis_url: 
             return real_create(conversation, items, *args)
 
         monkeypatch.setattr(tool_round, "submit", submit_then_die)
-        service.backend._create = create  # type: ignore[method-assign]
+        service.backend._create = create  # type: ignore[method-assign]  # a fault injected into this instance
         (entry,) = stack.wait_answered([stack.send("tool-died", 'call:add{"a": 2, "b": 2}')], timeout=40)
         stack.wait_idle()
         assert entry["type"] == "run.completed" and len(submitted) == 2
@@ -513,7 +513,7 @@ def test_tools_dispatched_again_after_a_worker_died_submit_confirmed(redis_url: 
 
 
 @pytest.mark.parametrize("failing_delete", [2, 3])
-def test_a_second_copy_is_deleted_even_when_a_delete_fails_half_way(make_emulator: Any,  # noqa: F811
+def test_a_second_copy_is_deleted_even_when_a_delete_fails_half_way(make_emulator: Any,  # noqa: F811 - the fixture, imported
                                                                       failing_delete: int) -> None:
     """Responses, at the backend: two responses carried the same two messages and both
     completed. Confirming the second deletes its copy (answer, then messages); a delete
@@ -526,17 +526,18 @@ def test_a_second_copy_is_deleted_even_when_a_delete_fails_half_way(make_emulato
         conversation = backend.create_thread("dup-1")
         events = [InboundEvent(event_id=f"e{i}", conversation_id="dup-1", content=f"part {i}", sent_at=time.time())
                   for i in range(2)]
-        request = RunRequest(conversation_id="dup-1", thread_id=conversation, assistant_id="", instructions=None, batch_id="b", attempt=0,
-                             events=events, reconciling=True)
+        request = RunRequest(conversation_id="dup-1", thread_id=conversation, assistant_id="", instructions=None,
+                             batch_id="b", attempt=0, events=events, reconciling=True)
         inputs = [{"type": "message", "role": "user", "content": e.content} for e in events]
         for _ in range(2):
             response = client.responses.create(model="gpt-4o", background=True, conversation=conversation,
-                                               input=inputs)  # type: ignore[arg-type]
-            wait_until(lambda: client.responses.retrieve(response.id).status == "completed", 5, what="a response")
+                                               input=inputs)  # type: ignore[arg-type]  # plain dicts for the SDK TypedDicts
+            wait_until(lambda rid=response.id: client.responses.retrieve(rid).status == "completed", 5,
+                       what="a response")
 
         def texts() -> list[tuple[str, str]]:
             listed = client.conversations.items.list(conversation, order="asc")
-            return [(i.role, i.content[0].text) for i in listed]  # type: ignore[union-attr]
+            return [(i.role, i.content[0].text) for i in listed]  # type: ignore[union-attr]  # items here are messages
 
         assert len(texts()) == 6
 
@@ -549,7 +550,7 @@ def test_a_second_copy_is_deleted_even_when_a_delete_fails_half_way(make_emulato
                     raise TransientApiError("conversations.items.delete: 500 (injected)", status=500)
             return real_call(operation, is_post, call)
 
-        backend.api.call = second_delete_fails  # type: ignore[method-assign]
+        backend.api.call = second_delete_fails  # type: ignore[method-assign]  # a fault injected into this instance
         with pytest.raises(TransientApiError):
             backend.confirm_run(request, response.id)
         state = backend.confirm_run(request, response.id)
@@ -562,7 +563,7 @@ def test_a_second_copy_is_deleted_even_when_a_delete_fails_half_way(make_emulato
 
 
 def test_a_confirmed_response_is_never_taken_for_an_older_batch_with_the_same_text(
-        make_emulator: Any) -> None:  # noqa: F811
+        make_emulator: Any) -> None:  # noqa: F811 - the fixture, imported
     """Responses, at the backend: the previous batch's response never completed (so the
     look starts at the conversation's beginning) and an older batch said the same thing.
     A create sent again is confirmed against what was added since its look, not against
@@ -574,10 +575,11 @@ def test_a_confirmed_response_is_never_taken_for_an_older_batch_with_the_same_te
         conversation = backend.create_thread("same-1")
         for text in ("ok", "hello"):
             done = client.responses.create(model="gpt-4o", background=True, conversation=conversation, input=text)
-            wait_until(lambda: client.responses.retrieve(done.id).status == "completed", 5, what="a response")
+            wait_until(lambda rid=done.id: client.responses.retrieve(rid).status == "completed", 5,
+                       what="a response")
         event = InboundEvent(event_id="e", conversation_id="same-1", content="ok", sent_at=time.time())
-        request = RunRequest(conversation_id="same-1", thread_id=conversation, assistant_id="", instructions=None, batch_id="b", attempt=1,
-                             events=[event], reconciling=True)
+        request = RunRequest(conversation_id="same-1", thread_id=conversation, assistant_id="", instructions=None,
+                             batch_id="b", attempt=1, events=[event], reconciling=True)
         created = backend.create_run(request)
         assert created.confirmed and created.id.startswith("resp_")  # followed, not cancelled
         wait_until(lambda: client.responses.retrieve(created.id).status == "completed", 5, what="the response")

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic_core import PydanticUndefined
 
-from emulator.config import ENV_FIELDS as EMULATOR_ENV_FIELDS
-from emulator.config import EmulatorConfig
+from emulator.config import ENV_FIELDS as EMULATOR_ENV_FIELDS, EmulatorConfig
 from worker.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,7 +47,7 @@ def setting_default(field: str) -> object:
 
 
 def procfile_defaults() -> dict[str, str | None]:
-    return {name: default for name, default in PROCFILE_VAR.findall((ROOT / "Procfile").read_text())}
+    return dict(PROCFILE_VAR.findall((ROOT / "Procfile").read_text()))
 
 
 def same_value(stated: str, actual: object) -> bool:

@@ -12,9 +12,9 @@ import structlog
 
 from worker import health
 from worker.backends.base import ToolCall
+from worker.conversation.service import ConversationService
 from worker.events import CONVERSATION_ID
 from worker.outcomes import rejection_entry
-from worker.conversation.service import ConversationService
 
 log = structlog.get_logger("worker.actors")
 
@@ -82,9 +82,8 @@ def declare_actors(broker: dramatiq.Broker, queue: str,
             return
         svc.run_tools(cid, batch_id, run_id, tool_calls)
 
-    options = {"broker": broker, "queue_name": queue, "max_retries": 5,
-               "min_backoff": 500, "max_backoff": 30_000}
-    return Actors(
-        advance=dramatiq.actor(advance_conversations, actor_name=ADVANCE, **options),
-        run_tools=dramatiq.actor(run_tools, actor_name=RUN_TOOLS, **options),
-    )
+    def declare(name: str) -> Callable[[Callable[..., None]], dramatiq.Actor[Any, Any]]:
+        return dramatiq.actor(actor_name=name, broker=broker, queue_name=queue, max_retries=5,
+                              min_backoff=500, max_backoff=30_000)
+
+    return Actors(advance=declare(ADVANCE)(advance_conversations), run_tools=declare(RUN_TOOLS)(run_tools))

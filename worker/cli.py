@@ -50,6 +50,23 @@ def run_workers(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    _share_a_metrics_folder()
+    from worker.http import start_http_server  # imports prometheus_client: after the env
+
+    command, env = _dramatiq_command(settings)
+    child = subprocess.Popen(command, env=env)
+    for early in pending:
+        child.send_signal(early)
+    server = start_http_server(settings, child) if settings.metrics_port else None
+    code = child.wait()
+    if server is not None:
+        server.shutdown()
+    return code
+
+
+def _share_a_metrics_folder() -> None:
+    """One folder for the worker processes' metrics and heartbeats, empty, named in the
+    environment before prometheus_client is first imported (it picks its mode then)."""
     from worker.health import POD_FOLDER_ENV, PREFIX as HEARTBEAT_PREFIX  # no prometheus_client in there
 
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="aw-prom-")
@@ -61,8 +78,8 @@ def run_workers(settings: Settings) -> int:
     os.environ["dramatiq_prom_db"] = metrics_dir  # noqa: SIM112 - Dramatiq reads this lowercase name
     os.environ[POD_FOLDER_ENV] = metrics_dir  # the worker processes' heartbeats go there too
 
-    from worker.http import start_http_server  # imports prometheus_client: after the env
 
+def _dramatiq_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     command = [sys.executable, "-m", "dramatiq", "worker.app",
                "--processes", str(settings.worker_processes),
                "--threads", str(settings.worker_threads),
@@ -70,15 +87,7 @@ def run_workers(settings: Settings) -> int:
                "--worker-shutdown-timeout", str(int(settings.worker_shutdown_seconds * 1000))]
     # An idle Dramatiq consumer backs off up to its worker timeout (1 s by default) before
     # it looks for new messages again: that would be the latency of every first step.
-    env = {**os.environ, "dramatiq_worker_timeout": str(settings.worker_idle_poll_ms)}
-    child = subprocess.Popen(command, env=env)
-    for early in pending:
-        child.send_signal(early)
-    server = start_http_server(settings, child) if settings.metrics_port else None
-    code = child.wait()
-    if server is not None:
-        server.shutdown()
-    return code
+    return command, {**os.environ, "dramatiq_worker_timeout": str(settings.worker_idle_poll_ms)}
 
 
 def manage_assistant(settings: Settings, args: argparse.Namespace) -> int:

@@ -40,33 +40,19 @@ def main() -> int:
     children: list[subprocess.Popen[bytes]] = []
     env = dict(os.environ)
     try:
-        redis_port = free_port()
-        children.append(subprocess.Popen(
-            [binary, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="aw-demo-redis-")],
-            stdout=subprocess.DEVNULL))
-        wait_for_port(redis_port, 10)
-        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        env["REDIS_URL"] = _start_redis(binary, children)
         if not env.get("OPENAI_BASE_URL"):
-            emulator_port = free_port()
-            # `assistant-emulator` beside this interpreter (the same install), else the module.
-            script = Path(sys.executable).parent / "assistant-emulator"
-            command = [str(script)] if script.exists() else [sys.executable, "-m", "emulator"]
-            children.append(subprocess.Popen(
-                [*command, "--port", str(emulator_port)], env=env, stdout=subprocess.DEVNULL))
-            wait_for_port(emulator_port, 10)
-            env.update(OPENAI_BASE_URL=f"http://127.0.0.1:{emulator_port}/v1",
-                       OPENAI_API_KEY=env.get("OPENAI_API_KEY") or "sk-demo",
-                       ASSISTANT_ID=env.get("ASSISTANT_ID") or "asst_default")
+            env.update(_start_emulator(env, children))
             print(f"emulator on {env['OPENAI_BASE_URL']}")
         else:
             print(f"using the API at {env['OPENAI_BASE_URL']}")
         env.setdefault("METRICS_PORT", str(free_port()))
         env.setdefault("LOG_FORMAT", "console")
         env.setdefault("LOG_LEVEL", "WARNING")
-        children.append(subprocess.Popen(["assistant-worker", "run"], env=env)
-                        if shutil.which("assistant-worker")
-                        else subprocess.Popen([sys.executable, "-m", "worker.cli", "run"], env=env))
+        # `assistant-worker` beside this interpreter (the same install), else the module.
+        worker = Path(sys.executable).parent / "assistant-worker"
+        command = [str(worker)] if worker.exists() else [sys.executable, "-m", "worker.cli"]
+        children.append(subprocess.Popen([*command, "run"], env=env))
         print(f"user: {SEED_MESSAGE}")
         send = subprocess.run(
             [sys.executable, "-m", "producers", "send", "--conversation", "demo-user",
@@ -80,6 +66,28 @@ def main() -> int:
                 child.wait(15)
             except subprocess.TimeoutExpired:
                 child.kill()
+
+
+def _start_redis(binary: str, children: list[subprocess.Popen[bytes]]) -> str:
+    port = free_port()
+    children.append(subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", tempfile.mkdtemp(prefix="aw-demo-redis-")],
+        stdout=subprocess.DEVNULL))
+    wait_for_port(port, 10)
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def _start_emulator(env: dict[str, str], children: list[subprocess.Popen[bytes]]) -> dict[str, str]:
+    """The API emulator; the settings that point the worker at it."""
+    port = free_port()
+    # `assistant-emulator` beside this interpreter (the same install), else the module.
+    script = Path(sys.executable).parent / "assistant-emulator"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "emulator"]
+    children.append(subprocess.Popen([*command, "--port", str(port)], env=env, stdout=subprocess.DEVNULL))
+    wait_for_port(port, 10)
+    return {"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": env.get("OPENAI_API_KEY") or "sk-demo",
+            "ASSISTANT_ID": env.get("ASSISTANT_ID") or "asst_default"}
 
 
 def _show(send: subprocess.CompletedProcess[str]) -> int:

@@ -66,54 +66,63 @@ class ApiCheck:
             return f"{type(exc).__name__}: {exc}"
 
 
-def make_app(settings: Settings, child: subprocess.Popen[bytes] | None) -> Any:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    cluster = ClusterCollector(client, [settings.worker_queue])
-    api = ApiCheck(settings) if settings.ready_check_api else None
-    started = time.time()
+class PodEndpoints:
+    """The pod's WSGI app: /metrics (every worker process and the cluster gauges), /healthz
+    (the worker processes live and their steps move) and /readyz (Redis and the API answer)."""
 
-    def metrics() -> bytes:
+    def __init__(self, settings: Settings, child: subprocess.Popen[bytes] | None) -> None:
+        self.settings = settings
+        self.child = child
+        self.client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
+        self.folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        self.cluster = ClusterCollector(self.client, [settings.worker_queue])
+        self.api = ApiCheck(settings) if settings.ready_check_api else None
+        self.started = time.time()
+
+    def metrics(self) -> bytes:
         registry = CollectorRegistry()
-        if folder:
-            multiprocess.MultiProcessCollector(registry, path=folder)
-        registry.register(cluster)
+        if self.folder:
+            multiprocess.MultiProcessCollector(registry, path=self.folder)
+        registry.register(self.cluster)
         return generate_latest(registry)
 
-    def healthz() -> list[str]:
-        if child is not None and child.poll() is not None:
-            return [f"the worker processes exited ({child.returncode})"]
-        problems = health.check(folder, settings.health_busy_limit_seconds) if folder else []
+    def healthz(self) -> list[str]:
+        if self.child is not None and self.child.poll() is not None:
+            return [f"the worker processes exited ({self.child.returncode})"]
+        folder = self.folder
+        problems = health.check(folder, self.settings.health_busy_limit_seconds) if folder else []
         if folder and not problems and not health.heartbeat_files(folder) \
-                and time.time() - started > health.STALE_SECONDS:
+                and time.time() - self.started > health.STALE_SECONDS:
             problems.append("no worker process has started")
         return problems
 
-    def readyz() -> list[str]:
+    def readyz(self) -> list[str]:
         problems = []
         try:
-            client.ping()
+            self.client.ping()
         except redis.exceptions.RedisError as exc:
             problems.append(f"redis: {exc}")
-        problem = api.problem() if api is not None else None
+        problem = self.api.problem() if self.api is not None else None
         if problem:
             problems.append(f"api: {problem}")
         return problems
 
-    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
-            return _reply(start_response, "200 OK", metrics(), CONTENT_TYPE_LATEST)
+            return _reply(start_response, "200 OK", self.metrics(), CONTENT_TYPE_LATEST)
         if path in ("/healthz", "/readyz"):
-            problems = healthz() if path == "/healthz" else readyz()
+            problems = self.healthz() if path == "/healthz" else self.readyz()
             if problems:
                 return _reply(start_response, "503 Service Unavailable",
                               ("\n".join(problems) + "\n").encode())
-            note = "" if path == "/healthz" or api else "api: not checked (READY_CHECK_API=false)\n"
+            note = "" if path == "/healthz" or self.api else "api: not checked (READY_CHECK_API=false)\n"
             return _reply(start_response, "200 OK", f"ok\n{note}".encode())
         return _reply(start_response, "404 Not Found", b"not found\n")
 
-    return app
+
+def make_app(settings: Settings, child: subprocess.Popen[bytes] | None) -> PodEndpoints:
+    return PodEndpoints(settings, child)
 
 
 def _reply(start_response: Any, status: str, body: bytes,

@@ -8,10 +8,10 @@ from typing import Any
 
 from worker.backends.base import RunRef
 from worker.batch import Batch
-from worker.events import OutboundEntry, OutboundError, Timings
+from worker.events import OutboundEntry, OutboundError, OutboundMessage, OutboundType, Timings
 
 # Run status -> outbound type and the error code used when the API gives none.
-STATUS_TYPES = {
+STATUS_TYPES: dict[str, tuple[OutboundType, str | None]] = {
     "completed": ("run.completed", None),
     "failed": ("run.failed", "server_error"),
     "cancelled": ("run.cancelled", "cancelled"),
@@ -20,19 +20,19 @@ STATUS_TYPES = {
 }
 
 
-def batch_entry(batch: Batch, kind: str, *, error: dict[str, str] | None = None,
+def batch_entry(batch: Batch, kind: OutboundType, *, error: dict[str, str] | None = None,
                 messages: list[dict[str, Any]] | None = None,
                 steps: list[dict[str, Any]] | None = None, now: float | None = None) -> OutboundEntry:
     now = time.time() if now is None else now
     oldest = batch.oldest_sent_at
     started = batch.run_started_at
     return OutboundEntry(
-        type=kind,  # type: ignore[arg-type]
+        type=kind,
         conversation_id=batch.conversation_id,
         event_ids=batch.event_ids,
         thread_id=batch.thread_id,
         run_id=RunRef.decode(batch.run_id).api_id if batch.run_id else None,
-        messages=messages or [],  # type: ignore[arg-type]
+        messages=[OutboundMessage.model_validate(m) for m in messages or []],
         steps=steps,
         error=OutboundError(**error) if error else None,
         usage=dict(batch.usage) if batch.usage else None,
@@ -60,4 +60,4 @@ def rejection_entry(conversation_id: str | None, event_ids: list[str], reason: s
 def _ms(seconds: float) -> int:
     if not math.isfinite(seconds):
         return 0
-    return max(0, min(int(round(seconds * 1000)), 2**53))
+    return max(0, min(round(seconds * 1000), 2**53))

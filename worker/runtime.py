@@ -15,10 +15,10 @@ from worker.actors import Actors, declare_actors
 from worker.backends.assistants import AssistantsBackend
 from worker.backends.base import RunBackend
 from worker.backends.responses import ResponsesBackend
-from worker.scheduler import Scheduler, SchedulerMiddleware
 from worker.conversation.service import ConversationService
-from worker.settings import Settings
 from worker.redis_client import make_redis
+from worker.scheduler import Scheduler, SchedulerMiddleware
+from worker.settings import Settings
 from worker.store.conversation_store import Store
 from worker.tools import ToolRunner, definitions, load_tool_modules
 from worker.wakeup import WakeableRedisBroker

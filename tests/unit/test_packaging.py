@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import venv
@@ -29,7 +30,13 @@ def test_import_producers_brings_neither_the_worker_nor_its_metrics() -> None:
 def test_the_built_wheel_ships_the_lua_scripts_and_they_run(tmp_path: Path, redis_client: redis.Redis) -> None:
     """Build the wheel, install it (no dependencies) in a fresh venv, read a script through
     the installed package, and run that script on Redis."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(ROOT)],
+    source = tmp_path / "source"  # a copy: building writes build/ beside the sources
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in tracked.decode().split("\0"):
+        if name and (ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True)
     (wheel,) = tmp_path.glob("assistant_worker-*.whl")
     assert "worker/store/lua/publish.lua" in zipfile.ZipFile(wheel).namelist()

@@ -78,7 +78,7 @@ class AssistantsBackend:
         body = _run_body(request)
         if request.append and request.events:
             body["additional_messages"] = [_user_message(e) for e in request.events]
-        raw = self.api.call("runs.create", True, lambda: self._runs.create(request.thread_id, **body))
+        raw = self.api.call("runs.create", True, lambda: self._runs.create(request.thread, **body))
         return _run_state(json_object(raw), raw.headers)
 
     def create_thread_and_run(self, conversation_id: str, request: RunRequest) -> tuple[str, RunState] | None:
@@ -104,7 +104,7 @@ class AssistantsBackend:
         return str(run["thread_id"]), _run_state(run, raw.headers)
 
     def find_run(self, request: RunRequest) -> RunState | None:
-        for run in self._recent_runs(request.thread_id):
+        for run in self._recent_runs(request.thread):
             meta = run.get("metadata") or {}
             if meta.get("batch_id") == request.batch_id and str(meta.get("attempt")) == str(request.attempt):
                 return _run_state(run, None)
@@ -117,7 +117,7 @@ class AssistantsBackend:
         return None
 
     def confirm_run(self, request: RunRequest, run_id: str) -> RunState:
-        return self.get_run(request.thread_id, run_id)  # runs are found by metadata: always confirmed
+        return self.get_run(request.thread, run_id)  # runs are found by metadata: always confirmed
 
     def get_run(self, thread_id: str, run_id: str) -> RunState:
         body, headers = self.api.read("runs.retrieve", f"threads/{thread_id}/runs/{run_id}")

@@ -119,6 +119,13 @@ class RunRequest:
     after_run_id: str | None = None  # the conversation's previous run (Responses' marker)
     reconciling: bool = False  # an earlier create of this batch may have gone through
 
+    @property
+    def thread(self) -> str:
+        """The thread, for the calls that need one (start_run makes it first)."""
+        if self.thread_id is None:
+            raise ValueError(f"batch {self.batch_id} has no thread yet")
+        return self.thread_id
+
 
 @dataclass(frozen=True)
 class Started:

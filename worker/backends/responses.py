@@ -114,7 +114,6 @@ class ResponsesBackend:
         return str(json_object(raw)["id"])
 
     def create_run(self, request: RunRequest) -> RunState:
-        assert request.thread_id is not None
         items = [user_item(e.content) for e in request.events]
         metadata = {"batch_id": request.batch_id, "attempt": str(request.attempt)}
         if not request.append or request.reconciling:
@@ -126,13 +125,13 @@ class ResponsesBackend:
                 items = []
             metadata["since"] = last  # what an earlier create adds from now on comes after it
         try:
-            created = self._create(request.thread_id, items, request.instructions, metadata)
+            created = self._create(request.thread, items, request.instructions, metadata)
         except InvalidRequestError as exc:
             if "no tool output found" not in str(exc).lower():
                 raise
         else:
             if request.reconciling and items:
-                return self._confirmed(request.thread_id, metadata["since"], user_input(request), created)
+                return self._confirmed(request.thread, metadata["since"], user_input(request), created)
             return created
         if request.reconciling:  # an earlier create of ours may have completed with function calls
             block, after, _ = self.reads.our_items(request)
@@ -140,10 +139,10 @@ class ResponsesBackend:
                 return items_state(block, after)
         # A cancelled batch left function calls unanswered, and the API refuses a new turn
         # until they are: answer them as abandoned (the refused create did nothing).
-        pending = pending_calls(self.reads.items_after(request.thread_id, ""))
+        pending = pending_calls(self.reads.items_after(request.thread, ""))
         abandoned = [{"type": "function_call_output", "call_id": call.id,
                       "output": "abandoned: the conversation moved on"} for call in pending]
-        return self._create(request.thread_id, abandoned + items, request.instructions, metadata)
+        return self._create(request.thread, abandoned + items, request.instructions, metadata)
 
     def _confirmed(self, thread_id: str, since: str, expected: InputMatcher, created: RunState) -> RunState:
         """This create went through, so the conversation was free: an earlier create of ours
@@ -168,7 +167,7 @@ class ResponsesBackend:
         else:  # a create: its input is the batch's user messages
             since = str(metadata["since"]) if "since" in metadata else self.reads.marker(request)
             expected = user_input(request)
-        return self._confirm(request.thread_id, since, expected, state, output_ids, in_conversation=in_conversation)
+        return self._confirm(request.thread, since, expected, state, output_ids, in_conversation=in_conversation)
 
     def _confirm(self, thread_id: str, since: str, expected: InputMatcher, state: RunState, output_ids: list[str],
                  *, in_conversation: bool) -> RunState:
@@ -201,8 +200,7 @@ class ResponsesBackend:
         to_delete = [str(i["id"]) for i in rest if str(i.get("id")) in own] + \
                     [str(i["id"]) for i in rest if in_conversation and expected.key(i) is not None]
         for item_id in to_delete:
-            self.api.call("conversations.items.delete", True, lambda i=item_id: (
-                self.client.conversations.items.with_raw_response.delete(i, conversation_id=thread_id)))
+            self._delete_item(thread_id, item_id)
         log.info("a second response for the same input was dropped", conversation=thread_id,
                  response_id=state.id, deleted_items=len(to_delete))
         answer = [i for i in rest if expected.key(i) is None and str(i.get("id")) not in own]
@@ -246,6 +244,11 @@ class ResponsesBackend:
     def cancel_run(self, thread_id: str, run_id: str) -> None:
         if items_marker(run_id) is None:  # else its response id is unknown: wait for it to end
             self._cancel(run_id)
+
+    def _delete_item(self, conversation: str, item_id: str) -> None:
+        def delete() -> Any:
+            return self.client.conversations.items.with_raw_response.delete(item_id, conversation_id=conversation)
+        self.api.call("conversations.items.delete", True, delete)
 
     def _cancel(self, response_id: str) -> str:
         """Cancel a response; its status after."""

@@ -49,7 +49,7 @@ class ConversationReads:
         are not there), the items after it, and the id of the conversation's last item.
         They are the latest user items after the previous batch's output, in a row."""
         marker = self.marker(request)
-        items = self.items_after(request.thread_id, marker)
+        items = self.items_after(request.thread, marker)
         last = str(items[-1]["id"]) if items else marker
         expected = user_input(request)
         size = len(expected.keys)

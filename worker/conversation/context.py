@@ -41,7 +41,7 @@ class Context:
     def backoff(self, failures: int) -> float:
         """Exponential from POLL_INITIAL_DELAY_SECONDS, capped, with jitter."""
         s = self.settings
-        base = min(BACKOFF_CAP_SECONDS, s.poll_initial_delay_seconds * 2 ** max(0, failures - 1))
+        base = min(BACKOFF_CAP_SECONDS, s.poll_initial_delay_seconds * 2.0 ** max(0, failures - 1))
         return base * self.rng.uniform(1 - s.poll_jitter, 1 + s.poll_jitter)
 
     def poll_delay(self, batch: Batch, run: RunState) -> float:

@@ -17,15 +17,16 @@ log = structlog.get_logger("worker.conversation")
 
 
 def step(ctx: Context, step: Step, batch: Batch) -> Transition:
-    assert batch.thread_id is not None and batch.run_id is not None
+    thread_id, run_id = batch.thread_id, batch.run_id
+    assert thread_id is not None and run_id is not None, "a running batch knows its run"
     run = step.known_run
     changed = batch.api_failures > 0  # a plain poll writes only its count
     if run is None:
         if batch.unconfirmed:
-            run = ctx.backend.confirm_run(ctx.run_request(batch, reconciling=True), batch.run_id)
+            run = ctx.backend.confirm_run(ctx.run_request(batch, reconciling=True), run_id)
             batch, changed = batch.evolve(unconfirmed=not run.confirmed), True
         else:
-            run = ctx.backend.get_run(batch.thread_id, batch.run_id)
+            run = ctx.backend.get_run(thread_id, run_id)
         metrics.RUN_POLLS.inc()
     if batch.api_failures:
         batch = batch.evolve(api_failures=0)

@@ -115,7 +115,7 @@ class ConversationService:
             else:
                 first = self._first_transition(step, begun.batch, begun.cancel_at)
             released = self._run(conversation_id, step, first)
-        except Exception as exc:  # a step must never crash-loop a conversation
+        except Exception as exc:  # noqa: BLE001 - a step must never crash-loop a conversation
             released = self._crashed(conversation_id, begun.token, exc)
         finally:
             if not released:
@@ -166,7 +166,8 @@ class ConversationService:
                 return ended  # a newer lease holder owns the batch now
             return Outcome(False, step=dataclasses.replace(step, known_run=t.known_run), batch=t.batch)
         if isinstance(t, Wait):
-            return Outcome(True, batches.save(t.batch, token=step.token, due=now + t.delay, release=True).lease_released)
+            write = batches.save(t.batch, token=step.token, due=now + t.delay, release=True)
+            return Outcome(True, write.lease_released)
         if isinstance(t, Polled):
             return Outcome(True, batches.record_poll(t.batch, token=step.token, due=now + t.delay).lease_released)
         if isinstance(t, DispatchTools):
@@ -206,7 +207,7 @@ class ConversationService:
 
     def _crashed(self, cid: str, token: int, exc: Exception) -> bool:
         """An unexpected error: the batch's crash count decides (endings.crashed)."""
-        log.exception("step crashed", conversation_id=cid, error=f"{type(exc).__name__}: {exc}")
+        log.error("step crashed", conversation_id=cid, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
         batch = self.store.batches.load(cid)
         if batch is None:
             self.store.schedule.put(cid, self.ctx.clock() + self.ctx.backoff(2))

@@ -21,8 +21,8 @@ def step(ctx: Context, step: Step, batch: Batch) -> Transition:
     if batch.thread_id and batch.run_id is None:  # a create whose answer was lost may have run
         found = ctx.backend.find_run(ctx.run_request(batch, reconciling=True))
         if found is not None and found.active:
-            batch = batch.evolve(run_id=found.id)
             ctx.backend.cancel_run(batch.thread_id, found.id)
+            batch = batch.evolve(run_id=found.id)
     stopped = True
     if batch.thread_id and batch.run_id:
         run = ctx.backend.get_run(batch.thread_id, batch.run_id)

@@ -13,7 +13,8 @@ import redis
 
 from worker import keys
 from worker.batch import Batch
-from worker.store.scripts import LuaScript
+from worker.redis_client import text
+from worker.store.scripts import Arg, LuaScript
 
 
 @dataclass(frozen=True)
@@ -22,7 +23,7 @@ class Write:
     lease_released: bool  # the write gave the step's lease back
 
 
-def _pairs(fields: dict[str, str]) -> list[str]:
+def _pairs(fields: dict[str, str]) -> list[Arg]:
     return [x for item in fields.items() for x in item]
 
 
@@ -82,13 +83,14 @@ class Batches:
 
     # --- what lasts beyond a batch -----------------------------------------------------
     def peek_inbox(self, conversation_id: str, count: int) -> list[bytes]:
-        return list(self.redis.lrange(keys.inbox(conversation_id), 0, count - 1))
+        raws = self.redis.lrange(keys.inbox(conversation_id), 0, count - 1)
+        return [raw.encode() if isinstance(raw, str) else raw for raw in raws]
 
     def thread_id(self, conversation_id: str) -> str | None:
         value = self.redis.hget(keys.conversation(conversation_id), "thread_id")
-        return value.decode() if value else None
+        return text(value) if value else None
 
     def last_run_id(self, conversation_id: str) -> str | None:
         """The run of the conversation's last published batch (Responses reconciliation)."""
         value = self.redis.hget(keys.conversation(conversation_id), "last_run_id")
-        return value.decode() if value else None
+        return text(value) if value else None

@@ -16,7 +16,7 @@ read the sources without the worker's dependencies.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -64,7 +64,7 @@ class LuaScript:
         self.source = source(name)
         self._script = client.register_script(self.source.text)
 
-    def __call__(self, keys: Mapping[str, str], args: Mapping[str, Arg | Sequence[Arg] | None]) -> Any:
+    def __call__(self, keys: Mapping[str, str], args: Mapping[str, Arg | list[Arg] | None]) -> Any:
         return self._script(keys=self._keys(keys), args=self._args(args))
 
     def _keys(self, given: Mapping[str, str]) -> list[str]:
@@ -72,16 +72,17 @@ class LuaScript:
             raise TypeError(f"{self.source.name}.lua takes the keys {self.source.keys}, got {tuple(given)}")
         return [given[k] for k in self.source.keys]
 
-    def _args(self, given: Mapping[str, Arg | Sequence[Arg] | None]) -> list[Arg]:
+    def _args(self, given: Mapping[str, Arg | list[Arg] | None]) -> list[Arg]:
         expected = [a.removesuffix("...") for a in self.source.args]
         if set(given) != set(expected):
             raise TypeError(f"{self.source.name}.lua takes the arguments {tuple(expected)}, got {tuple(given)}")
         out: list[Arg] = []
         for name, declared in zip(expected, self.source.args, strict=True):
             value = given[name]
-            if isinstance(value, (list, tuple)) != declared.endswith("..."):
-                raise TypeError(f"{self.source.name}.lua: {name} must {'' if declared.endswith('...') else 'not '}be a list")
-            if isinstance(value, (list, tuple)):
+            listed = declared.endswith("...")
+            if isinstance(value, list) != listed:
+                raise TypeError(f"{self.source.name}.lua: {name} must {'' if listed else 'not '}be a list")
+            if isinstance(value, list):
                 out.extend(value)
             else:
                 out.append("" if value is None else value)
