@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install redis-server prometheus deploy-tools demo lint test chaos stack clean
+.PHONY: install redis-server prometheus deploy-tools demo lint test coverage chaos stack clean
 
 install: $(VENV)/.installed
 
@@ -46,6 +46,11 @@ lint: install
 
 test: lint redis-server prometheus deploy-tools
 	$(PY) -m pytest
+	$(MAKE) --no-print-directory coverage
+
+# The conversation core's line coverage by its unit tests (tests/unit): at least 95 %.
+coverage: install redis-server
+	$(PY) -m pytest tests/unit -q --cov=worker/conversation --cov-report=term-missing --cov-fail-under=95
 
 # The chaos test at full length (5 minutes of load, a pod SIGKILLed every 7 s).
 chaos: install redis-server
