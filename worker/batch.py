@@ -28,15 +28,6 @@ class Phase(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class ToolRound:
-    """One requires_action step whose tool calls were dispatched to the tools actor."""
-
-    key: str  # the run and its call ids
-    dispatched_at: float
-    again: bool = False  # dispatched before: an earlier submission may have gone through
-
-
-@dataclass(frozen=True)
 class Batch:
     batch_id: str
     conversation_id: str
@@ -61,6 +52,7 @@ class Batch:
     usage: dict[str, int] = field(default_factory=dict)
     create_sent: int = -1  # the run attempt whose create request went out (reconcile first)
     unconfirmed: bool = False  # the run may repeat an earlier one's input: confirm it first
+    stop_requested: bool = False  # STOPPING: the API was asked to stop the run
 
     @classmethod
     def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
@@ -96,12 +88,6 @@ class Batch:
     @property
     def oldest_sent_at(self) -> float:
         return min(e.sent_at for e in self.events)
-
-    @property
-    def tool_round(self) -> ToolRound | None:
-        if not self.tools_key or self.tools_at is None:
-            return None
-        return ToolRound(self.tools_key, self.tools_at, self.tools_redispatched)
 
     def with_usage(self, usage: dict[str, Any] | None) -> Batch:
         total = dict(self.usage)
@@ -149,6 +135,7 @@ class Batch:
 HASH_FIELDS: dict[str, type] = {
     "batch_id": str, "published": bool, "polls": int,
     "tools_key": str, "phase_started_at": float, "run_id": str, "unconfirmed": bool,
+    "stop_requested": bool,  # newer than the previous release (which ignores it)
 }
 _DOCUMENT_NAMES = {"phase": "state"}  # attribute -> key in the JSON document
 _ATTRIBUTE_NAMES = {v: k for k, v in _DOCUMENT_NAMES.items()}

@@ -117,7 +117,7 @@ def test_begin_step_reads_the_inbox_head_thread_and_cancel_without_a_batch(redis
     redis_client.hset(keys.conversation(CID), "thread_id", "thread_9")
     Inbox(redis_client, clock).request_cancel(CID)
     begun = begin(schedule)
-    assert begun.batch is None and begun.thread_id == "thread_9" and begun.cancel_at == clock()
+    assert begun.batch() is None and begun.thread_id == "thread_9" and begun.cancel_at == clock()
     assert [json.loads(raw)["event_id"] for raw in begun.inbox_head] == ["e1"]
     assert not redis_client.exists(keys.cancel_request(CID))  # taken by this step
 
@@ -126,7 +126,8 @@ def test_begin_step_returns_the_open_batch(schedule: Schedule, batches: Batches)
     begun, batch = opened(schedule, batches)
     schedule.end_step(CID, begun.token)
     again = begin(schedule)
-    assert again.batch is not None and again.batch.batch_id == batch.batch_id and again.inbox_head == []
+    loaded = again.batch()
+    assert loaded is not None and loaded.batch_id == batch.batch_id and again.inbox_head == []
 
 
 # --- open_batch --------------------------------------------------------------------------
@@ -204,10 +205,11 @@ def test_publish_keeps_the_batch_stopping_and_refuses_an_older_lease(schedule: S
                                                                     outbound: Outbound,
                                                                     redis_client: redis.Redis) -> None:
     begun, batch = opened(schedule, batches)
-    stopping = batch.evolve(phase=Phase.STOPPING, cancel_deadline=START + 5)
+    stopping = batch.evolve(phase=Phase.STOPPING, cancel_deadline=START + 5, run_id="run_2", unconfirmed=True)
     assert outbound.publish(stopping, '{"n":1}', token=begun.token, release=False).published
     loaded = batches.load(CID)
     assert loaded is not None and loaded.published and loaded.phase is Phase.STOPPING
+    assert loaded.run_id == "run_2" and loaded.unconfirmed, "the batch as answered, hash fields too"
     redis_client.delete(keys.lock(CID))  # the older lease expired
     newer = begin(schedule)
     assert batches.save(stopping, token=newer.token).written

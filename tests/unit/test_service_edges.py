@@ -72,6 +72,7 @@ def test_a_step_with_more_to_do_than_it_may_take_on_comes_due_again(harness: Har
     batch = harness.batch(CID)
     assert batch is not None and batch.phase is Phase.STARTING and not harness.lease_held(CID)
     assert harness.redis.zscore(keys.SCHEDULE, CID) == harness.clock()
+    assert harness.backend.calls == [], "the next handler is not run only to be dropped"
 
 
 def test_an_event_in_the_wrong_inbox_is_rejected(make_harness: object) -> None:

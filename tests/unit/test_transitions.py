@@ -25,6 +25,7 @@ from worker.conversation.transitions import (
     DispatchTools,
     Finish,
     Idle,
+    Later,
     Open,
     Polled,
     Step,
@@ -115,8 +116,8 @@ ROWS = [
         lambda t: batch_of(t).api_failures == 0, batch={"api_failures": 2}),
     Row("requires action", Phase.RUNNING, "get_run", run("requires_action", tool_calls=[CALL]), DispatchTools,
         lambda t: batch_of(t).tools_key == "run_1:call_1" and not batch_of(t).tools_redispatched),
-    Row("requires action, dispatched", Phase.RUNNING, "get_run", run("requires_action", tool_calls=[CALL]), Wait,
-        lambda t: isinstance(t, Wait) and t.delay == pytest.approx(11.0),
+    Row("requires action, dispatched", Phase.RUNNING, "get_run", run("requires_action", tool_calls=[CALL]), Later,
+        lambda t: isinstance(t, Later) and t.due == pytest.approx(START + 11.0),
         batch={"tools_key": "run_1:call_1", "tools_at": START - 1}),
     Row("requires action, window passed", Phase.RUNNING, "get_run", run("requires_action", tool_calls=[CALL]),
         DispatchTools, lambda t: batch_of(t).tools_redispatched,
@@ -143,8 +144,10 @@ ROWS = [
         lambda t: not batch_of(t).unconfirmed, batch={"unconfirmed": True}),
     Row("poll failed", Phase.RUNNING, "get_run", TRANSIENT, Wait, lambda t: batch_of(t).api_failures == 1),
     # --- STOPPING: answered, stop the run ------------------------------------------------
-    Row("answered now: ask to stop", Phase.STOPPING, "cancel_run", None, Wait, step={"answered_now": True}),
-    Row("answered now: stop refused", Phase.STOPPING, "cancel_run", TRANSIENT, Wait, step={"answered_now": True}),
+    Row("answered: ask to stop", Phase.STOPPING, "cancel_run", None, Wait, lambda t: batch_of(t).stop_requested,
+        batch={"stop_requested": False}),
+    Row("answered: stop refused", Phase.STOPPING, "cancel_run", TRANSIENT, Wait,
+        lambda t: batch_of(t).stop_requested, batch={"stop_requested": False}),
     Row("stopped", Phase.STOPPING, "get_run", run("cancelled"), Finish, lambda t: entry_type(t) is None),
     Row("still running", Phase.STOPPING, "get_run", run("in_progress"), Wait),
     Row("still running past the wait", Phase.STOPPING, "get_run", run("in_progress"), Finish,
@@ -172,7 +175,7 @@ def make_batch(phase: Phase, **fields: Any) -> Batch:
     if phase is not Phase.STARTING:
         base |= {"run_id": "run_1", "messages_appended": True, "run_started_at": START, "phase_started_at": START}
     if phase is Phase.STOPPING:
-        base |= {"published": True, "cancel_deadline": START + 5}
+        base |= {"published": True, "cancel_deadline": START + 5, "stop_requested": True}
     return Batch.new("b1", CID, [event], phase=phase, **(base | fields))
 
 

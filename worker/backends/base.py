@@ -87,10 +87,6 @@ class RunState:
     confirmed: bool = True
 
     @property
-    def ref(self) -> RunRef:
-        return RunRef.decode(self.id)
-
-    @property
     def active(self) -> bool:
         return self.status not in TERMINAL_STATUSES
 

@@ -18,6 +18,7 @@ log = structlog.get_logger("worker.conversation")
 
 RETRYABLE_RUN_ERRORS = frozenset({"rate_limit_exceeded", "server_error"})
 WITH_MESSAGES = frozenset({"run.completed", "run.incomplete", "run.cancelled"})
+MAX_STEP_CRASHES = 3  # unexpected errors on one batch before it is answered internal_error
 
 
 def finish(ctx: Context, batch: Batch, run: RunState) -> Transition:
@@ -99,8 +100,6 @@ def crashed(ctx: Context, batch: Batch, exc: Exception) -> Transition:
         return Finish(batch)
     return give_up(ctx, batch, "internal_error", f"the worker failed on this batch: {type(exc).__name__}")
 
-
-MAX_STEP_CRASHES = 3
 
 
 def _stopping(ctx: Context, batch: Batch) -> Batch:

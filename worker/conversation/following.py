@@ -16,7 +16,7 @@ from worker.conversation.transitions import Polled, Step, Transition, Wait
 log = structlog.get_logger("worker.conversation")
 
 
-def step(ctx: Context, step: Step, batch: Batch) -> Transition:
+def handle(ctx: Context, step: Step, batch: Batch) -> Transition:
     thread_id, run_id = batch.thread_id, batch.run_id
     assert thread_id is not None and run_id is not None, "a running batch knows its run"
     run = step.known_run

@@ -15,11 +15,11 @@ Between two steps nothing holds a thread: the next step is a due time in Redis.
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import assert_type
 
 import structlog
 
@@ -34,6 +34,7 @@ from worker.conversation.transitions import (
     DispatchTools,
     Finish,
     Idle,
+    Later,
     Open,
     Polled,
     Step,
@@ -52,12 +53,13 @@ log = structlog.get_logger("worker.service")
 
 Handler = Callable[[Context, Step, Batch], Transition]
 HANDLERS: dict[Phase, Handler] = {
-    Phase.STARTING: starting.step,
-    Phase.RUNNING: following.step,
-    Phase.STOPPING: stopping.step,
+    Phase.STARTING: starting.handle,
+    Phase.RUNNING: following.handle,
+    Phase.STOPPING: stopping.handle,
 }
-# A step opens at most a few batches in a row (each answered at once: a rejection); the
-# rest wait for the next step, so that one conversation never holds a worker for long.
+# A step applies at most this many transitions (about a dozen batches answered at once in a
+# row, rejections say); the rest wait for the next step, so that one conversation never
+# holds a worker for long.
 MAX_TRANSITIONS = 32
 
 
@@ -109,11 +111,11 @@ class ConversationService:
             return  # stale, or another worker holds the lease (the claim comes due again)
         released = False
         try:
-            step = Step(begun.token)
-            if begun.batch is None:
+            step, batch = Step(begun.token), begun.batch()
+            if batch is None:
                 first = opening.open_next(self.ctx, conversation_id, begun.inbox_head, begun.thread_id)
             else:
-                first = self._first_transition(step, begun.batch, begun.cancel_at)
+                first = self._first_transition(step, batch, begun.cancel_at)
             released = self._run(conversation_id, step, first)
         except Exception as exc:  # noqa: BLE001 - a step must never crash-loop a conversation
             released = self._crashed(conversation_id, begun.token, exc)
@@ -141,10 +143,12 @@ class ConversationService:
 
     def _run(self, cid: str, step: Step, transition: Transition) -> bool:
         """Apply transitions until one ends the step; whether the lease went back with it."""
-        for _ in range(MAX_TRANSITIONS):
+        for applied in range(1, MAX_TRANSITIONS + 1):
             outcome = self._apply(cid, step, transition)
             if outcome.ended or outcome.step is None:
                 return outcome.lease_released
+            if applied == MAX_TRANSITIONS:
+                break  # before the next handler: what it decides (API calls) would be lost
             step = outcome.step
             if outcome.batch is None:
                 transition = opening.open_next(self.ctx, cid)
@@ -164,10 +168,15 @@ class ConversationService:
         if isinstance(t, Checkpoint):
             if not batches.save(t.batch, token=step.token).written:
                 return ended  # a newer lease holder owns the batch now
-            return Outcome(False, step=dataclasses.replace(step, known_run=t.known_run), batch=t.batch)
+            # `fresh` counts only while the batch has started nothing (reconcile.py).
+            fresh = step.fresh and t.batch.phase is Phase.STARTING
+            return Outcome(False, step=Step(step.token, fresh=fresh, known_run=t.known_run), batch=t.batch)
         if isinstance(t, Wait):
             write = batches.save(t.batch, token=step.token, due=now + t.delay, release=True)
             return Outcome(True, write.lease_released)
+        if isinstance(t, Later):
+            self.store.schedule.put(cid, t.due)
+            return ended  # the lease goes back with end_step
         if isinstance(t, Polled):
             return Outcome(True, batches.record_poll(t.batch, token=step.token, due=now + t.delay).lease_released)
         if isinstance(t, DispatchTools):
@@ -177,6 +186,7 @@ class ConversationService:
             return Outcome(True, write.lease_released)
         if isinstance(t, Answer | Finish):
             return self._publish(step, t)
+        assert_type(t, Idle)
         if not self.store.schedule.retire_if_idle(cid):
             self.store.schedule.put(cid, now)  # an event arrived meanwhile
         return ended
@@ -190,7 +200,7 @@ class ConversationService:
         if result.published and t.entry is not None:
             self._observe_published(t.batch, t.entry)
         if not release:
-            return Outcome(False, step=Step(step.token, answered_now=True), batch=t.batch)
+            return Outcome(False, step=Step(step.token), batch=t.batch)
         if result.events_wait:
             return Outcome(False, step=Step(step.token), batch=None)
         return Outcome(True, result.lease_released)
@@ -208,13 +218,18 @@ class ConversationService:
     def _crashed(self, cid: str, token: int, exc: Exception) -> bool:
         """An unexpected error: the batch's crash count decides (endings.crashed)."""
         log.error("step crashed", conversation_id=cid, error=f"{type(exc).__name__}: {exc}", exc_info=exc)
-        batch = self.store.batches.load(cid)
+        try:
+            batch = self.store.batches.load(cid)
+        except (ValueError, TypeError) as unreadable:  # a batch this release cannot read
+            log.error("batch unreadable: retried later", conversation_id=cid, error=str(unreadable))
+            batch = None
         if batch is None:
             self.store.schedule.put(cid, self.ctx.clock() + self.ctx.backoff(2))
             return False
         outcome = self._apply(cid, Step(token), endings.crashed(self.ctx, batch, exc))
         if outcome.ended or outcome.step is None:
             return outcome.lease_released
-        # Answered now: the run is stopped by the next step, not by this failing one.
-        self.store.schedule.put(cid, self.ctx.clock() + self.ctx.settings.poll_initial_delay_seconds)
-        return False
+        if outcome.batch is not None:  # answered now: the next step (STOPPING) stops the run,
+            later = self.ctx.clock() + self.ctx.settings.poll_initial_delay_seconds  # not this one
+            self.store.schedule.put(cid, later)
+        return False  # (released with events waiting: publish scheduled the next batch now)

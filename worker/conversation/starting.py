@@ -22,7 +22,7 @@ BUSY_WAIT_MAX_SECONDS = 5.0  # between looks at a conversation another response 
 NO_ASSISTANT = "no assistant_id on the event and ASSISTANT_ID is not set"
 
 
-def step(ctx: Context, step: Step, batch: Batch) -> Transition:
+def handle(ctx: Context, step: Step, batch: Batch) -> Transition:
     if not ctx.assistant_id(batch) and ctx.backend.capabilities.needs_assistant:
         return endings.reject(ctx, batch, NO_ASSISTANT)
     if batch.create_sent != batch.run_attempt:  # the intent goes out before the request

@@ -13,11 +13,11 @@ from worker.errors import PermanentApiError, TransientApiError
 log = structlog.get_logger("worker.conversation")
 
 
-def step(ctx: Context, step: Step, batch: Batch) -> Transition:
+def handle(ctx: Context, step: Step, batch: Batch) -> Transition:
     later = ctx.settings.poll_initial_delay_seconds
-    if step.answered_now and batch.thread_id and batch.run_id:
+    if not batch.stop_requested and batch.thread_id and batch.run_id:
         _ask_to_stop(ctx, batch, batch.thread_id, batch.run_id)
-        return Wait(batch, later)
+        return Wait(batch.evolve(stop_requested=True), later)
     if batch.thread_id and batch.run_id is None:  # a create whose answer was lost may have run
         found = ctx.backend.find_run(ctx.run_request(batch, reconciling=True))
         if found is not None and found.active:

@@ -15,7 +15,7 @@ from worker import metrics
 from worker.backends.base import RunState, ToolCall
 from worker.batch import Batch
 from worker.conversation.context import Context
-from worker.conversation.transitions import DispatchTools, Transition, Wait
+from worker.conversation.transitions import DispatchTools, Later, Transition, Wait
 from worker.errors import PermanentApiError, TransientApiError
 
 log = structlog.get_logger("worker.conversation")
@@ -40,7 +40,7 @@ def on_requires_action(ctx: Context, batch: Batch, run: RunState) -> Transition:
             ctx.store.tool_claims.forget(batch.conversation_id, key)
         return Wait(after or batch.evolve(tools_key=None), ctx.planner.next_delay(0.0, 0))
     if batch.tools_key == key and batch.tools_at and now - batch.tools_at < window(ctx):
-        return Wait(batch, batch.tools_at + window(ctx) - now)  # dispatched: wait for its outputs
+        return Later(batch, batch.tools_at + window(ctx))  # dispatched: wait for its outputs
     if run.idle and run.usage:  # a response of function calls (Responses): its own usage
         batch = batch.with_usage(run.usage)
     batch = batch.evolve(tools_key=key, tools_at=now, tools_redispatched=batch.tools_key == key)
@@ -59,10 +59,13 @@ def run_tools(ctx: Context, conversation_id: str, batch_id: str, run_id: str, ca
     after = submit(ctx, batch, outputs, again=batch.tools_redispatched)
     if after is None:  # kept for the next poll to submit again: the tools do not run twice
         ctx.store.tool_claims.keep_outputs(conversation_id, key, outputs, ctx.settings.run_timeout_seconds)
+        written = ["tools_key"]
         after = batch.evolve(tools_key=None)
-    # Some fields only, not the whole batch: this runs without the lease.
-    changed = {k: v for k, v in after.to_hash().items() if v != batch.to_hash()[k]}
-    ctx.store.batches.set_fields(batch, changed, due=ctx.clock() + ctx.planner.next_delay(0.0, 0))
+    else:
+        written = ["phase_started_at", "polls"] + (["run_id", "unconfirmed"] if after.run_id != run_id else [])
+    # These fields only, not the whole batch: this runs without the lease.
+    fields = {name: value for name, value in after.to_hash().items() if name in written}
+    ctx.store.batches.set_fields(batch, fields, due=ctx.clock() + ctx.planner.next_delay(0.0, 0))
 
 
 def _run(ctx: Context, batch: Batch, run_id: str, calls: list[ToolCall]) -> list[dict[str, str]]:

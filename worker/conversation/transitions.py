@@ -1,7 +1,9 @@
 """What a phase decides, as values: the service applies them (the store's writes) in order.
 
-A phase never writes the batch itself; it returns one of these, and `ConversationService`
-turns it into the one store write it names and either ends the step or goes on.
+A phase never writes the batch itself: it returns one of these, and `ConversationService`
+turns it into the one batch write it names and either ends the step or goes on. (A phase
+does make API calls, and writes that are not the batch's: a rejected event's dead letter,
+a tool round's kept outputs.)
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ class Step:
 
     token: int  # the lease's fencing token
     fresh: bool = False  # the batch was opened by this step: nothing of it reached the API
-    answered_now: bool = False  # this step published the batch's answer: stop its run first
     known_run: RunState | None = None  # the run's state, read already by this step
 
 
@@ -86,9 +87,18 @@ class Finish:
 
 
 @dataclass(frozen=True)
+class Later:
+    """Nothing changed: only come back at `due` (a write of the due time alone, so that it
+    never overwrites what the tools actor writes meanwhile): the step ends."""
+
+    batch: Batch
+    due: float
+
+
+@dataclass(frozen=True)
 class Idle:
     """Nothing to do: no batch is open and the inbox is empty (or the batch could not be
     opened): the conversation leaves the schedule unless an event arrived meanwhile."""
 
 
-Transition = Open | Checkpoint | Wait | Polled | DispatchTools | Answer | Finish | Idle
+Transition = Open | Checkpoint | Wait | Polled | Later | DispatchTools | Answer | Finish | Idle

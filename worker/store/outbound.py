@@ -9,7 +9,7 @@ import redis
 
 from worker import keys
 from worker.batch import Batch
-from worker.store.scripts import LuaScript
+from worker.store.scripts import Arg, LuaScript
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,10 @@ class Published:
     published: bool  # the entry went out now (not before)
     events_wait: bool  # released, and the inbox holds events: the lease is still held
     lease_released: bool
+
+
+def _pairs(fields: dict[str, str]) -> list[Arg]:
+    return [x for item in fields.items() for x in item]
 
 
 class Outbound:
@@ -41,7 +45,8 @@ class Outbound:
                   "conversation": keys.conversation(cid)},
             args={"batch_id": batch.batch_id, "entry": entry_json, "maxlen": self.maxlen,
                   "release": int(release), "conversation_id": cid, "next_due": self.clock(),
-                  "token": token, "run_id": batch.run_id, "data": "" if release else batch.data_json()}))
+                  "token": token, "run_id": batch.run_id, "data": "" if release else batch.data_json(),
+                  "fields": [] if release else _pairs({k: v for k, v in batch.to_hash().items() if k != "published"})}))
         if result < 0:
             return Published(False, False, False, False)
         events_wait = result >= 10

@@ -17,10 +17,14 @@ class Begun:
     """A step that holds the conversation's lease (`token`), and what it starts from."""
 
     token: int
-    batch: Batch | None
+    raw_batch: tuple[dict[bytes, bytes], bytes | None] | None  # the batch's hash and document
     cancel_at: float | None  # a pending cancel request, taken by this step
     inbox_head: list[bytes]  # when no batch is open
     thread_id: str | None  # the conversation's thread, when no batch is open
+
+    def batch(self) -> Batch | None:
+        """The open batch (decoded here, so that one that cannot be read fails the step)."""
+        return Batch.from_redis(*self.raw_batch) if self.raw_batch is not None else None
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,7 @@ class Schedule:
         flat, cancel = reply[1], float(reply[2]) if reply[2] else None
         if not flat:
             return Begun(token, None, cancel, list(reply[3]), reply[4].decode() if reply[4] else None)
-        batch = Batch.from_redis(dict(zip(flat[::2], flat[1::2], strict=True)), reply[3])
-        return Begun(token, batch, cancel, [], None)
+        return Begun(token, (dict(zip(flat[::2], flat[1::2], strict=True)), reply[3]), cancel, [], None)
 
     def end_step(self, conversation_id: str, token: int) -> bool:
         """Give the lease back (False: it was no longer ours)."""

@@ -1,11 +1,12 @@
 -- Publishes a batch's outcome at most once, and either releases the batch (the conversation
 -- goes idle, off the schedule and with its lease given back, unless events wait in its
--- inbox) or keeps it answered with new data (`data`: the batch stopping its run).
+-- inbox) or keeps it answered, written as it now is (`data`, `fields`: the batch stopping
+-- its run).
 -- The batch's run id becomes the conversation's last run, at publication and again at
 -- release (a run confirmed after publication may have replaced it).
 -- uses: fence
 -- KEYS: batch outbound schedule inbox batch_data lock conversation
--- ARGV: batch_id entry maxlen release conversation_id next_due token run_id data
+-- ARGV: batch_id entry maxlen release conversation_id next_due token run_id data fields...
 -- returns: -1 refused (another batch, or a newer lease); else 0 or 1 (published now),
 --          plus 10 when released with events waiting (the lease is then still held)
 local batch, outbound, schedule, inbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -23,6 +24,7 @@ if run_id ~= '' and (result == 1 or release == '1') then
   redis.call('HSET', conversation, 'last_run_id', run_id)
 end
 if release ~= '1' then
+  if #ARGV > 9 then redis.call('HSET', batch, unpack(ARGV, 10)) end
   if data ~= '' then redis.call('SET', batch_data, data) end
   return result
 end

@@ -10,7 +10,7 @@ local conversation_id, thread_id, data = ARGV[5], ARGV[6], ARGV[7]
 if release == '1' and redis.call('GET', lock) == token then redis.call('DEL', lock) end
 if not fenced(batch, batch_id, token) then return 0 end
 redis.call('HSET', batch, unpack(ARGV, 8))
-redis.call('SET', batch_data, data)
+if data ~= '' then redis.call('SET', batch_data, data) end
 if due ~= '' then redis.call('ZADD', schedule, due, conversation_id) end
 if thread_id ~= '' then redis.call('HSET', conversation, 'thread_id', thread_id) end
 return 1
