@@ -200,7 +200,7 @@ def test_a_lost_create_that_completes_while_we_look_is_not_answered_twice(redis_
 
             backend.find_run = find_too_early  # type: ignore[method-assign]  # a fault injected into this instance
         else:
-            real_create, real_items = backend._create, backend.reads.items_after
+            real_create, real_items = backend.create_response, backend.reads.items_after
             calls: list[int] = []
             looks_to_fail: list[int] = []
 
@@ -227,7 +227,7 @@ def test_a_lost_create_that_completes_while_we_look_is_not_answered_twice(redis_
                     raise TransientApiError("conversations.items.list: 500 (injected)", status=500)
                 return real_items(*args)
 
-            backend._create = create_late  # type: ignore[method-assign]  # a fault injected into this instance
+            backend.create_response = create_late  # type: ignore[method-assign]  # a fault injected into this instance
             backend.reads.items_after = items_after  # type: ignore[method-assign]  # a fault injected into this instance
         (entry,) = stack.wait_answered([stack.send("race-1", "only once please")], timeout=30)
         stack.wait_idle()
@@ -255,7 +255,7 @@ def test_a_lost_create_whose_response_calls_tools_completes_during_the_new_creat
     with running_stack(redis_url, config, assistant_backend="responses",
                        worker_tool_modules="tests.sample_tools") as stack:
         backend = stack.runtime.service().backend
-        real_create = backend._create
+        real_create = backend.create_response
         calls: list[int] = []
 
         def create_late(*args: Any, **kwargs: Any) -> Any:
@@ -266,7 +266,7 @@ def test_a_lost_create_whose_response_calls_tools_completes_during_the_new_creat
                            what="the first response to complete")
             return real_create(*args, **kwargs)
 
-        backend._create = create_late  # type: ignore[method-assign]  # a fault injected into this instance
+        backend.create_response = create_late  # type: ignore[method-assign]  # a fault injected into this instance
         (entry,) = stack.wait_answered([stack.send("race-2", 'call:add{"a": 4, "b": 5}')], timeout=30)
         stack.wait_idle()
         assert entry["type"] == "run.completed" and "9" in entry["messages"][0]["text"]
@@ -285,7 +285,7 @@ def test_a_cancelled_batch_whose_second_response_is_dropped_leaves_the_kept_run_
                             flavour="loose")
     with running_stack(redis_url, config, assistant_backend="responses") as stack:
         backend = stack.runtime.service().backend
-        real_create = backend._create
+        real_create = backend.create_response
         calls: list[int] = []
 
         def create_late(*args: Any, **kwargs: Any) -> Any:
@@ -301,7 +301,7 @@ def test_a_cancelled_batch_whose_second_response_is_dropped_leaves_the_kept_run_
             stack.producer.cancel_conversation("race-3")
             return created
 
-        backend._create = create_late  # type: ignore[method-assign]  # a fault injected into this instance
+        backend.create_response = create_late  # type: ignore[method-assign]  # a fault injected into this instance
         (entry,) = stack.wait_answered([stack.send("race-3", "cancel me")], timeout=30)
         assert entry["type"] == "run.cancelled"
         stack.wait_idle()
@@ -448,7 +448,7 @@ def test_a_lost_tool_submission_that_completes_while_we_submit_again_is_not_repe
     with running_stack(redis_url, config, assistant_backend="responses",
                        worker_tool_modules="tests.sample_tools") as stack:
         backend = stack.runtime.service().backend
-        real_create = backend._create
+        real_create = backend.create_response
         submissions: list[str] = []
 
         def create(conversation: str, items: list[dict[str, Any]], *args: Any) -> Any:
@@ -464,7 +464,7 @@ def test_a_lost_tool_submission_that_completes_while_we_submit_again_is_not_repe
                 stack.emulator.configure(fault_500=1.0, fault_operations=frozenset({"cancelResponse"}))
             return real_create(conversation, items, *args)
 
-        backend._create = create  # type: ignore[method-assign]  # a fault injected into this instance
+        backend.create_response = create  # type: ignore[method-assign]  # a fault injected into this instance
         (entry,) = stack.wait_answered([stack.send("tool-race", 'call:add{"a": 1, "b": 2}')], timeout=30)
         stack.wait_idle()
         assert entry["type"] == "run.completed" and len(submissions) == 2
@@ -486,7 +486,7 @@ def test_tools_dispatched_again_after_a_worker_died_submit_confirmed(redis_url: 
     with running_stack(redis_url, config, assistant_backend="responses", tool_timeout_seconds=0.5,
                        worker_tool_modules="tests.sample_tools") as stack:
         service = stack.runtime.service()
-        real_submit, real_create = tool_round.submit, service.backend._create
+        real_submit, real_create = tool_round.submit, service.backend.create_response
         submitted: list[int] = []
 
         def submit_then_die(ctx: Any, batch: Any, outputs: Any, *, again: bool) -> Any:
@@ -503,7 +503,7 @@ def test_tools_dispatched_again_after_a_worker_died_submit_confirmed(redis_url: 
             return real_create(conversation, items, *args)
 
         monkeypatch.setattr(tool_round, "submit", submit_then_die)
-        service.backend._create = create  # type: ignore[method-assign]  # a fault injected into this instance
+        service.backend.create_response = create  # type: ignore[method-assign]  # a fault injected into this instance
         (entry,) = stack.wait_answered([stack.send("tool-died", 'call:add{"a": 2, "b": 2}')], timeout=40)
         stack.wait_idle()
         assert entry["type"] == "run.completed" and len(submitted) == 2

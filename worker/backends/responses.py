@@ -125,7 +125,7 @@ class ResponsesBackend:
                 items = []
             metadata["since"] = last  # what an earlier create adds from now on comes after it
         try:
-            created = self._create(request.thread, items, request.instructions, metadata)
+            created = self.create_response(request.thread, items, request.instructions, metadata)
         except InvalidRequestError as exc:
             if "no tool output found" not in str(exc).lower():
                 raise
@@ -142,7 +142,7 @@ class ResponsesBackend:
         pending = pending_calls(self.reads.items_after(request.thread, ""))
         abandoned = [{"type": "function_call_output", "call_id": call.id,
                       "output": "abandoned: the conversation moved on"} for call in pending]
-        return self._create(request.thread, abandoned + items, request.instructions, metadata)
+        return self.create_response(request.thread, abandoned + items, request.instructions, metadata)
 
     def _confirmed(self, thread_id: str, since: str, expected: InputMatcher, created: RunState) -> RunState:
         """This create went through, so the conversation was free: an earlier create of ours
@@ -239,7 +239,7 @@ class ResponsesBackend:
         calls = ",".join(o["tool_call_id"] for o in outputs)
         if len(calls) <= METADATA_VALUE_CHARS:  # else a second submission cannot be recognised
             metadata["calls"] = calls
-        return self._create(thread_id, items, instructions, metadata).id
+        return self.create_response(thread_id, items, instructions, metadata).id
 
     def cancel_run(self, thread_id: str, run_id: str) -> None:
         if items_marker(run_id) is None:  # else its response id is unknown: wait for it to end
@@ -275,8 +275,9 @@ class ResponsesBackend:
         self.api.close()
 
     # --- plumbing --------------------------------------------------------------------
-    def _create(self, conversation: str, items: list[dict[str, Any]], instructions: str | None,
-                metadata: dict[str, str]) -> RunState:
+    def create_response(self, conversation: str, items: list[dict[str, Any]], instructions: str | None,
+                        metadata: dict[str, str]) -> RunState:
+        """One background response on the conversation (a POST: may be applied when it raises)."""
         body: dict[str, Any] = {"model": self.model, "background": True, "store": True,
                                 "conversation": conversation, "input": items, "metadata": metadata}
         if instructions or self.instructions:
