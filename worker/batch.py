@@ -116,16 +116,17 @@ class Batch:
         document = json.loads(data or "{}")
         events = document.pop("events", [])
         kwargs: dict[str, Any] = {"events_json": json.dumps(events, separators=(",", ":"))}
-        known = {f.name for f in dataclasses.fields(cls)}
         for key, value in document.items():
             name = _ATTRIBUTE_NAMES.get(key, key)
-            if name in known:  # a newer release's extra keys are skipped
+            if name in _DOCUMENT_FIELDS:  # a newer release's extra keys are skipped
                 kwargs[name] = value
-        decoded = {_s(k): _s(v) for k, v in fields.items()}
-        for name, kind in HASH_FIELDS.items():
-            if name in decoded:
-                kwargs[name] = _decode(decoded[name], kind)
-        kwargs["phase"] = Phase(kwargs.get("phase", Phase.STARTING))
+        for key, value in fields.items():
+            name = _s(key)
+            kind = HASH_FIELDS.get(name)
+            if kind is not None:
+                kwargs[name] = _decode(_s(value), kind)
+        if "phase" in kwargs:
+            kwargs["phase"] = Phase(kwargs["phase"])
         return cls(**kwargs)
 
 
@@ -139,6 +140,7 @@ HASH_FIELDS: dict[str, type] = {
 }
 _DOCUMENT_NAMES = {"phase": "state"}  # attribute -> key in the JSON document
 _ATTRIBUTE_NAMES = {v: k for k, v in _DOCUMENT_NAMES.items()}
+_DOCUMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(Batch)) - set(HASH_FIELDS) - {"events_json"}
 
 
 def _default(f: dataclasses.Field[Any]) -> Any:

@@ -110,7 +110,7 @@ ROWS = [
     Row("no assistant", Phase.STARTING, "", None, Finish, lambda t: entry_type(t) == "event.rejected",
         settings={"assistant_id": None}),
     # --- RUNNING: follow the run ---------------------------------------------------------
-    Row("queued", Phase.RUNNING, "get_run", run("queued"), Polled, lambda t: batch_of(t).polls == 1),
+    Row("queued", Phase.RUNNING, "get_run", run("queued"), Polled),
     Row("in progress", Phase.RUNNING, "get_run", run("in_progress"), Polled),
     Row("in progress after a failure", Phase.RUNNING, "get_run", run("in_progress"), Wait,
         lambda t: batch_of(t).api_failures == 0, batch={"api_failures": 2}),

@@ -50,8 +50,9 @@ def on_run_state(ctx: Context, batch: Batch, run: RunState, changed: bool) -> Tr
     if run.status == "requires_action":
         return tool_round.on_requires_action(ctx, batch, run)
     delay = ctx.poll_delay(batch, run)
-    batch = batch.evolve(polls=batch.polls + 1)
-    return Wait(batch, delay) if changed else Polled(batch, delay)
+    if not changed:
+        return Polled(batch, delay)  # the count goes up in Redis (record_poll.lua)
+    return Wait(batch.evolve(polls=batch.polls + 1), delay)
 
 
 def _observe(ctx: Context, batch: Batch, run: RunState, now: float) -> None:

@@ -51,7 +51,8 @@ class Wait:
 
 @dataclass(frozen=True)
 class Polled:
-    """Only the poll count changed: count it and come back after `delay`: the step ends."""
+    """Only the poll count changed: count it (in Redis: `batch` is as it was read) and come
+    back after `delay`: the step ends."""
 
     batch: Batch
     delay: float

@@ -63,23 +63,25 @@ class LuaScript:
     def __init__(self, client: redis.Redis, name: str) -> None:
         self.source = source(name)
         self._script = client.register_script(self.source.text)
+        self._key_names = frozenset(self.source.keys)
+        self._arg_specs = tuple((a.removesuffix("..."), a.endswith("...")) for a in self.source.args)
+        self._arg_names = frozenset(name for name, _ in self._arg_specs)
 
     def __call__(self, keys: Mapping[str, str], args: Mapping[str, Arg | list[Arg] | None]) -> Any:
         return self._script(keys=self._keys(keys), args=self._args(args))
 
     def _keys(self, given: Mapping[str, str]) -> list[str]:
-        if set(given) != set(self.source.keys):
+        if given.keys() != self._key_names:
             raise TypeError(f"{self.source.name}.lua takes the keys {self.source.keys}, got {tuple(given)}")
         return [given[k] for k in self.source.keys]
 
     def _args(self, given: Mapping[str, Arg | list[Arg] | None]) -> list[Arg]:
-        expected = [a.removesuffix("...") for a in self.source.args]
-        if set(given) != set(expected):
-            raise TypeError(f"{self.source.name}.lua takes the arguments {tuple(expected)}, got {tuple(given)}")
+        if given.keys() != self._arg_names:
+            expected = tuple(name for name, _ in self._arg_specs)
+            raise TypeError(f"{self.source.name}.lua takes the arguments {expected}, got {tuple(given)}")
         out: list[Arg] = []
-        for name, declared in zip(expected, self.source.args, strict=True):
+        for name, listed in self._arg_specs:
             value = given[name]
-            listed = declared.endswith("...")
             if isinstance(value, list) != listed:
                 raise TypeError(f"{self.source.name}.lua: {name} must {'' if listed else 'not '}be a list")
             if isinstance(value, list):
