@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import conversations, lifecycle, render
+from .errors import ApiError
 from .objects import WORKING_STATUSES, ModelResponse, Run
 from .store import Store
 
 # (method, path under /v1 with "*" for an id, operationId as in the OpenAPI spec)
 ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "models", "listModels"),
+    ("GET", "models/*", "retrieveModel"),
     ("GET", "assistants", "listAssistants"),
     ("POST", "assistants", "createAssistant"),
     ("GET", "assistants/*", "getAssistant"),
@@ -132,6 +134,13 @@ class Api:
         """The one model the emulator plays (readiness probes call this)."""
         return {"object": "list", "data": [{"id": "emulator", "object": "model", "created": 0,
                                             "owned_by": "assistant-worker"}]}
+
+    def _retrieve_model(self, model: str, **_: Any) -> Any:
+        """A model the emulator knows (config `models`), as start-up probes ask for it."""
+        if model not in self.store.config.models:
+            raise ApiError(404, f"The model `{model}` does not exist or you do not have access to it.",
+                           code="model_not_found")
+        return {"id": model, "object": "model", "created": 0, "owned_by": "assistant-worker"}
 
     def _list_assistants(self, *, query: Any, **_: Any) -> Any:
         items, more = self.store.list_assistants(query)

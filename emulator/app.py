@@ -106,6 +106,10 @@ class App:
             self.calls[op] += 1
         if not _authorized(authorization):
             return _error(ApiError(401, _NO_KEY))
+        if _token(authorization) in self.config.rejected_keys:
+            return _error(ApiError(401, f"Incorrect API key provided: {_token(authorization)[:6]}****. You can "
+                                   "find your API key at https://platform.openai.com/account/api-keys.",
+                                   code="invalid_api_key"))
         try:
             payload = _json_body(body)
         except ApiError as exc:
@@ -146,6 +150,10 @@ class App:
 def _authorized(header: str | None) -> bool:
     scheme, _, token = (header or "").partition(" ")
     return scheme.lower() == "bearer" and bool(token.strip())
+
+
+def _token(header: str | None) -> str:
+    return (header or "").partition(" ")[2].strip()
 
 
 def _json_body(body: bytes) -> dict[str, Any]:

@@ -23,7 +23,10 @@ ENV_FIELDS = {
     "EMULATOR_FAIL_RATE": "fail_rate",
     "EMULATOR_EXPIRE_RATE": "expire_rate",
     "EMULATOR_SEED": "seed",
+    "EMULATOR_REJECTED_KEYS": "rejected_keys",
 }
+# The models GET /v1/models/{model} knows (any model may still be named in a create).
+KNOWN_MODELS = frozenset({"emulator", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-5", "gpt-5-mini"})
 
 
 class ConfigError(ValueError):
@@ -51,6 +54,8 @@ class EmulatorConfig:
     fail_rate: float = 0.0
     expire_rate: float = 0.0
     seed: int | None = None
+    rejected_keys: frozenset[str] = frozenset()  # API keys answered 401 invalid_api_key (a wrong key)
+    models: frozenset[str] = KNOWN_MODELS  # what GET /v1/models/{model} finds
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -79,6 +84,8 @@ class EmulatorConfig:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         ops = data["fault_operations"]
         data["fault_operations"] = sorted(ops) if ops is not None else None
+        data["rejected_keys"] = sorted(data["rejected_keys"])
+        data["models"] = sorted(data["models"])
         return data
 
 

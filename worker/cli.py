@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from worker import startup
 from worker.settings import Settings, SettingsError, load_settings
 
 
@@ -50,6 +51,16 @@ def run_workers(settings: Settings) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, forward)
+    first = startup.probe(settings)
+    if first.fatal:
+        print(f"assistant-worker: {first.fatal}", file=sys.stderr)
+        return 78
+    if first.problem:
+        print(f"assistant-worker: not ready yet: {first.problem} (/readyz says so until it answers)",
+              file=sys.stderr)
+    if settings.assistant_backend == "assistants" and not settings.assistant_id:
+        print("assistant-worker: ASSISTANT_ID is not set: events that name no assistant are rejected",
+              file=sys.stderr)
     _share_a_metrics_folder()
     from worker.http import start_http_server  # imports prometheus_client: after the env
 
@@ -57,7 +68,8 @@ def run_workers(settings: Settings) -> int:
     child = subprocess.Popen(command, env=env)
     for early in pending:
         child.send_signal(early)
-    server = start_http_server(settings, child) if settings.metrics_port else None
+    check = startup.StartupCheck(settings, first)
+    server = start_http_server(settings, child, check) if settings.metrics_port else None
     code = child.wait()
     if server is not None:
         server.shutdown()

@@ -36,6 +36,12 @@ class PermanentApiError(WorkerError):
         self.status = status
 
 
+    @property
+    def refuses_the_deployment(self) -> bool:
+        """401, 403: the key (or its permissions) is refused; every call will be."""
+        return self.status in (401, 403)
+
+
 class InvalidRequestError(PermanentApiError):
     """The request is wrong for this input: the events are rejected (`invalid_event`)."""
 

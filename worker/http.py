@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from worker import health
 from worker.metrics import ClusterCollector
 from worker.settings import Settings
+from worker.startup import StartupCheck
 
 API_CHECK_TTL = 10.0  # seconds a /readyz answer about the API is reused
 API_CHECK_TIMEOUT = 2.0  # below a readiness probe's timeout (give it 3 s or more)
@@ -70,9 +71,11 @@ class PodEndpoints:
     """The pod's WSGI app: /metrics (every worker process and the cluster gauges), /healthz
     (the worker processes live and their steps move) and /readyz (Redis and the API answer)."""
 
-    def __init__(self, settings: Settings, child: subprocess.Popen[bytes] | None) -> None:
+    def __init__(self, settings: Settings, child: subprocess.Popen[bytes] | None,
+                 startup: StartupCheck | None = None) -> None:
         self.settings = settings
         self.child = child
+        self.startup = startup
         self.client = redis.Redis.from_url(settings.redis_url, socket_timeout=2)
         self.folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         self.cluster = ClusterCollector(self.client, [settings.worker_queue])
@@ -102,7 +105,8 @@ class PodEndpoints:
             self.client.ping()
         except redis.exceptions.RedisError as exc:
             problems.append(f"redis: {exc}")
-        problem = self.api.problem() if self.api is not None else None
+        first = self.startup.problem() if self.startup is not None else None
+        problem = first or (self.api.problem() if self.api is not None else None)
         if problem:
             problems.append(f"api: {problem}")
         return problems
@@ -121,8 +125,9 @@ class PodEndpoints:
         return _reply(start_response, "404 Not Found", b"not found\n")
 
 
-def make_app(settings: Settings, child: subprocess.Popen[bytes] | None) -> PodEndpoints:
-    return PodEndpoints(settings, child)
+def make_app(settings: Settings, child: subprocess.Popen[bytes] | None,
+             startup: StartupCheck | None = None) -> PodEndpoints:
+    return PodEndpoints(settings, child, startup)
 
 
 def _reply(start_response: Any, status: str, body: bytes,
@@ -131,8 +136,9 @@ def _reply(start_response: Any, status: str, body: bytes,
     return [body]
 
 
-def start_http_server(settings: Settings, child: subprocess.Popen[bytes] | None) -> WSGIServer:
-    server = make_server("0.0.0.0", settings.metrics_port, make_app(settings, child),
+def start_http_server(settings: Settings, child: subprocess.Popen[bytes] | None,
+                      startup: StartupCheck | None = None) -> WSGIServer:
+    server = make_server("0.0.0.0", settings.metrics_port, make_app(settings, child, startup),
                          server_class=_ThreadingServer, handler_class=_QuietHandler)
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

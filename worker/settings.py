@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OPENAI_API_URL = "https://api.openai.com/v1"  # the SDK's default base URL
@@ -75,6 +76,16 @@ class Settings(BaseSettings):
     health_busy_limit_seconds: float = Field(
         300.0, gt=0, description="/healthz fails when a worker thread is on one step longer")
     ready_check_api: bool = False
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _an_http_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http(s) URL like {OPENAI_API_URL}, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> Settings:

@@ -171,3 +171,16 @@ def test_a_failed_tool_submission_is_submitted_again_without_running_the_tools(h
     assert harness.backend.calls.count("submit_tool_outputs") == 2
     (entry,) = harness.entries()
     assert entry["type"] == "run.completed"
+
+
+def test_a_refused_key_is_final_at_once_with_the_api_s_code_and_a_dead_letter(harness: Harness) -> None:
+    refused = PermanentApiError("Incorrect API key provided: sk-ab****", code="invalid_api_key", status=401)
+    harness.backend.fail_next("start_run", refused, times=10)
+    event = harness.send("c1", "hello")
+    harness.run_until_idle()
+    (entry,) = harness.entries()
+    assert entry["type"] == "run.failed" and entry["event_ids"] == [event]
+    assert entry["error"]["code"] == "invalid_api_key" and "OPENAI_API_KEY" in entry["error"]["message"]
+    assert harness.backend.calls.count("start_run") == 1, "not retried: no retry of the same key can pass"
+    ((_, letter),) = harness.redis.xrange("aw:deadletter")
+    assert b"invalid_api_key" in letter[b"reason"] and event.encode() in letter[b"raw"]

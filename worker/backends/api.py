@@ -85,7 +85,10 @@ def _outcome(status: int) -> str:
 def translate(status: int, body: Any, headers: Any, is_post: bool, fallback: str = "") -> Exception:
     """An HTTP error status as a worker error: transient, busy thread, or permanent."""
     message = _body_field(body, "message") or fallback or f"HTTP {status}"
-    if status == 429 or status >= 500 or status in (401, 403, 408):
+    if status in (401, 403):  # the deployment's key: no retry changes the answer
+        default = "invalid_api_key" if status == 401 else "permission_denied"
+        return PermanentApiError(message, code=_body_field(body, "code") or default, status=status)
+    if status == 429 or status >= 500 or status == 408:
         return TransientApiError(message, retry_after=_retry_after(headers),
                                  maybe_applied=is_post and status >= 500, status=status)
     lowered = message.lower()

@@ -80,12 +80,25 @@ def api_failed(ctx: Context, batch: Batch, exc: TransientApiError | PermanentApi
     batch = batch.evolve(api_failures=failures)
     log.warning("api step failed", conversation_id=batch.conversation_id, run_id=batch.run_id,
                 state=batch.phase.value, failures=failures, error=str(exc))
+    if isinstance(exc, PermanentApiError) and exc.refuses_the_deployment:
+        return _refused(ctx, batch, exc)
     if failures < ctx.settings.api_max_attempts:
         retry_after = exc.retry_after if isinstance(exc, TransientApiError) else None
         return Wait(batch, max(retry_after or 0.0, ctx.backoff(failures)))
     if batch.published:
         return Finish(batch)  # answered already, and the API keeps failing: give up waiting
     return give_up(ctx, batch, "api_error", f"the API failed {failures} times: {exc}")
+
+
+def _refused(ctx: Context, batch: Batch, exc: PermanentApiError) -> Transition:
+    """The API refuses the deployment's key: final at once, with the API's code, and a dead
+    letter to requeue once the key is fixed (no retry of the same key can succeed)."""
+    if batch.published:
+        return Finish(batch)
+    reason = f"the API refused OPENAI_API_KEY (HTTP {exc.status} {exc.code}): {exc}"
+    ctx.store.outbound.dead_letter([e.model_dump_json() for e in batch.events], reason)
+    entry = batch_entry(batch, "run.failed", error={"code": exc.code, "message": reason}, now=ctx.clock())
+    return Finish(batch, entry) if batch.run_id is None else Answer(_stopping(ctx, batch), entry)
 
 
 def crashed(ctx: Context, batch: Batch, exc: Exception) -> Transition:
