@@ -181,7 +181,7 @@ class FakeBackend:
         return [{"type": "message_creation", "status": "completed", "tool_calls": []}]
 
     def close(self) -> None:
-        pass
+        """Nothing to close: no connection is held."""
 
     # --- test helpers ----------------------------------------------------------------------
     def user_texts(self, thread_id: str) -> list[str]:

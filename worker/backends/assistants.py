@@ -26,6 +26,7 @@ from worker.backends.base import (
     Started,
     ThreadOpened,
     ToolCall,
+    earlier_run,
 )
 from worker.errors import PermanentApiError, ThreadBusyError
 
@@ -56,10 +57,9 @@ class AssistantsBackend:
                 if started is not None:
                     return Started(started[1], started[0])
             return ThreadOpened(self.create_thread(request.conversation_id))
-        if request.reconciling:
-            found = self.find_run(request)
-            if found is not None:
-                return Started(found, request.thread_id, adopted=True)
+        adopted = earlier_run(self, request)
+        if adopted is not None:
+            return adopted
         try:
             return Started(self.create_run(request), request.thread_id)
         except ThreadBusyError:

@@ -151,6 +151,15 @@ class Busy:
 RunStart = Started | ThreadOpened | Busy
 
 
+def earlier_run(backend: RunBackend, request: RunRequest) -> Started | None:
+    """After an unknown outcome (`reconciling`), the run an earlier create of this batch
+    made, adopted; None when there is nothing to adopt (create, then)."""
+    if not request.reconciling:
+        return None
+    found = backend.find_run(request)
+    return Started(found, request.thread, adopted=True) if found is not None else None
+
+
 class RunBackend(Protocol):
     @property
     def capabilities(self) -> Capabilities: ...

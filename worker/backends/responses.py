@@ -50,6 +50,7 @@ from worker.backends.base import (
     RunState,
     Started,
     ThreadOpened,
+    earlier_run,
 )
 from worker.backends.responses_items import (
     ConversationReads,
@@ -98,10 +99,9 @@ class ResponsesBackend:
         A locked conversation is busy with a response nobody can list: look again later."""
         if request.thread_id is None:
             return ThreadOpened(self.create_thread(request.conversation_id))
-        if request.reconciling:
-            found = self.find_run(request)
-            if found is not None:
-                return Started(found, request.thread_id, adopted=True)
+        adopted = earlier_run(self, request)
+        if adopted is not None:
+            return adopted
         try:
             return Started(self.create_run(request), request.thread_id)
         except ThreadBusyError:

@@ -68,7 +68,7 @@ def give_up(ctx: Context, batch: Batch, code: str, message: str) -> Transition:
 
 def reject(ctx: Context, batch: Batch, reason: str) -> Transition:
     """The batch's events cannot run (the API refused them): dead-lettered with the reason."""
-    ctx.store.outbound.dead_letter([e.model_dump_json() for e in batch.events], reason)
+    _dead_letter(ctx, batch, reason)
     entry = rejection_entry(batch.conversation_id, batch.event_ids, reason, batch.oldest_sent_at, now=ctx.clock())
     return Finish(batch, entry)
 
@@ -96,7 +96,7 @@ def _refused(ctx: Context, batch: Batch, exc: PermanentApiError) -> Transition:
     if batch.published:
         return Finish(batch)
     reason = f"the API refused OPENAI_API_KEY (HTTP {exc.status} {exc.code}): {exc}"
-    ctx.store.outbound.dead_letter([e.model_dump_json() for e in batch.events], reason)
+    _dead_letter(ctx, batch, reason)
     entry = batch_entry(batch, "run.failed", error={"code": exc.code, "message": reason}, now=ctx.clock())
     return Finish(batch, entry) if batch.run_id is None else Answer(_stopping(ctx, batch), entry)
 
@@ -113,6 +113,11 @@ def crashed(ctx: Context, batch: Batch, exc: Exception) -> Transition:
         return Finish(batch)
     return give_up(ctx, batch, "internal_error", f"the worker failed on this batch: {type(exc).__name__}")
 
+
+
+def _dead_letter(ctx: Context, batch: Batch, reason: str) -> None:
+    """Keep the batch's events with the reason, to requeue once it is fixed."""
+    ctx.store.outbound.dead_letter([e.model_dump_json() for e in batch.events], reason)
 
 
 def _stopping(ctx: Context, batch: Batch) -> Batch:
