@@ -62,3 +62,9 @@ def cancel_request(conversation_id: str) -> str:
 def dramatiq_queue(queue_name: str) -> str:
     """Dramatiq's list of messages waiting on `queue_name` (its Redis broker's layout)."""
     return f"{DRAMATIQ_NAMESPACE}:{queue_name}"
+
+
+def capability(base_url: str, name: str) -> str:
+    """What the fleet learnt about one capability of the API at `base_url` (JSON: value,
+    reason, time), expiring after CAPABILITY_TTL_SECONDS."""
+    return f"{PREFIX}capability:{base_url}:{name}"

@@ -15,6 +15,7 @@ from worker.actors import Actors, declare_actors
 from worker.backends.assistants import AssistantsBackend
 from worker.backends.base import RunBackend
 from worker.backends.responses import ResponsesBackend
+from worker.capabilities import CapabilityStore
 from worker.conversation.service import ConversationService
 from worker.redis_client import make_redis
 from worker.scheduler import Scheduler, SchedulerMiddleware
@@ -35,13 +36,15 @@ def make_openai(settings: Settings) -> openai.OpenAI:
                          max_retries=0)
 
 
-def make_backend(settings: Settings) -> RunBackend:
-    """The API behind the worker (ASSISTANT_BACKEND); tool modules are loaded by then."""
+def make_backend(settings: Settings, client: redis.Redis | None = None) -> RunBackend:
+    """The API behind the worker (ASSISTANT_BACKEND); tool modules are loaded by then.
+    What it learns about the server is kept in `client`'s Redis (capabilities.py)."""
+    known = CapabilityStore.from_settings(settings, client)
     if settings.assistant_backend == "responses":
         return ResponsesBackend(make_openai(settings), model=settings.responses_model,
                                 instructions=settings.responses_instructions, tools=definitions(),
                                 observe=metrics.observe_api)
-    return AssistantsBackend(make_openai(settings), observe=metrics.observe_api)
+    return AssistantsBackend(make_openai(settings), observe=metrics.observe_api, known=known)
 
 
 def make_broker(settings: Settings) -> RedisBroker:
@@ -66,7 +69,7 @@ class Runtime:
         """The process's service, built on first use (after a fork, not before)."""
         if self._service is None:
             self._service = ConversationService(
-                self.store, make_backend(self.settings), self.settings,
+                self.store, make_backend(self.settings, self.store.redis), self.settings,
                 dispatch_tools=self.actors.dispatch_tools,
                 tool_runner=ToolRunner(self.settings.tool_timeout_seconds,
                                        self.settings.tool_output_max_chars))

@@ -10,6 +10,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OPENAI_API_URL = "https://api.openai.com/v1"  # the SDK's default base URL
+# A capability of the API server (worker/capabilities.py): learnt (auto), or forced.
+CapabilityMode = Literal["auto", "on", "off"]
 
 
 class Settings(BaseSettings):
@@ -27,6 +29,11 @@ class Settings(BaseSettings):
     api_timeout_seconds: float = Field(20.0, gt=0)
     api_max_attempts: int = Field(8, ge=1, description="attempts of one API step before api_error")
     run_retry_limit: int = Field(2, ge=0, description="new runs after rate_limit_exceeded/server_error")
+
+    # What the API server can do (worker/capabilities.py): auto learns, on/off force
+    additional_messages: CapabilityMode = "auto"
+    create_thread_and_run: CapabilityMode = "auto"
+    capability_ttl_seconds: float = Field(6 * 3600.0, gt=0, description="a learnt capability is tried again after this")
 
     # Assistant creation (`assistant-worker assistant create`)
     assistant_name: str = "Math Tutor"

@@ -33,6 +33,7 @@ class ApiCalls:
         self.client = client.with_options(max_retries=0)
         self._observe = observe or (lambda operation, outcome: None)
         self._reader = RunReader(self.client)
+        self.ok_calls = 0  # calls answered without error (is the server up?)
 
     def close(self) -> None:
         self._reader.close()
@@ -60,6 +61,7 @@ class ApiCalls:
             self._observe(operation, _outcome(status) if status >= 400 else "client_error")
             raise translate(status, body, headers, is_post=False)
         self._observe(operation, "ok")
+        self.ok_calls += 1
         return body, headers
 
     def call(self, operation: str, is_post: bool, call: Callable[[], Any]) -> Any:
@@ -73,6 +75,7 @@ class ApiCalls:
             self._observe(operation, "timeout" if isinstance(exc, openai.APITimeoutError) else "connection_error")
             raise TransientApiError(f"{operation}: {exc}", maybe_applied=is_post) from None
         self._observe(operation, "ok")
+        self.ok_calls += 1
         return result
 
 

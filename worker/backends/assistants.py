@@ -18,6 +18,7 @@ import structlog
 from worker.backends.api import PAGE_LIMIT, ApiCalls, ApiObserver, json_object, poll_after, run_error
 from worker.backends.base import (
     ACTIVE_STATUSES,
+    Appended,
     Busy,
     Capabilities,
     RunRequest,
@@ -28,31 +29,39 @@ from worker.backends.base import (
     ToolCall,
     earlier_run,
 )
+from worker.backends.shapes import ShapeFailures
+from worker.capabilities import Capability, CapabilityStore
 from worker.errors import PermanentApiError, ThreadBusyError
 
 log = structlog.get_logger(__name__)
 
 
 class AssistantsBackend:
-    def __init__(self, client: openai.OpenAI, observe: ApiObserver | None = None) -> None:
+    def __init__(self, client: openai.OpenAI, observe: ApiObserver | None = None,
+                 known: CapabilityStore | None = None) -> None:
         self.api = ApiCalls(client, observe)
         self.client = self.api.client
         self._runs = self.client.beta.threads.runs.with_raw_response
-        self._thread_and_run = True  # until the server says it has no createThreadAndRun
+        self.known = known or CapabilityStore(None, str(client.base_url), {}, ttl_seconds=3600.0)
+        self._shapes = ShapeFailures(self.api, self.known)
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(needs_assistant=True, thread_with_first_run=self._thread_and_run,
-                            messages_with_run=True, lists_runs=True, tool_round_starts_run=False)
+        return Capabilities(needs_assistant=True,
+                            thread_with_first_run=self.known.supports(Capability.THREAD_AND_RUN),
+                            messages_with_run=self.known.supports(Capability.MULTI_MESSAGE_RUNS),
+                            lists_runs=True, tool_round_starts_run=False)
 
     # --- the interface -----------------------------------------------------------------
     def start_run(self, request: RunRequest) -> RunStart:
         """A new conversation's first run comes with its thread in one call; after an
         unknown outcome a new thread is made (the lost one is unknown: nothing of it is
         ever published). On a known thread: look for the run an earlier create made, then
-        create; a thread busy with a run of ours (a lost answer) adopts it."""
+        create; a thread busy with a run of ours (a lost answer) adopts it. A server that
+        takes one message per request gets them one at a time first (`Appended`)."""
+        multi = self.known.supports(Capability.MULTI_MESSAGE_RUNS)
         if request.thread_id is None:
-            if self._thread_and_run and not request.reconciling:
+            if self._one_call(request, multi):
                 started = self.create_thread_and_run(request.conversation_id, request)
                 if started is not None:
                     return Started(started[1], started[0])
@@ -60,6 +69,8 @@ class AssistantsBackend:
         adopted = earlier_run(self, request)
         if adopted is not None:
             return adopted
+        if request.append and not multi and len(request.events) - request.appended > 1:
+            return self.append_next(request)
         try:
             return Started(self.create_run(request), request.thread_id)
         except ThreadBusyError:
@@ -67,6 +78,10 @@ class AssistantsBackend:
         if active is not None and active.metadata.get("batch_id") == request.batch_id:
             return Started(active, request.thread_id, adopted=True)
         return Busy(active)
+
+    def _one_call(self, request: RunRequest, multi: bool) -> bool:
+        return (not request.reconciling and self.known.supports(Capability.THREAD_AND_RUN)
+                and (multi or len(request.events) <= 1))
 
     # --- the calls behind start_run ----------------------------------------------------
     def create_thread(self, conversation_id: str) -> str:
@@ -76,28 +91,44 @@ class AssistantsBackend:
 
     def create_run(self, request: RunRequest) -> RunState:
         body = _run_body(request)
-        if request.append and request.events:
-            body["additional_messages"] = [_user_message(e) for e in request.events]
-        raw = self.api.call("runs.create", True, lambda: self._runs.create(request.thread, **body))
+        messages = [_user_message(e) for e in request.events[request.appended:]] if request.append else []
+        if messages:
+            body["additional_messages"] = messages
+        with self._shapes.watch(len(messages)):
+            raw = self.api.call("runs.create", True, lambda: self._runs.create(request.thread, **body))
         return _run_state(json_object(raw), raw.headers)
+
+    def append_next(self, request: RunRequest) -> Appended:
+        """The next event not on the thread yet, appended alone (tagged with its event id).
+        After an unknown outcome the thread's recent messages are read for the tags first."""
+        count = request.appended
+        if request.reconciling:
+            on_thread = self._tagged_event_ids(request.thread)
+            while count < len(request.events) and request.events[count].event_id[:512] in on_thread:
+                count += 1
+            if count > request.appended:
+                return Appended(count)
+        message = _user_message(request.events[count])
+        self.api.call("messages.create", True, lambda: self.client.beta.threads.messages.with_raw_response.create(
+            request.thread, **message))
+        return Appended(count + 1)
 
     def create_thread_and_run(self, conversation_id: str, request: RunRequest) -> tuple[str, RunState] | None:
         """One call instead of two for a new conversation's first run (createThreadAndRun);
-        None when the server has no such route (some compatible servers): two calls from then on."""
-        if not self._thread_and_run:
-            return None
+        None when the server has no such route (some compatible servers): learnt, and two
+        calls from then on."""
         body = _run_body(request)
-        body["thread"] = {"metadata": _thread_metadata(conversation_id),
-                          "messages": [_user_message(e) for e in request.events]}
+        messages = [_user_message(e) for e in request.events]
+        body["thread"] = {"metadata": _thread_metadata(conversation_id), "messages": messages}
         try:
-            raw = self.api.call("threads.create_and_run", True,
-                                lambda: self.client.beta.threads.with_raw_response.create_and_run(**body))
+            with self._shapes.watch(len(messages)):
+                raw = self.api.call("threads.create_and_run", True,
+                                    lambda: self.client.beta.threads.with_raw_response.create_and_run(**body))
         except PermanentApiError as exc:
             # An unknown route (api.translate: not_found, or 405) created nothing; an unknown
             # assistant is the request's fault (invalid_event) and is raised.
             if exc.code == "not_found" or exc.status == 405:
-                log.info("createThreadAndRun not offered: threads and runs are created apart", error=str(exc))
-                self._thread_and_run = False
+                self.known.learn(Capability.THREAD_AND_RUN, False, f"createThreadAndRun answered {exc}")
                 return None
             raise
         run = json_object(raw)
@@ -148,6 +179,11 @@ class AssistantsBackend:
         self.api.close()
 
     # --- plumbing --------------------------------------------------------------------
+    def _tagged_event_ids(self, thread_id: str) -> set[str]:
+        body, _ = self.api.read("messages.list", f"threads/{thread_id}/messages?order=desc&limit={PAGE_LIMIT}")
+        return {str((m.get("metadata") or {}).get("event_id")) for m in body.get("data") or []
+                if isinstance(m, dict)}
+
     def _recent_runs(self, thread_id: str) -> list[dict[str, Any]]:
         body, _ = self.api.read("runs.list", f"threads/{thread_id}/runs?order=desc&limit=20")
         return list(body.get("data") or [])

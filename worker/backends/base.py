@@ -36,7 +36,7 @@ class Capabilities:
 
     needs_assistant: bool  # runs name an assistant (ASSISTANT_ID or the event's)
     thread_with_first_run: bool  # a new thread, its messages and its run in one call
-    messages_with_run: bool  # a run's create takes the batch's user messages with it
+    messages_with_run: bool  # a run's create takes several user messages with it
     lists_runs: bool  # a thread's runs can be listed (another client's active run is found)
     tool_round_starts_run: bool  # submitting tool outputs starts a new run to follow
     stream: bool = False  # runs can be followed by their event stream
@@ -112,6 +112,7 @@ class RunRequest:
     attempt: int
     events: list[InboundEvent]
     append: bool = True  # the events go in with the run (False: already on the thread)
+    appended: int = 0  # the first events already on the thread (appended one at a time)
     after_run_id: str | None = None  # the conversation's previous run (Responses' marker)
     reconciling: bool = False  # an earlier create of this batch may have gone through
 
@@ -148,7 +149,16 @@ class Busy:
     foreign: RunState | None
 
 
-RunStart = Started | ThreadOpened | Busy
+@dataclass(frozen=True)
+class Appended:
+    """The server takes one user message per request (Capabilities.messages_with_run
+    false): the batch's first `count` events are on the thread now. Record it, then call
+    `start_run` again."""
+
+    count: int
+
+
+RunStart = Started | ThreadOpened | Appended | Busy
 
 
 def earlier_run(backend: RunBackend, request: RunRequest) -> Started | None:

@@ -61,7 +61,7 @@ class Context:
             conversation_id=batch.conversation_id, thread_id=batch.thread_id,
             assistant_id=self.assistant_id(batch), instructions=batch.first.instructions,
             batch_id=batch.batch_id, attempt=batch.run_attempt, events=batch.events, append=append,
-            reconciling=reconciling,
+            appended=batch.appended_events, reconciling=reconciling,
             after_run_id=self.store.batches.last_run_id(batch.conversation_id) if looks else None)
 
     # --- the fleet's run durations ------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import structlog
 
-from worker.backends.base import Busy, RunState, Started, ThreadOpened
+from worker.backends.base import Appended, Busy, RunState, Started, ThreadOpened
 from worker.batch import Batch, Phase
 from worker.conversation import endings
 from worker.conversation.context import Context
@@ -37,6 +37,10 @@ def handle(ctx: Context, step: Step, batch: Batch) -> Transition:
         # and nothing was appended to it.
         log.info("thread created", conversation_id=batch.conversation_id, thread_id=started.thread_id)
         return Checkpoint(batch.evolve(thread_id=started.thread_id))
+    if isinstance(started, Appended):
+        # Recorded after each message, so that a retry appends only the rest (and looks at
+        # the thread for the next one's tag first when its outcome is unknown).
+        return Checkpoint(batch.evolve(appended_events=started.count, api_failures=0))
     if isinstance(started, Busy):
         return _busy(ctx, batch, started.foreign)
     return adopt(ctx, batch, started)
