@@ -21,6 +21,7 @@ from typing import Any
 from emulator.model import Plan, plan_run, tool_results_reply
 from worker.backends.base import (
     ACTIVE_STATUSES,
+    Appended,
     Busy,
     Capabilities,
     RunRequest,
@@ -55,6 +56,7 @@ class FakeThread:
     conversation_id: str
     messages: list[tuple[str, str, str | None]] = field(default_factory=list)  # role, text, run id
     runs: list[str] = field(default_factory=list)
+    event_ids: set[str] = field(default_factory=set)  # user messages appended alone, by their tag
 
 
 class FakeBackend:
@@ -108,7 +110,8 @@ class FakeBackend:
             raise InvalidRequestError(f"No assistant found with id '{request.assistant_id}'.", code="invalid_event")
         if request.thread_id is None:
             thread = self._new_thread(request.conversation_id)
-            if not (self._capabilities.thread_with_first_run and not request.reconciling):
+            one_call = self._capabilities.messages_with_run or len(request.events) <= 1
+            if not (self._capabilities.thread_with_first_run and one_call and not request.reconciling):
                 return ThreadOpened(thread.id)
             return Started(self._state(self._create(thread, request)), thread.id)
         if request.reconciling:
@@ -116,6 +119,9 @@ class FakeBackend:
             if found is not None:
                 return Started(found, request.thread_id, adopted=True)
         thread = self.threads[request.thread_id]
+        if request.append and not self._capabilities.messages_with_run \
+                and len(request.events) - request.appended > 1:
+            return self._append_next(thread, request)
         try:
             return Started(self._state(self._create(thread, request)), thread.id)
         except ThreadBusyError:
@@ -123,6 +129,18 @@ class FakeBackend:
         if active is not None and active.metadata.get("batch_id") == request.batch_id:
             return Started(self._state(active), thread.id, adopted=True)
         return Busy(self._state(active) if active is not None and self._capabilities.lists_runs else None)
+
+    def _append_next(self, thread: FakeThread, request: RunRequest) -> Appended:
+        count = request.appended
+        if request.reconciling:  # the tags on the thread say what an unknown outcome did
+            while count < len(request.events) and request.events[count].event_id in thread.event_ids:
+                count += 1
+            if count > request.appended:
+                return Appended(count)
+        event = request.events[count]
+        thread.messages.append(("user", event.content, None))
+        thread.event_ids.add(event.event_id)
+        return Appended(count + 1)
 
     def find_run(self, request: RunRequest) -> RunState | None:
         found: RunState | None = self._call("find_run", lambda: self._find(request))
@@ -204,7 +222,8 @@ class FakeBackend:
     def _create(self, thread: FakeThread, request: RunRequest, texts: list[str] | None = None) -> FakeRun:
         if self._active(thread) is not None:
             raise ThreadBusyError(f"Thread {thread.id} already has an active run.", status=400)
-        texts = texts if texts is not None else [e.content for e in request.events] if request.append else []
+        if texts is None:
+            texts = [e.content for e in request.events[request.appended:]] if request.append else []
         # A run answers the user messages since the last answer (a retry's are on the thread).
         unanswered = list(itertools.takewhile(lambda m: m[0] == "user", reversed(thread.messages)))
         plan = plan_run([m[1] for m in reversed(unanswered)] + texts, request.instructions or "")

@@ -33,9 +33,10 @@ class PrometheusServer:
                                       "static_configs": [{"targets": targets}]}]}
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
+        command = binary("prometheus")  # before the log is opened: a missing binary leaks nothing
         self._log = open(folder / "prometheus.log", "wb")  # noqa: SIM115 - Prometheus's log, open until close()
         self.proc = subprocess.Popen(
-            [binary("prometheus"), f"--config.file={folder / 'prometheus.yml'}",
+            [command, f"--config.file={folder / 'prometheus.yml'}",
              f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self._log, stderr=subprocess.STDOUT)
         try:

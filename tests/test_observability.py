@@ -215,7 +215,9 @@ def test_probes_answer_on_the_metrics_port(observed: dict[str, Any]) -> None:
     beats = observed["beats"]  # the two worker processes' heartbeats, their schedulers turning
     assert len(beats) == 2 and all(b["scheduler_at"] is not None for b in beats), beats
     assert observed["healthz"] == (200, "ok\n")
-    assert observed["readyz"] == (200, "ok\n")  # Redis and the API (READY_CHECK_API=true)
+    status, body = observed["readyz"]  # Redis and the API (READY_CHECK_API=true)
+    assert status == 200 and body.splitlines()[0] == "ok"
+    assert "capability: additional_messages=yes (assumed)" in body.splitlines()  # nothing learnt here
 
 
 def test_logs_are_json_lifecycle_events_without_secrets_or_message_text(observed: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from worker import health
+from worker.capabilities import CapabilityStore
 from worker.metrics import ClusterCollector
 from worker.settings import Settings
 from worker.startup import StartupCheck
@@ -80,6 +81,7 @@ class PodEndpoints:
         self.folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         self.cluster = ClusterCollector(self.client, [settings.worker_queue])
         self.api = ApiCheck(settings) if settings.ready_check_api else None
+        self.known = CapabilityStore.from_settings(settings, self.client)
         self.started = time.time()
 
     def metrics(self) -> bytes:
@@ -111,6 +113,13 @@ class PodEndpoints:
             problems.append(f"api: {problem}")
         return problems
 
+    def capabilities(self) -> str:
+        """What the fleet learnt about the API server (capabilities.py), one line each."""
+        try:
+            return "".join(f"capability: {line}\n" for line in self.known.listing())
+        except redis.exceptions.RedisError:
+            return ""  # /readyz has said so already
+
     def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
@@ -121,6 +130,8 @@ class PodEndpoints:
                 return _reply(start_response, "503 Service Unavailable",
                               ("\n".join(problems) + "\n").encode())
             note = "" if path == "/healthz" or self.api else "api: not checked (READY_CHECK_API=false)\n"
+            if path == "/readyz":
+                note += self.capabilities()
             return _reply(start_response, "200 OK", f"ok\n{note}".encode())
         return _reply(start_response, "404 Not Found", b"not found\n")
 
