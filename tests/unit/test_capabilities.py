@@ -45,7 +45,8 @@ def test_a_learnt_capability_is_tried_again_after_its_ttl(redis_client: redis.Re
 
 
 def test_a_forced_capability_is_never_learnt(redis_client: redis.Redis, clock: FakeClock) -> None:
-    on, off = store(redis_client, clock, additional_messages="on"), store(redis_client, clock, additional_messages="off")
+    on = store(redis_client, clock, additional_messages="on")
+    off = store(redis_client, clock, additional_messages="off")
     on.learn(MULTI, False, "refused")
     assert on.supports(MULTI) and not off.supports(MULTI)
     assert not redis_client.exists(keys.capability(BASE, MULTI.value))
