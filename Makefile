@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install redis-server prometheus deploy-tools demo lint test coverage chaos stack clean
+.PHONY: install redis-server prometheus deploy-tools demo lint test coverage chaos quirks stack clean
 
 install: $(VENV)/.installed
 
@@ -56,6 +56,12 @@ coverage: install redis-server
 chaos: install redis-server
 	$(PY) -m tests.chaos --duration 300 --kill-every 7 --backend assistants --json chaos-assistants.json
 	$(PY) -m tests.chaos --duration 300 --kill-every 7 --backend responses --json chaos-responses.json
+
+# One server quirk at full size (tests/quirks.py): `make quirks CASE=outage BACKEND=responses`.
+CASE ?= plain
+BACKEND ?= assistants
+quirks: install redis-server
+	$(PY) -m tests.quirks --case $(CASE) --backend $(BACKEND) --json quirks-$(CASE)-$(BACKEND).json
 
 # A long-running local stack on the Procfile (Redis on 6390, the emulator, a worker).
 stack: install redis-server

@@ -18,7 +18,8 @@ DEFAULT_PORT = 8090
 _FLAG_FIELDS = (
     "run_seconds", "jitter", "poll_hint", "poll_hint_ms", "flavour", "after_tools_seconds", "action_ttl_seconds",
     "expire_rule_seconds", "cancel_seconds", "fault_429", "fault_500", "fault_lost", "fault_operations",
-    "fault_retry_after_ms", "fail_rate", "expire_rate", "seed",
+    "fault_retry_after_ms", "fail_rate", "expire_rate", "seed", "multi_message_500", "outage_after_seconds",
+    "outage_seconds",
 )
 
 
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fail-rate", type=float, help="probability a run fails with server_error (env EMULATOR_FAIL_RATE)")
     add("--expire-rate", type=float, help="probability a run expires (env EMULATOR_EXPIRE_RATE)")
     add("--seed", type=int, help="seed of the fault and jitter RNG (env EMULATOR_SEED)")
+    add("--multi-message-500", action=argparse.BooleanOptionalAction, default=None,
+        help="HTTP 500 to runs created with more than one message (env EMULATOR_MULTI_MESSAGE_500)")
+    add("--outage-after-seconds", type=float,
+        help="the outage starts this long after start (env EMULATOR_OUTAGE_AFTER_SECONDS, default 0)")
+    add("--outage-seconds", type=float,
+        help="an outage this long: /v1 connections reset unanswered (env EMULATOR_OUTAGE_SECONDS, default 0)")
     return parser
 
 

@@ -16,6 +16,7 @@ from .config import ConfigError, EmulatorConfig
 from .errors import ApiError
 from .faults import LOST, FaultInjector
 from .objects import ModelResponse, Run
+from .quirks import Quirks
 from .store import Store
 
 ADMIN_PREFIX = "/_emulator/"
@@ -29,6 +30,7 @@ class App:
         self.store = Store(self.config, clock)
         self.api = Api(self.store)
         self.faults = FaultInjector(self.config)
+        self.quirks = Quirks(self.config, clock)
         self._lock = threading.Lock()
         self._config_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
@@ -53,6 +55,7 @@ class App:
             with self.store.lock:
                 self.store.reconfigure(config)
             self.faults.reconfigure(config)
+            self.quirks.reconfigure(config, changes)
             self.config = config
         return config
 
@@ -60,6 +63,7 @@ class App:
         with self.store.lock:
             self.store.reset()
         self.faults.reset()
+        self.quirks.reset()
         with self._lock:
             self.calls.clear()
             self.responses.clear()
@@ -76,8 +80,15 @@ class App:
                      "responses": len(store.conversations.responses)}
         with self._lock:
             calls, responses = dict(self.calls), dict(self.responses)
+        window = self.quirks.window()
         return {"calls": calls, "responses": responses, "runs": runs, "model_responses": model_responses,
-                "objects": sizes, "faults_injected": self.faults.counts()}
+                "objects": sizes, "faults_injected": {**self.faults.counts(), "quirks": self.quirks.counts()},
+                "outage": None if window is None else {"from": window[0], "until": window[1],
+                                                       "active": window[0] <= store.clock() < window[1]}}
+
+    def unanswered(self, target: str) -> bool:
+        """Whether this request gets no answer at all (the outage window; never an admin endpoint)."""
+        return not target.startswith(ADMIN_PREFIX) and self.quirks.unreachable()
 
     def runs(self) -> list[dict[str, Any]]:
         """Every run, then every response (Responses API), with the same fields; thread_id = conversation id."""
@@ -114,6 +125,11 @@ class App:
             payload = _json_body(body)
         except ApiError as exc:
             return _error(exc)
+        # The server's own habit, before any random fault (on a route the flavour offers).
+        offered = op != "createThreadAndRun" or self.store.flavour.thread_and_run
+        refusal = self.quirks.refuse(op, payload) if offered else None
+        if refusal is not None:
+            return _error(refusal)
         fault = self.faults.draw(op)
         if fault is not None and fault != LOST:
             return _error(self.faults.error(fault))

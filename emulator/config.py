@@ -24,6 +24,9 @@ ENV_FIELDS = {
     "EMULATOR_EXPIRE_RATE": "expire_rate",
     "EMULATOR_SEED": "seed",
     "EMULATOR_REJECTED_KEYS": "rejected_keys",
+    "EMULATOR_MULTI_MESSAGE_500": "multi_message_500",
+    "EMULATOR_OUTAGE_AFTER_SECONDS": "outage_after_seconds",
+    "EMULATOR_OUTAGE_SECONDS": "outage_seconds",
 }
 # The models GET /v1/models/{model} knows (any model may still be named in a create).
 KNOWN_MODELS = frozenset({"emulator", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-5", "gpt-5-mini"})
@@ -56,6 +59,9 @@ class EmulatorConfig:
     seed: int | None = None
     rejected_keys: frozenset[str] = frozenset()  # API keys answered 401 invalid_api_key (a wrong key)
     models: frozenset[str] = KNOWN_MODELS  # what GET /v1/models/{model} finds
+    multi_message_500: bool = False  # HTTP 500 to a run created with more than one message (a server's quirk)
+    outage_after_seconds: float = 0.0  # the outage opens this long after the config (or its change) applies
+    outage_seconds: float = 0.0  # and lasts this long, every /v1 connection reset unanswered; 0 = none
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -68,8 +74,9 @@ class EmulatorConfig:
             raise ConfigError("fault_429 + fault_500 + fault_lost must not exceed 1")
         if not 0.0 <= self.jitter < 1.0:
             raise ConfigError(f"jitter must be in [0, 1), got {self.jitter!r}")
-        if self.run_seconds < 0:
-            raise ConfigError(f"run_seconds must be >= 0, got {self.run_seconds!r}")
+        for name in ("run_seconds", "outage_after_seconds", "outage_seconds"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
     def replace(self, **changes: Any) -> EmulatorConfig:
         """A copy with `changes` applied; values are coerced from JSON/strings."""

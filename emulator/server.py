@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import struct
 import sys
 import threading
 import time
@@ -77,6 +78,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("DELETE")
 
     def _dispatch(self, method: str) -> None:
+        if self.server.app.unanswered(self.path):
+            self._reset()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES or self.headers.get("Transfer-Encoding"):
             self.close_connection = True
@@ -93,6 +97,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(500, {"error": error}, {})
             return
         self._write(response.status, response.payload, response.headers)
+
+    def _reset(self) -> None:
+        """No answer at all, as from a dead upstream: the connection is closed with SO_LINGER 0, so
+        the client gets a reset (the socket really closes when finish() drops the last file on it)."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
 
     def _write(self, status: int, payload: Any, headers: dict[str, str]) -> None:
         body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

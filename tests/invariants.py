@@ -2,7 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+
+@dataclass
+class Violations:
+    """What breaks the invariant: events never answered, answered more than once, answered
+    though nobody sent them, and conversations whose entries do not follow send order."""
+
+    missing: list[str]
+    twice: dict[str, int]
+    unknown: list[str]
+    out_of_order: list[str]
+
+    def count(self) -> int:
+        return len(self.missing) + len(self.twice) + len(self.unknown) + len(self.out_of_order)
+
+
+def find_violations(entries: list[dict[str, Any]], sent: dict[str, list[str]]) -> Violations:
+    """`sent` maps a conversation id to its event ids in send order."""
+    seen: dict[str, int] = {}
+    for entry in entries:
+        for event_id in entry["event_ids"]:
+            seen[event_id] = seen.get(event_id, 0) + 1
+    all_sent = [e for ids in sent.values() for e in ids]
+    unknown = sorted(set(seen) - set(all_sent))
+    out_of_order = []
+    for conversation_id, ids in sent.items():
+        published = [e for entry in entries if entry["conversation_id"] == conversation_id
+                     and entry["type"] != "event.rejected" for e in entry["event_ids"]]
+        if published != [e for e in ids if e in published]:
+            out_of_order.append(conversation_id)
+    return Violations(missing=[e for e in all_sent if e not in seen],
+                      twice={e: n for e, n in seen.items() if n > 1}, unknown=unknown, out_of_order=out_of_order)
 
 
 def check_exactly_once_in_order(entries: list[dict[str, Any]],
@@ -11,18 +44,8 @@ def check_exactly_once_in_order(entries: list[dict[str, Any]],
 
     `sent` maps a conversation id to its event ids in send order.
     """
-    seen: dict[str, int] = {}
-    for entry in entries:
-        for event_id in entry["event_ids"]:
-            seen[event_id] = seen.get(event_id, 0) + 1
-    all_sent = [e for ids in sent.values() for e in ids]
-    missing = [e for e in all_sent if e not in seen]
-    twice = {e: n for e, n in seen.items() if n > 1}
-    assert not missing, f"{len(missing)} events never answered, e.g. {missing[:3]}"
-    assert not twice, f"events answered more than once: {list(twice.items())[:3]}"
-    assert set(seen) == set(all_sent), "entries answer events nobody sent"
-    for conversation_id, ids in sent.items():
-        published = [e for entry in entries if entry["conversation_id"] == conversation_id
-                     and entry["type"] != "event.rejected" for e in entry["event_ids"]]
-        assert published == [e for e in ids if e in published], \
-            f"{conversation_id}: published out of send order"
+    found = find_violations(entries, sent)
+    assert not found.missing, f"{len(found.missing)} events never answered, e.g. {found.missing[:3]}"
+    assert not found.twice, f"events answered more than once: {list(found.twice.items())[:3]}"
+    assert not found.unknown, "entries answer events nobody sent"
+    assert not found.out_of_order, f"{found.out_of_order[0]}: published out of send order"
