@@ -52,3 +52,13 @@ def test_a_refused_key_stops_the_worker_and_the_report_says_so() -> None:
     assert report.worker_exit_code == 78 and report.events == 0, report
     assert report.worker_stderr is not None and report.worker_stderr.startswith(
         "assistant-worker: OPENAI_API_KEY is refused"), report
+
+
+def test_a_server_refusing_several_messages_per_run_gets_them_one_at_a_time() -> None:
+    """Every conversation's three messages arrive together, so runs would carry several:
+    the server refuses those (HTTP 500), the worker learns it and appends one at a time."""
+    report = quirks.run_case("multi-message", conversations=10, messages=3, duration=1.0, deadline=120)
+    assert report.all_answered and report.violations() == 0, report
+    assert report.entry_types == {"run.completed": report.entries}, report
+    assert report.appended_twice == 0 and report.batched_entries > 0, report
+    assert report.faults_injected["quirks"]["multi_message_500"] >= 2, report  # the quirk was met
