@@ -12,7 +12,8 @@ and the wall time. Exits 1 on a broken invariant (lost, duplicated, out of order
 
 Cases: `plain` (no quirk), `multi-message` (`multi_message_500`), `outage` (every /v1 request
 unanswered for `--outage-seconds`, from `--outage-after` into `--duration` of steady load),
-`wrong-key` (the worker started with a refused key: its exit code and stderr line), and `no-lock`
+`wrong-key` (the worker started with a refused key: its exit code and stderr line),
+`revoked-key` (the key refused after the load: how soon and how a few more events are answered), and `no-lock`
 / `no-lock-list`, which need emulator fields a later change adds. In tests: `run_case(...)`.
 """
 
@@ -40,6 +41,7 @@ from tests.threads import user_texts
 
 ROOT = Path(__file__).resolve().parent.parent
 WRONG_KEY = "sk-quirks-refused"
+WORKER_KEY = "sk-quirks"
 # The mean time between two messages of one conversation: a few runs' length, so that some
 # land while the previous batch still runs (and join one batch), most do not.
 GAP_SECONDS = 5.0
@@ -53,6 +55,7 @@ class Case:
     emulator: dict[str, Any] = field(default_factory=dict)
     outage: bool = False  # the outage window of --outage-after / --outage-seconds, load over --duration
     wrong_key: bool = False  # the worker gets a key the emulator refuses
+    revoke_key: bool = False  # after the load, the key is refused; then a few more events
 
 
 CASES = {
@@ -60,6 +63,7 @@ CASES = {
     "multi-message": Case("a 500 to every run created with more than one message", {"multi_message_500": True}),
     "outage": Case("the API unreachable for a window (connections reset)", outage=True),
     "wrong-key": Case("the worker started with a key the API refuses", wrong_key=True),
+    "revoked-key": Case("the key revoked while the worker runs, then --revoked-events more", revoke_key=True),
     # The hook for the Responses reconciliation work: these run once the emulator has the fields.
     "no-lock": Case("no conversation lock while a response runs", {"conversation_lock": False}),
     "no-lock-list": Case("no conversation lock, GET /responses offered",
@@ -87,6 +91,8 @@ class Report:
     worker_stopped_after_s: float | None = None  # when the worker stopped by itself: how soon
     worker_stderr: str | None = None  # and the last line it wrote
     switches: dict[str, Any] = field(default_factory=dict)  # the emulator fields the run set
+    revoked_codes: dict[str, int] = field(default_factory=dict)  # revoked-key: the later events' answers
+    revoked_answer_s: float | None = None  # revoked-key: from their send to the last one's answer
 
     def violations(self) -> int:
         return self.lost + self.duplicated + self.out_of_order + self.appended_twice
@@ -115,7 +121,7 @@ def emulator_switches(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def worker_env(args: argparse.Namespace, stack: quirk_stack.Stack) -> dict[str, str]:
-    key = WRONG_KEY if CASES[args.case].wrong_key else "sk-quirks"
+    key = WRONG_KEY if CASES[args.case].wrong_key else WORKER_KEY
     return {**os.environ, "REDIS_URL": stack.redis_url, "OPENAI_BASE_URL": stack.base_url,
             "OPENAI_API_KEY": key, "ASSISTANT_ID": "asst_default", "ASSISTANT_BACKEND": args.backend,
             "WORKER_TOOL_MODULES": "tests.sample_tools", "TOOL_TIMEOUT_SECONDS": "5",
@@ -153,6 +159,8 @@ def run(args: argparse.Namespace) -> Report:
                 sent, started = _send(args, stack)
                 answered_at = stack.wait_answered({e for ids in sent.values() for e in ids}, args.deadline)
                 report.wall_s = round((answered_at or time.monotonic()) - started, 1)
+                if CASES[args.case].revoke_key:
+                    _after_revoking(args, stack, report)
             if worker.poll() is not None:  # it stopped by itself
                 report.worker_stopped_after_s = round(time.monotonic() - began, 1)
                 report.worker_stderr = _last_line(stderr)
@@ -182,9 +190,25 @@ def _send(args: argparse.Namespace, stack: quirk_stack.Stack) -> tuple[dict[str,
     return sent, started
 
 
+def _after_revoking(args: argparse.Namespace, stack: quirk_stack.Stack, report: Report) -> None:
+    """Refuse the worker's key at the API, then send a few events to new conversations: how
+    soon they are answered, and how."""
+    from producers import Producer
+    from worker.settings import Settings
+
+    stack.configure(rejected_keys=[WORKER_KEY])
+    with Producer(Settings(redis_url=stack.redis_url)) as producer:
+        started = time.monotonic()
+        ids = {producer.send_user_message(f"revoked{n}", "hello") for n in range(args.revoked_events)}
+    answered_at = stack.wait_answered(ids, args.deadline)
+    report.revoked_answer_s = None if answered_at is None else round(answered_at - started, 2)
+    answers = [e for e in stack.entries() if set(e["event_ids"]) & ids]
+    report.revoked_codes = dict(Counter(f'{e["type"]}/{(e.get("error") or {}).get("code")}' for e in answers))
+
+
 def _fill(report: Report, stack: quirk_stack.Stack, sent: dict[str, list[str]]) -> None:
     """The counts of the report, from the outbound stream and the emulator's state."""
-    entries = stack.entries()
+    entries = [e for e in stack.entries() if not str(e["conversation_id"]).startswith("revoked")]
     found = find_violations(entries, sent)
     report.events = sum(len(ids) for ids in sent.values())
     report.entries = len(entries)
@@ -262,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--set", action="append", metavar="FIELD=VALUE", help="an emulator config field (repeatable)")
     add("--env", action="append", metavar="NAME=VALUE", help="a worker setting (repeatable)")
     add("--deadline", type=float, default=300, help="seconds after the load to wait for answers")
+    add("--revoked-events", type=int, default=5, help="revoked-key: events sent once the key is refused")
     add("--start-timeout", type=float, default=60, help="wrong-key: how long the worker may take to stop")
     add("--seed", type=int, default=1)
     add("--json", type=Path, help="write the report here")

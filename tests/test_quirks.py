@@ -62,3 +62,10 @@ def test_a_server_refusing_several_messages_per_run_gets_them_one_at_a_time() ->
     assert report.entry_types == {"run.completed": report.entries}, report
     assert report.appended_twice == 0 and report.batched_entries > 0, report
     assert report.faults_injected["quirks"]["multi_message_500"] >= 2, report  # the quirk was met
+
+
+def test_a_key_revoked_while_running_fails_the_next_events_with_the_api_s_code() -> None:
+    report = quirks.run_case("revoked-key", conversations=2, messages=1, duration=1.0, deadline=60,
+                             revoked_events=3)
+    assert report.entry_types == {"run.completed": 2}, report
+    assert report.revoked_codes == {"run.failed/invalid_api_key": 3}, report
