@@ -53,6 +53,7 @@ class Batch:
     create_sent: int = -1  # the run attempt whose create request went out (reconcile first)
     unconfirmed: bool = False  # the run may repeat an earlier one's input: confirm it first
     stop_requested: bool = False  # STOPPING: the API was asked to stop the run
+    threads_lost: int = 0  # threads the server lost under this batch (each starts a new one)
 
     @classmethod
     def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
@@ -136,7 +137,7 @@ class Batch:
 HASH_FIELDS: dict[str, type] = {
     "batch_id": str, "published": bool, "polls": int,
     "tools_key": str, "phase_started_at": float, "run_id": str, "unconfirmed": bool,
-    "stop_requested": bool,  # newer than the previous release (which ignores it)
+    "stop_requested": bool, "threads_lost": int,  # newer than the previous release (which ignores them)
 }
 _DOCUMENT_NAMES = {"phase": "state"}  # attribute -> key in the JSON document
 _ATTRIBUTE_NAMES = {v: k for k, v in _DOCUMENT_NAMES.items()}

@@ -28,7 +28,7 @@ from worker.backends.base import (
     ToolCall,
     earlier_run,
 )
-from worker.errors import PermanentApiError, ThreadBusyError
+from worker.errors import RouteNotFoundError, ThreadBusyError
 
 log = structlog.get_logger(__name__)
 
@@ -92,14 +92,12 @@ class AssistantsBackend:
         try:
             raw = self.api.call("threads.create_and_run", True,
                                 lambda: self.client.beta.threads.with_raw_response.create_and_run(**body))
-        except PermanentApiError as exc:
-            # An unknown route (api.translate: not_found, or 405) created nothing; an unknown
-            # assistant is the request's fault (invalid_event) and is raised.
-            if exc.code == "not_found" or exc.status == 405:
-                log.info("createThreadAndRun not offered: threads and runs are created apart", error=str(exc))
-                self._thread_and_run = False
-                return None
-            raise
+        except RouteNotFoundError as exc:
+            # An unknown route created nothing (an unknown assistant is the request's fault,
+            # InvalidRequestError, and is raised).
+            log.info("createThreadAndRun not offered: threads and runs are created apart", error=str(exc))
+            self._thread_and_run = False
+            return None
         run = json_object(raw)
         return str(run["thread_id"]), _run_state(run, raw.headers)
 

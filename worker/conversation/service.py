@@ -41,7 +41,7 @@ from worker.conversation.transitions import (
     Transition,
     Wait,
 )
-from worker.errors import PermanentApiError, TransientApiError
+from worker.errors import PermanentApiError, ThreadNotFoundError, TransientApiError
 from worker.events import OutboundEntry
 from worker.polling import PollPlanner
 from worker.settings import Settings
@@ -138,6 +138,8 @@ class ConversationService:
         phase = Phase.STOPPING if batch.published else batch.phase
         try:
             return HANDLERS[phase](self.ctx, step, batch)
+        except ThreadNotFoundError as exc:  # the server lost the thread: not an API failure
+            return endings.thread_lost(self.ctx, batch, exc)
         except (TransientApiError, PermanentApiError) as exc:
             return endings.api_failed(self.ctx, batch, exc)
 
