@@ -56,6 +56,7 @@ class EmulatorConfig:
     seed: int | None = None
     rejected_keys: frozenset[str] = frozenset()  # API keys answered 401 invalid_api_key (a wrong key)
     models: frozenset[str] = KNOWN_MODELS  # what GET /v1/models/{model} finds
+    max_content_chars: int | None = None  # longest message text; None = OpenAI's (256,000; responses 10,485,760)
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
