@@ -90,6 +90,13 @@ def test_an_http_error_is_classified_by_whose_fault_it_is(status: int, body: Any
     assert isinstance(exc, TransientApiError) or exc.final == final  # type: ignore[attr-defined]  # Permanent here
 
 
+def test_the_sdk_s_unwrapped_error_body_is_the_api_s_too() -> None:
+    """The SDK keeps only the object inside `error`: still the API's answer, not a route's."""
+    inner = error("No thread found with id 'thread_1'.")["error"]
+    assert isinstance(translate(404, inner, {}, is_post=True), ThreadNotFoundError)
+    assert isinstance(translate(404, {"detail": "Not Found"}, {}, is_post=True), RouteNotFoundError)
+
+
 def test_a_lost_thread_names_the_thread_the_api_named() -> None:
     named = translate(404, error("No thread found with id 'thread_1'."), {}, is_post=False)
     unnamed = translate(404, error("Conversation not found."), {}, is_post=False)

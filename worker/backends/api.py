@@ -148,8 +148,11 @@ def _about_the_worker_s_fields(body: Any, code: str, message: str) -> bool:
 
 
 def _is_api_error(body: Any) -> bool:
-    """OpenAI's error body, `{"error": {...}}` (or a compatible server's `{"error": "..."}`)."""
-    return isinstance(body, dict) and isinstance(body.get("error"), dict | str)
+    """OpenAI's error body, `{"error": {...}}` (or a compatible server's `{"error": "..."}`),
+    or the object inside it (what the SDK keeps of it)."""
+    if not isinstance(body, dict):
+        return False
+    return isinstance(body.get("error"), dict | str) or ("message" in body and ("type" in body or "code" in body))
 
 
 def _body_field(body: Any, name: str) -> str:
