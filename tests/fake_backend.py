@@ -251,7 +251,7 @@ class FakeBackend:
                 raise InvalidRequestError(
                     f"Invalid 'additional_messages[{n}].content': string too long. Expected a string with maximum "
                     f"length {limit}, but got a string with length {len(event.content)} instead.",
-                    code="string_above_max_length", status=400)
+                    code="string_above_max_length", status=400, event_index=n)
 
     def _state(self, run: FakeRun) -> RunState:
         """Play the run's plan out up to now, then describe it."""

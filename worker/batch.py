@@ -90,6 +90,15 @@ class Batch:
     def oldest_sent_at(self) -> float:
         return min(e.sent_at for e in self.events)
 
+    def without_event(self, index: int) -> Batch:
+        """The batch without its `index`-th event (one the API refused)."""
+        events = [e for n, e in enumerate(self.events) if n != index]
+        events_json = json.dumps([e.model_dump(mode="json", exclude_defaults=True) for e in events],
+                                 separators=(",", ":"))
+        batch = dataclasses.replace(self, events_json=events_json)
+        object.__setattr__(batch, "_events", events)
+        return batch
+
     def with_usage(self, usage: dict[str, Any] | None) -> Batch:
         total = dict(self.usage)
         for key in ("prompt_tokens", "completion_tokens", "total_tokens"):

@@ -54,7 +54,14 @@ class PermanentApiError(WorkerError):
 
 class InvalidRequestError(PermanentApiError):
     """The request is wrong for this input (the event's content, attachments, instructions
-    or assistant): the events are rejected with the API's `code`."""
+    or assistant): the events are rejected with the API's `code`. `event_index`: which of
+    the request's user messages (the batch's events, in order) the API named; None when it
+    named none (the request as a whole)."""
+
+    def __init__(self, message: str, *, code: str = INVALID_REQUEST, status: int | None = None,
+                 event_index: int | None = None) -> None:
+        super().__init__(message, code=code, status=status)
+        self.event_index = event_index
 
 
 class RequestRefusedError(PermanentApiError):

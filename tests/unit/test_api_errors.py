@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import redis
 
 from tests.fake_backend import FakeBackend
 from tests.unit.harness import FakeClock, Harness
@@ -24,7 +23,6 @@ from worker.errors import (
     ThreadNotFoundError,
     TransientApiError,
 )
-from worker.store.batches import Batches
 
 CID = "conv-e"
 
@@ -97,21 +95,18 @@ def test_the_sdk_s_unwrapped_error_body_is_the_api_s_too() -> None:
     assert isinstance(translate(404, {"detail": "Not Found"}, {}, is_post=True), RouteNotFoundError)
 
 
+@pytest.mark.parametrize(("param", "index"), [("additional_messages[2].content", 2), ("thread.messages[0].content", 0),
+                                               ("input[3].content", 3), ("instructions", None), (None, None)])
+def test_a_refusal_names_the_message_the_api_named(param: str | None, index: int | None) -> None:
+    exc = translate(400, error("string too long", code="string_above_max_length", param=param), {}, is_post=True)
+    assert isinstance(exc, InvalidRequestError) and exc.event_index == index
+
+
 def test_a_lost_thread_names_the_thread_the_api_named() -> None:
     named = translate(404, error("No thread found with id 'thread_1'."), {}, is_post=False)
     unnamed = translate(404, error("Conversation not found."), {}, is_post=False)
     assert isinstance(named, ThreadNotFoundError) and named.thread_id == "thread_1"
     assert isinstance(unnamed, ThreadNotFoundError) and unnamed.thread_id is None
-
-
-def test_forget_thread_forgets_only_the_lost_thread(redis_client: redis.Redis) -> None:
-    batches = Batches(redis_client)
-    redis_client.hset(keys.conversation(CID), mapping={"thread_id": "thread_new", "last_run_id": "run_9", "fence": 3})
-    assert not batches.forget_thread(CID, "thread_old")  # a newer thread is kept
-    assert batches.thread_id(CID) == "thread_new"
-    assert batches.forget_thread(CID, "thread_new")
-    assert batches.thread_id(CID) is None and batches.last_run_id(CID) is None
-    assert redis_client.hget(keys.conversation(CID), "fence") == b"3"
 
 
 # --- the outcomes, on the service ----------------------------------------------------------
@@ -133,6 +128,19 @@ def test_a_message_the_api_finds_too_long_is_rejected_with_its_code(make_harness
     assert b"string_above_max_length" in letter[b"reason"] and long.encode() in letter[b"raw"]
     assert answered["type"] == "run.completed" and answered["event_ids"] == [short]
     assert harness.backend.calls.count("start_run") == 2, "rejected at once, not retried"
+
+
+def test_only_the_refused_event_of_a_batch_is_rejected(make_harness: Any, clock: FakeClock) -> None:
+    harness: Harness = make_harness(FakeBackend(clock, max_content_chars=20))
+    ids = [harness.send(CID, text) for text in ("one", "y" * 21, "three")]
+    harness.run_until_idle()
+    rejected, answered = harness.entries()
+    assert rejected["type"] == "event.rejected" and rejected["event_ids"] == [ids[1]]
+    assert rejected["error"]["code"] == "string_above_max_length"
+    assert answered["type"] == "run.completed" and answered["event_ids"] == [ids[0], ids[2]]
+    assert harness.backend.user_texts(answered["thread_id"]) == ["one", "three"]
+    (letter,) = dead_letters(harness)
+    assert ids[1].encode() in letter[b"raw"] and ids[0].encode() not in letter[b"raw"]
 
 
 def test_a_thread_lost_between_batches_is_replaced(make_harness: Any, capsys: pytest.CaptureFixture[str]) -> None:

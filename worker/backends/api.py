@@ -110,7 +110,17 @@ def translate(status: int, body: Any, headers: Any, is_post: bool, fallback: str
         return InvalidRequestError(f"unknown assistant: {message}", code="invalid_event", status=status)
     if _about_the_worker_s_fields(body, code, message):
         return RequestRefusedError(message, code=code or INVALID_REQUEST, status=status)
-    return InvalidRequestError(message, code=code or INVALID_REQUEST, status=status)
+    return InvalidRequestError(message, code=code or INVALID_REQUEST, status=status,
+                               event_index=_message_index(_body_field(body, "param")))
+
+
+# Where a request's user messages are, by the field the API names ("additional_messages[2].content").
+_MESSAGE_PARAM = re.compile(r"^(?:additional_messages|thread\.messages|messages|input)\[(\d+)\]")
+
+
+def _message_index(param: str) -> int | None:
+    found = _MESSAGE_PARAM.match(param)
+    return int(found.group(1)) if found else None
 
 
 # The fields of a request the worker sets itself (never from an event): a 400 about one of

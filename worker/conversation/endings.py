@@ -10,7 +10,7 @@ import structlog
 from worker.backends.base import RunState
 from worker.batch import Batch, Phase
 from worker.conversation.context import Context
-from worker.conversation.transitions import Answer, Checkpoint, Finish, Transition, Wait
+from worker.conversation.transitions import Answer, Checkpoint, Finish, RejectEvent, Transition, Wait
 from worker.errors import (
     InvalidRequestError,
     PermanentApiError,
@@ -91,11 +91,20 @@ def reject(ctx: Context, batch: Batch, reason: str, code: str = "invalid_event",
 
 def refused_event(ctx: Context, batch: Batch, exc: InvalidRequestError) -> Transition:
     """The API refused the batch's own content (too long, a bad attachment, an unknown
-    assistant): rejected with the API's code and message."""
-    log.warning("event rejected", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
+    assistant): rejected with the API's code and message. When it named one message of
+    several, only that event is rejected and the rest of the batch goes on."""
+    dead_reason = f"the API refused the event (HTTP {exc.status} {exc.code}): {exc}"
+    index = exc.event_index
+    if index is None or len(batch.events) < 2 or not 0 <= index < len(batch.events):
+        log.warning("event rejected", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
+                    status=exc.status, code=exc.code, reason=str(exc))
+        return reject(ctx, batch, str(exc), code=exc.code, dead_reason=dead_reason)
+    event = batch.events[index]
+    log.warning("event rejected", conversation_id=batch.conversation_id, event_ids=[event.event_id],
                 status=exc.status, code=exc.code, reason=str(exc))
-    return reject(ctx, batch, str(exc), code=exc.code,
-                  dead_reason=f"the API refused the event (HTTP {exc.status} {exc.code}): {exc}")
+    entry = rejection_entry(batch.conversation_id, [event.event_id], str(exc), event.sent_at,
+                            now=ctx.clock(), code=exc.code)
+    return RejectEvent(batch.without_event(index), entry, event.model_dump_json(), dead_reason, event.sent_at)
 
 
 def thread_lost(ctx: Context, batch: Batch, exc: ThreadNotFoundError) -> Transition:
