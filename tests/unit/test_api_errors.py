@@ -132,11 +132,11 @@ def test_a_message_the_api_finds_too_long_is_rejected_with_its_code(make_harness
 
 def test_only_the_refused_event_of_a_batch_is_rejected(make_harness: Any, clock: FakeClock) -> None:
     harness: Harness = make_harness(FakeBackend(clock, max_content_chars=20))
-    ids = [harness.send(CID, text) for text in ("one", "y" * 21, "three")]
+    ids = [harness.send(CID, text, metadata={"n": str(n)}) for n, text in enumerate(("one", "y" * 21, "three"))]
     harness.run_until_idle()
     rejected, answered = harness.entries()
     assert rejected["type"] == "event.rejected" and rejected["event_ids"] == [ids[1]]
-    assert rejected["error"]["code"] == "string_above_max_length"
+    assert rejected["error"]["code"] == "string_above_max_length" and rejected["metadata"] == {"n": "1"}
     assert answered["type"] == "run.completed" and answered["event_ids"] == [ids[0], ids[2]]
     assert harness.backend.user_texts(answered["thread_id"]) == ["one", "three"]
     (letter,) = dead_letters(harness)

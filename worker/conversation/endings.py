@@ -85,7 +85,7 @@ def reject(ctx: Context, batch: Batch, reason: str, code: str = "invalid_event",
     `code` and `reason`, dead-lettered with `dead_reason` (else `reason`)."""
     _dead_letter(ctx, batch, dead_reason or reason)
     entry = rejection_entry(batch.conversation_id, batch.event_ids, reason, batch.oldest_sent_at,
-                            now=ctx.clock(), code=code)
+                            now=ctx.clock(), code=code, metadata=batch.first.metadata)
     return Finish(batch, entry)
 
 
@@ -103,7 +103,7 @@ def refused_event(ctx: Context, batch: Batch, exc: InvalidRequestError) -> Trans
     log.warning("event rejected", conversation_id=batch.conversation_id, event_ids=[event.event_id],
                 status=exc.status, code=exc.code, reason=str(exc))
     entry = rejection_entry(batch.conversation_id, [event.event_id], str(exc), event.sent_at,
-                            now=ctx.clock(), code=exc.code)
+                            now=ctx.clock(), code=exc.code, metadata=event.metadata)
     return RejectEvent(batch.without_event(index), entry, event.model_dump_json(), dead_reason, event.sent_at)
 
 
