@@ -171,7 +171,9 @@ class RunBackend(Protocol):
         """Find or create the batch's run. May make several API calls (a thread, a look for
         an earlier create's run, the create); a crash between them leaves at most a thread
         nobody recorded (harmless) or a run that `reconciling` finds. Raises
-        InvalidRequestError when the request itself is refused (unknown assistant)."""
+        InvalidRequestError when the request itself is refused (an unknown assistant, a
+        message the API finds too long: its `event_index` names the event when the API named
+        the message), ThreadNotFoundError when the thread it names is gone."""
         ...
 
     def find_run(self, request: RunRequest) -> RunState | None:
