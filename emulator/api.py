@@ -26,6 +26,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("POST", "threads", "createThread"),
     ("POST", "threads/runs", "createThreadAndRun"),
     ("GET", "threads/*", "getThread"),
+    ("DELETE", "threads/*", "deleteThread"),
     ("GET", "threads/*/messages", "listMessages"),
     ("POST", "threads/*/messages", "createMessage"),
     ("GET", "threads/*/messages/*", "getMessage"),
@@ -38,6 +39,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "threads/*/runs/*/steps/*", "getRunStep"),
     ("POST", "conversations", "createConversation"),
     ("GET", "conversations/*", "getConversation"),
+    ("DELETE", "conversations/*", "deleteConversation"),
     ("GET", "conversations/*/items", "listConversationItems"),
     ("POST", "conversations/*/items", "createConversationItems"),
     ("GET", "conversations/*/items/*", "getConversationItem"),
@@ -154,6 +156,10 @@ class Api:
     def _get_thread(self, thread_id: str, *, now: float, **_: Any) -> Any:
         return render.thread(self.store.get_thread(thread_id, now), self.store.flavour)
 
+    def _delete_thread(self, thread_id: str, *, now: float, **_: Any) -> Any:
+        self.store.delete_thread(thread_id, now)
+        return {"id": thread_id, "object": "thread.deleted", "deleted": True}
+
     def _create_message(self, thread_id: str, *, body: Any, now: float, **_: Any) -> Any:
         return render.message(self.store.create_message(thread_id, body, now), self.store.flavour)
 
@@ -208,6 +214,10 @@ class Api:
     def _create_conversation_items(self, conversation_id: str, *, body: Any, now: float, **_: Any) -> Any:
         items = self.store.conversations.create_items(conversation_id, body, now)
         return render.page(items, False, render.item, self.store.flavour)
+
+    def _delete_conversation(self, conversation_id: str, *, now: float, **_: Any) -> Any:
+        self.store.conversations.delete_conversation(conversation_id, now)
+        return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
     def _get_conversation_item(self, conversation_id: str, item_id: str, *, now: float, **_: Any) -> Any:
         return render.item(self.store.conversations.get_item(conversation_id, item_id, now), self.store.flavour)

@@ -62,6 +62,7 @@ class EmulatorConfig:
     multi_message_500: bool = False  # HTTP 500 to a run created with more than one message (a server's quirk)
     outage_after_seconds: float = 0.0  # the outage opens this long after the config (or its change) applies
     outage_seconds: float = 0.0  # and lasts this long, every /v1 connection reset unanswered; 0 = none
+    max_content_chars: int | None = None  # longest message text; None = OpenAI's (256,000; responses 10,485,760)
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:

@@ -58,6 +58,13 @@ class ConversationStore:
         self._settle_conversation(conversation, now)
         return conversation
 
+    def delete_conversation(self, conversation_id: str, now: float) -> None:
+        """Gone: later calls naming it answer 404; a response running on it adds nothing."""
+        conversation = self.get_conversation(conversation_id, now)
+        for item in conversation.items:
+            self.items.pop(item.id, None)
+        del self.conversations[conversation.id]
+
     def list_items(self, conversation_id: str, query: Mapping[str, str], now: float) -> tuple[list[Item], bool]:
         conversation = self.get_conversation(conversation_id, now)
 
@@ -112,6 +119,7 @@ class ConversationStore:
         if background and not store:
             raise bad_request("Background responses must be stored: leave 'store' unset or true.", param="store")
         inputs = validate.response_input(body.get("input"), self._strict)
+        validate.input_lengths(inputs, host.config.max_content_chars or validate.RESPONSES_MAX_CHARS)
         instructions = validate.optional(body, "instructions", str)
         tools = validate.response_tools(body.get("tools"))
         metadata = validate.metadata(body.get("metadata"))
@@ -278,8 +286,8 @@ class ConversationStore:
         return added
 
     def _store_item(self, conversation: Conversation | None, item: Item) -> Item:
-        if conversation is None:
-            return item
+        if conversation is None or self.conversations.get(conversation.id) is not conversation:
+            return item  # none, or deleted meanwhile
         item.conversation_id = conversation.id
         item.seq = len(conversation.items)
         conversation.items.append(item)

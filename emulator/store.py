@@ -127,7 +127,8 @@ class Store:
     def create_thread(self, body: Mapping[str, Any], now: float) -> Thread:
         validate.known_fields(body, validate.THREAD_FIELDS, self._strict)
         messages = validate.optional(body, "messages", list, [])
-        inputs = [validate.message_input(m, self._strict, f"messages[{i}].") for i, m in enumerate(messages)]
+        inputs = [validate.message_input(m, self._strict, f"messages[{i}].", self._max_chars)
+                  for i, m in enumerate(messages)]
         thread = Thread(self.new_id("thread"), now, validate.metadata(body.get("metadata")),
                         validate.optional(body, "tool_resources", dict))
         self.threads[thread.id] = thread
@@ -142,8 +143,17 @@ class Store:
         self._settle(thread, now)
         return thread
 
+    def delete_thread(self, thread_id: str, now: float) -> None:
+        """The thread, its messages and its runs are gone (later calls naming it: 404)."""
+        thread = self.get_thread(thread_id, now)
+        for message in thread.messages:
+            self.messages.pop(message.id, None)
+        for run in thread.runs:
+            self.runs.pop(run.id, None)
+        del self.threads[thread.id]
+
     def create_message(self, thread_id: str, body: Mapping[str, Any], now: float) -> Message:
-        item = validate.message_input(body, self._strict)
+        item = validate.message_input(body, self._strict, max_chars=self._max_chars)
         thread = self.get_thread(thread_id, now)
         active = thread.active_run
         if active is not None:
@@ -182,7 +192,8 @@ class Store:
             raise bad_request("The emulator does not stream: leave 'stream' unset.", param="stream")
         assistant_id = validate.require(body, "assistant_id", str)
         extra = validate.optional(body, "additional_messages", list, [])
-        inputs = [validate.message_input(m, self._strict, f"additional_messages[{i}].") for i, m in enumerate(extra)]
+        inputs = [validate.message_input(m, self._strict, f"additional_messages[{i}].", self._max_chars)
+                  for i, m in enumerate(extra)]
         thread = self.get_thread(thread_id, now)
         assistant = self.assistants.get(assistant_id)
         if assistant is None:
@@ -276,6 +287,10 @@ class Store:
     @property
     def _strict(self) -> bool:
         return self.flavour.name == "strict"
+
+    @property
+    def _max_chars(self) -> int:
+        return self.config.max_content_chars or validate.ASSISTANTS_MAX_CHARS
 
     def _settle(self, thread: Thread, now: float) -> None:
         run = thread.active_run

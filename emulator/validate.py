@@ -25,6 +25,8 @@ THREAD_AND_RUN_FIELDS = (RUN_FIELDS - {"additional_messages", "additional_instru
 SUBMIT_FIELDS = frozenset({"tool_outputs", "stream"})
 
 T = TypeVar("T")
+ASSISTANTS_MAX_CHARS = 256_000  # OpenAI's longest message content (Assistants API)
+RESPONSES_MAX_CHARS = 10_485_760  # OpenAI's longest input text of a response
 
 
 @dataclass
@@ -93,7 +95,15 @@ def metadata(value: Any, param: str = "metadata") -> dict[str, str]:
     return dict(value)
 
 
-def message_input(body: Any, strict: bool, prefix: str = "") -> MessageInput:
+def max_length(text: str, limit: int, param: str) -> None:
+    """OpenAI's answer to a text longer than the API takes."""
+    if len(text) > limit:
+        raise bad_request(f"Invalid '{param}': string too long. Expected a string with maximum length {limit}, "
+                          f"but got a string with length {len(text)} instead.", param=param,
+                          code="string_above_max_length")
+
+
+def message_input(body: Any, strict: bool, prefix: str = "", max_chars: int = ASSISTANTS_MAX_CHARS) -> MessageInput:
     """A createMessage body (or one of `messages` / `additional_messages`)."""
     if not isinstance(body, dict):
         raise bad_request(f"Invalid type for '{prefix or 'body'}': expected an object.", param=prefix or None)
@@ -102,6 +112,7 @@ def message_input(body: Any, strict: bool, prefix: str = "") -> MessageInput:
     if role not in ("user", "assistant"):
         raise bad_request(f"Invalid value for '{prefix}role': expected 'user' or 'assistant'.", param=prefix + "role")
     parts, text = _content(require(body, "content", (str, list), prefix), prefix + "content")
+    max_length(text, max_chars, prefix + "content")
     attachments = body.get("attachments") or []
     expect(attachments, list, prefix + "attachments")
     return MessageInput(role, parts, text, list(attachments), metadata(body.get("metadata"), prefix + "metadata"))
@@ -187,6 +198,12 @@ def response_input(value: Any, strict: bool, param: str = "input") -> list[Input
         raise bad_request(f"Invalid type for '{param}': expected a string or an array of input items.",
                           param=param, code="invalid_type")
     return [input_item(item, strict, f"{param}[{index}]") for index, item in enumerate(value)]
+
+
+def input_lengths(inputs: list[InputItem], limit: int, param: str = "input") -> None:
+    for index, item in enumerate(inputs):
+        if item.type == "message":
+            max_length(item.text, limit, f"{param}[{index}].content")
 
 
 def input_item(body: Any, strict: bool, param: str) -> InputItem:

@@ -7,7 +7,10 @@ It keeps the backend contract (worker/backends/base.py); tests/contract/ runs th
 suite against it and both real backends, so that it cannot drift from them.
 
 Faults: `fail_next(method, error, applied=...)` makes the next call of `method` raise
-`error`, after doing its work when `applied` (a lost answer) or without it.
+`error`, after doing its work when `applied` (a lost answer) or without it. The API's own
+refusals are played as the real API answers them: a message longer than `max_content_chars`
+(InvalidRequestError, `string_above_max_length`), a thread `lose_thread` deleted
+(ThreadNotFoundError, for every call naming it or one of its runs).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from worker.backends.base import (
     ThreadOpened,
     ToolCall,
 )
-from worker.errors import InvalidRequestError, PermanentApiError, ThreadBusyError
+from worker.errors import InvalidRequestError, PermanentApiError, ThreadBusyError, ThreadNotFoundError
 
 KNOWN_ASSISTANT = "asst_default"
 
@@ -61,9 +64,10 @@ class FakeThread:
 
 class FakeBackend:
     def __init__(self, clock: Callable[[], float], *, run_seconds: float = 1.0,
-                 capabilities: Capabilities | None = None) -> None:
+                 capabilities: Capabilities | None = None, max_content_chars: int = 256_000) -> None:
         self.clock = clock
         self.run_seconds = run_seconds
+        self.max_content_chars = max_content_chars
         self._capabilities = capabilities or Capabilities(
             needs_assistant=True, thread_with_first_run=True, messages_with_run=True,
             lists_runs=True, tool_round_starts_run=False)
@@ -108,17 +112,18 @@ class FakeBackend:
     def _start(self, request: RunRequest) -> RunStart:
         if self._capabilities.needs_assistant and request.assistant_id != KNOWN_ASSISTANT:
             raise InvalidRequestError(f"No assistant found with id '{request.assistant_id}'.", code="invalid_event")
+        self._check_lengths(request)
         if request.thread_id is None:
             thread = self._new_thread(request.conversation_id)
             one_call = self._capabilities.messages_with_run or len(request.events) <= 1
             if not (self._capabilities.thread_with_first_run and one_call and not request.reconciling):
                 return ThreadOpened(thread.id)
             return Started(self._state(self._create(thread, request)), thread.id)
+        thread = self._thread(request.thread_id)
         if request.reconciling:
             found = self._find(request)
             if found is not None:
                 return Started(found, request.thread_id, adopted=True)
-        thread = self.threads[request.thread_id]
         if request.append and not self._capabilities.messages_with_run \
                 and len(request.events) - request.appended > 1:
             return self._append_next(thread, request)
@@ -147,7 +152,7 @@ class FakeBackend:
         return found
 
     def _find(self, request: RunRequest) -> RunState | None:
-        thread = self.threads.get(request.thread_id or "")
+        thread = self._thread(request.thread_id) if request.thread_id is not None else None
         for run_id in reversed(thread.runs if thread else []):
             meta = self.runs[run_id].metadata
             if meta.get("batch_id") == request.batch_id and meta.get("attempt") == str(request.attempt):
@@ -205,6 +210,10 @@ class FakeBackend:
     def user_texts(self, thread_id: str) -> list[str]:
         return [text for role, text, _ in self.threads[thread_id].messages if role == "user"]
 
+    def lose_thread(self, thread_id: str) -> None:
+        """The server deletes the thread: every later call naming it (or a run of it) is a 404."""
+        del self.threads[thread_id]
+
     def add_foreign_run(self, thread_id: str, text: str = "sleep:60") -> str:
         """Another client's run on the thread (it names no batch)."""
         request = RunRequest(conversation_id="", thread_id=thread_id, assistant_id=KNOWN_ASSISTANT,
@@ -243,10 +252,25 @@ class FakeBackend:
                 return run
         return None
 
+    def _thread(self, thread_id: str) -> FakeThread:
+        if thread_id not in self.threads:
+            raise ThreadNotFoundError(f"No thread found with id '{thread_id}'.", thread_id=thread_id)
+        return self.threads[thread_id]
+
     def _run(self, run_id: str) -> FakeRun:
         if run_id not in self.runs:
             raise PermanentApiError(f"No run found with id '{run_id}'.", code="not_found", status=404)
+        self._thread(self.runs[run_id].thread_id)
         return self.runs[run_id]
+
+    def _check_lengths(self, request: RunRequest) -> None:
+        limit = self.max_content_chars
+        for n, event in enumerate(request.events if request.append else []):
+            if len(event.content) > limit:
+                raise InvalidRequestError(
+                    f"Invalid 'additional_messages[{n}].content': string too long. Expected a string with maximum "
+                    f"length {limit}, but got a string with length {len(event.content)} instead.",
+                    code="string_above_max_length", status=400, event_index=n)
 
     def _state(self, run: FakeRun) -> RunState:
         """Play the run's plan out up to now, then describe it."""

@@ -271,3 +271,49 @@ def test_error_bodies_match_schema(client: openai.OpenAI, schemas: SpecSchemas) 
     with pytest.raises(openai.BadRequestError) as busy:
         client.beta.threads.messages.create(run["thread_id"], role="user", content="again")
     schemas.check("#/components/schemas/ErrorResponse", busy.value.response.json())
+
+
+def test_a_deleted_thread_is_gone_with_its_runs(client: openai.OpenAI, schemas: SpecSchemas) -> None:
+    run = start_run(client, schemas, "hello")
+    deleted = raw(client.beta.threads.with_raw_response.delete, run["thread_id"])
+    schemas.check_response("deleteThread", deleted)
+    assert deleted == {"id": run["thread_id"], "object": "thread.deleted", "deleted": True}
+    for call in (lambda: client.beta.threads.runs.retrieve(run["id"], thread_id=run["thread_id"]),
+                 lambda: client.beta.threads.runs.create(run["thread_id"], assistant_id="asst_default")):
+        with pytest.raises(openai.NotFoundError) as lost:
+            call()
+        body = lost.value.response.json()
+        schemas.check("#/components/schemas/ErrorResponse", body)
+        assert body["error"]["message"] == f"No thread found with id '{run['thread_id']}'."
+        assert body["error"]["type"] == "invalid_request_error"
+
+
+def test_a_deleted_conversation_is_gone(client: openai.OpenAI, schemas: SpecSchemas) -> None:
+    conversation = client.conversations.create()
+    deleted = raw(client.conversations.with_raw_response.delete, conversation.id)
+    schemas.check_response("deleteConversation", deleted)
+    assert deleted == {"id": conversation.id, "object": "conversation.deleted", "deleted": True}
+    with pytest.raises(openai.NotFoundError) as lost:
+        client.responses.create(model="gpt-4o", input="hi", conversation=conversation.id, background=True)
+    assert lost.value.response.json()["error"]["message"] == f"No conversation found with id '{conversation.id}'."
+
+
+def test_a_too_long_message_and_an_unknown_route_are_answered_as_openai_does(
+        make_emulator: Callable[..., EmulatorServer], schemas: SpecSchemas) -> None:  # noqa: F811 - the fixture
+    client = openai_client(make_emulator(max_content_chars=10))
+    thread = client.beta.threads.create()
+    with pytest.raises(openai.BadRequestError) as too_long:
+        client.beta.threads.runs.create(thread.id, assistant_id="asst_default",
+                                        additional_messages=[{"role": "user", "content": "x" * 11}])
+    error = too_long.value.response.json()["error"]
+    schemas.check("#/components/schemas/ErrorResponse", {"error": error})
+    assert error == {"message": "Invalid 'additional_messages[0].content': string too long. Expected a string "
+                                "with maximum length 10, but got a string with length 11 instead.",
+                     "type": "invalid_request_error", "param": "additional_messages[0].content",
+                     "code": "string_above_max_length"}
+    with pytest.raises(openai.BadRequestError) as too_long_input:
+        client.responses.create(model="gpt-4o", input=[{"role": "user", "content": "y" * 12}])
+    assert too_long_input.value.response.json()["error"]["param"] == "input[0].content"
+    with pytest.raises(openai.NotFoundError) as no_route:
+        client.post("/threads/x/nothing", cast_to=object, body={})
+    assert no_route.value.response.json()["error"]["message"] == "Invalid URL (POST /v1/threads/x/nothing)"

@@ -54,6 +54,7 @@ class Batch:
     unconfirmed: bool = False  # the run may repeat an earlier one's input: confirm it first
     stop_requested: bool = False  # STOPPING: the API was asked to stop the run
     appended_events: int = 0  # the first events known on the thread, appended one at a time
+    threads_lost: int = 0  # threads the server lost under this batch (each starts a new one)
 
     @classmethod
     def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
@@ -89,6 +90,15 @@ class Batch:
     @property
     def oldest_sent_at(self) -> float:
         return min(e.sent_at for e in self.events)
+
+    def without_event(self, index: int) -> Batch:
+        """The batch without its `index`-th event (one the API refused)."""
+        events = [e for n, e in enumerate(self.events) if n != index]
+        events_json = json.dumps([e.model_dump(mode="json", exclude_defaults=True) for e in events],
+                                 separators=(",", ":"))
+        batch = dataclasses.replace(self, events_json=events_json)
+        object.__setattr__(batch, "_events", events)
+        return batch
 
     def with_usage(self, usage: dict[str, Any] | None) -> Batch:
         total = dict(self.usage)
@@ -137,7 +147,7 @@ class Batch:
 HASH_FIELDS: dict[str, type] = {
     "batch_id": str, "published": bool, "polls": int,
     "tools_key": str, "phase_started_at": float, "run_id": str, "unconfirmed": bool,
-    "stop_requested": bool, "appended_events": int,  # newer than the previous release (which ignores them)
+    "stop_requested": bool, "appended_events": int, "threads_lost": int,  # newer than the previous release
 }
 _DOCUMENT_NAMES = {"phase": "state"}  # attribute -> key in the JSON document
 _ATTRIBUTE_NAMES = {v: k for k, v in _DOCUMENT_NAMES.items()}

@@ -46,13 +46,17 @@ def batch_entry(batch: Batch, kind: OutboundType, *, error: dict[str, str] | Non
 
 
 def rejection_entry(conversation_id: str | None, event_ids: list[str], reason: str,
-                    sent_at: float | None = None, now: float | None = None) -> OutboundEntry:
+                    sent_at: float | None = None, now: float | None = None,
+                    code: str = "invalid_event", metadata: dict[str, str] | None = None) -> OutboundEntry:
+    """`event.rejected`: `invalid_event` when the worker found the event invalid, else the
+    code of the API that refused it (`string_above_max_length`, ...)."""
     now = time.time() if now is None else now
     return OutboundEntry(
         type="event.rejected",
         conversation_id=conversation_id,
         event_ids=event_ids,
-        error=OutboundError(code="invalid_event", message=reason),
+        error=OutboundError(code=code, message=reason),
+        metadata=metadata or {},
         timings=Timings(queued_ms=None, run_ms=None, total_ms=_ms(now - sent_at) if sent_at else 0),
     )
 

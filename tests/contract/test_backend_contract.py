@@ -17,15 +17,23 @@ from tests import threads
 from tests.emulator_fixtures import make_emulator, openai_client  # noqa: F401 - a fixture
 from tests.fake_backend import KNOWN_ASSISTANT, FakeBackend
 from tests.unit.harness import FakeClock
+from worker.backends.api import ApiCalls
 from worker.backends.assistants import AssistantsBackend
 from worker.backends.base import Busy, RunBackend, RunRequest, RunState, Started, ThreadOpened
 from worker.backends.responses import ResponsesBackend
-from worker.errors import InvalidRequestError, PermanentApiError, TransientApiError
+from worker.errors import (
+    InvalidRequestError,
+    PermanentApiError,
+    RouteNotFoundError,
+    ThreadNotFoundError,
+    TransientApiError,
+)
 from worker.events import InboundEvent
 
 ADD = {"type": "function", "function": {"name": "add", "parameters": {
     "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}}}}
 DEADLINE_SECONDS = 10.0
+MAX_CONTENT_CHARS = 1000  # the longest message the API takes here (a server with a lower limit than OpenAI's)
 
 
 @dataclass
@@ -36,6 +44,7 @@ class Subject:
     backend: RunBackend
     tick: Callable[[], None]  # let the API's time pass a little
     user_texts: Callable[[str], list[str]]
+    lose: Callable[[str], None]  # the server deletes a thread (conversation)
 
     def request(self, thread_id: str | None, *texts: str, batch_id: str = "batch-1", reconciling: bool = False,
                 assistant_id: str = KNOWN_ASSISTANT) -> RunRequest:
@@ -70,8 +79,8 @@ class Subject:
 
 def fake_subject() -> Subject:
     clock = FakeClock()
-    fake = FakeBackend(clock, run_seconds=0.5)
-    return Subject("fake", fake, lambda: clock.advance(0.1), fake.user_texts)
+    fake = FakeBackend(clock, run_seconds=0.5, max_content_chars=MAX_CONTENT_CHARS)
+    return Subject("fake", fake, lambda: clock.advance(0.1), fake.user_texts, fake.lose_thread)
 
 
 def emulated_subject(name: str, srv: EmulatorServer) -> Subject:
@@ -79,16 +88,18 @@ def emulated_subject(name: str, srv: EmulatorServer) -> Subject:
     backend: RunBackend
     if name == "assistants":
         backend = AssistantsBackend(client)
+        lose: Callable[[str], object] = client.beta.threads.delete
     else:
         backend = ResponsesBackend(client, model="gpt-4o", instructions=None, tools=[ADD])
+        lose = client.conversations.delete
     return Subject(name, backend, lambda: time.sleep(0.02),
-                   lambda thread: threads.user_texts(srv.base_url, name, thread))
+                   lambda thread: threads.user_texts(srv.base_url, name, thread), lambda thread: _discard(lose(thread)))
 
 
 @pytest.fixture(params=["fake", "assistants", "responses"])
 def subject(request: pytest.FixtureRequest, make_emulator: Callable[..., EmulatorServer]) -> Iterator[Subject]:  # noqa: F811 - the fixture
-    made = fake_subject() if request.param == "fake" else emulated_subject(request.param,
-                                                                          make_emulator(run_seconds=0.1))
+    made = fake_subject() if request.param == "fake" else emulated_subject(
+        request.param, make_emulator(run_seconds=0.1, max_content_chars=MAX_CONTENT_CHARS))
     yield made
     made.backend.close()
 
@@ -173,3 +184,51 @@ def test_an_unknown_run_is_an_api_error(subject: Subject) -> None:
     thread = subject.start("hello").thread_id
     with pytest.raises((PermanentApiError, TransientApiError)):
         subject.backend.get_run(thread, "run_does_not_exist")
+
+
+def _discard(value: object) -> None:
+    """What a delete answers is not needed."""
+
+
+def test_a_message_longer_than_the_api_takes_is_the_event_s_fault_with_the_api_s_code(subject: Subject) -> None:
+    started = subject.start("hello")
+    thread = subject.follow(started.thread_id, started.run.id) and started.thread_id
+    with pytest.raises(InvalidRequestError) as refused:
+        subject.backend.start_run(subject.request(thread, "x" * (MAX_CONTENT_CHARS + 1), batch_id="batch-2"))
+    assert refused.value.code == "string_above_max_length" and refused.value.status == 400
+    assert "string too long" in str(refused.value)
+    assert subject.user_texts(thread) == ["hello"], "nothing was appended"
+
+
+def test_a_thread_the_server_lost_is_thread_not_found(subject: Subject) -> None:
+    """Every call on the thread raises ThreadNotFoundError naming it. On Responses a
+    response outlives its conversation: it is still read."""
+    started = subject.start("hello")
+    done = subject.follow(started.thread_id, started.run.id)
+    subject.lose(started.thread_id)
+    with pytest.raises(ThreadNotFoundError) as lost:
+        subject.backend.start_run(subject.request(started.thread_id, "again", batch_id="batch-2"))
+    assert lost.value.thread_id in (None, started.thread_id) and lost.value.code == "thread_not_found"
+    with pytest.raises(ThreadNotFoundError):
+        subject.backend.find_run(subject.request(started.thread_id, "hello", reconciling=True))
+    if subject.name == "responses":
+        assert subject.backend.get_run(started.thread_id, done.id).status == "completed"
+    else:
+        with pytest.raises(ThreadNotFoundError):
+            subject.backend.get_run(started.thread_id, done.id)
+
+
+@pytest.mark.parametrize("method", ["POST", "GET"])
+def test_an_unknown_route_is_route_not_found_through_the_sdk_and_the_reader(
+        make_emulator: Callable[..., EmulatorServer], method: str) -> None:  # noqa: F811 - the fixture
+    api = ApiCalls(openai_client(make_emulator()))
+    try:
+        with pytest.raises(RouteNotFoundError) as missing:
+            if method == "POST":
+                api.call("nothing.create", True, lambda: api.client.post("/threads/x/nothing", cast_to=object, body={}))
+            else:
+                api.read("nothing.list", "threads/x/nothing")
+        assert missing.value.code == "route_not_found" and missing.value.final
+        assert str(missing.value) == f"Invalid URL ({method} /v1/threads/x/nothing)"
+    finally:
+        api.close()

@@ -245,3 +245,27 @@ def test_retire_takes_only_an_idle_conversation_off_the_schedule(schedule: Sched
     assert not schedule.retire_if_idle(CID)
     redis_client.delete(keys.inbox(CID))
     assert schedule.retire_if_idle(CID) and redis_client.zscore(keys.SCHEDULE, CID) is None
+
+
+def test_reject_in_batch_takes_one_event_out_once_and_is_fenced(schedule: Schedule, batches: Batches,
+                                                                outbound: Outbound, redis_client: redis.Redis) -> None:
+    begun, _ = opened(schedule, batches)
+    two = Batch.new("b1", CID, [event(1), event(2)], created_at=START, create_sent=0)
+    assert batches.save(two, token=begun.token).written
+    rest = two.without_event(0)
+    assert not outbound.reject_in_batch(rest, token=begun.token - 1, entry_json="{}", raw="r", reason="x")
+    assert redis_client.xlen("out") == 0
+    assert outbound.reject_in_batch(rest, token=begun.token, entry_json='{"type":"event.rejected"}', raw="r",
+                                    reason="too long")
+    loaded = batches.load(CID)
+    assert loaded is not None and loaded.event_ids == ["e2"]
+    assert redis_client.xlen("out") == 1 and redis_client.xrange(keys.DEAD_LETTERS)[0][1][b"reason"] == b"too long"
+    other = Batch.new("b2", CID, [event(3)], created_at=START)
+    assert not outbound.reject_in_batch(other, token=begun.token, entry_json="{}", raw="r", reason="x")
+
+
+def test_forget_thread_is_a_compare_and_delete(batches: Batches, redis_client: redis.Redis) -> None:
+    redis_client.hset(keys.conversation(CID), mapping={"thread_id": "t2", "last_run_id": "run_9", "fence": 3})
+    assert not batches.forget_thread(CID, "t1") and batches.thread_id(CID) == "t2"  # a newer thread is kept
+    assert batches.forget_thread(CID, "t2") and batches.thread_id(CID) is None and batches.last_run_id(CID) is None
+    assert redis_client.hget(keys.conversation(CID), "fence") == b"3"

@@ -32,7 +32,14 @@ from worker.conversation.transitions import (
     Transition,
     Wait,
 )
-from worker.errors import InvalidRequestError, PermanentApiError, TransientApiError
+from worker.errors import (
+    InvalidRequestError,
+    PermanentApiError,
+    RequestRefusedError,
+    RouteNotFoundError,
+    ThreadNotFoundError,
+    TransientApiError,
+)
 from worker.events import InboundEvent
 
 CID = "conv-t"
@@ -73,6 +80,16 @@ def error_code(t: Transition) -> str | None:
 
 
 TRANSIENT = TransientApiError("503 (injected)", status=503)
+TOO_LONG = InvalidRequestError("Invalid 'additional_messages[0].content': string too long.",
+                               code="string_above_max_length", status=400)
+LOST = ThreadNotFoundError("No thread found with id 'thread_1'.", thread_id="thread_1")
+
+
+def started_again(t: Transition) -> bool:
+    """The batch starts again from nothing on a new thread, not counted as an API failure."""
+    b = batch_of(t)
+    return (b.phase is Phase.STARTING and b.thread_id is None and b.run_id is None and not b.messages_appended
+            and b.threads_lost == 1 and b.api_failures == 0 and b.tools_key is None and not b.unconfirmed)
 ROWS = [
     # --- STARTING: create or adopt the run ---------------------------------------------
     Row("created, running", Phase.STARTING, "start_run", Started(run("queued"), "thread_1"), Wait,
@@ -100,6 +117,22 @@ ROWS = [
     Row("refused (unknown assistant)", Phase.STARTING, "start_run",
         InvalidRequestError("No assistant found", code="invalid_event"), Finish,
         lambda t: entry_type(t) == "event.rejected"),
+    Row("refused (the event's content)", Phase.STARTING, "start_run", TOO_LONG, Finish,
+        lambda t: entry_type(t) == "event.rejected" and error_code(t) == "string_above_max_length"
+        and t.entry is not None and t.entry.error is not None and t.entry.error.message == str(TOO_LONG)),
+    Row("the thread lost", Phase.STARTING, "start_run", LOST, Checkpoint, started_again),
+    Row("the thread lost again", Phase.STARTING, "start_run", LOST, Finish,
+        lambda t: entry_type(t) == "run.failed" and error_code(t) == "thread_not_found", batch={"threads_lost": 1}),
+    Row("another thread not found", Phase.STARTING, "start_run",
+        ThreadNotFoundError("No thread found with id 'thread_9'.", thread_id="thread_9"), Wait,
+        lambda t: batch_of(t).api_failures == 1 and batch_of(t).thread_id == "thread_1"),
+    Row("a thread not found before it has one", Phase.STARTING, "start_run", LOST, Wait,
+        lambda t: batch_of(t).api_failures == 1, batch={"thread_id": None}),
+    Row("no such route", Phase.STARTING, "start_run", RouteNotFoundError("Invalid URL (POST /v1/threads/x/runs)"),
+        Finish, lambda t: entry_type(t) == "run.failed" and error_code(t) == "route_not_found"),
+    Row("a field of the worker's refused", Phase.STARTING, "start_run",
+        RequestRefusedError("Invalid 'tools[0].name'", code="invalid_value", status=400), Finish,
+        lambda t: entry_type(t) == "run.failed" and error_code(t) == "invalid_value"),
     Row("API error", Phase.STARTING, "start_run", TRANSIENT, Wait, lambda t: batch_of(t).api_failures == 1),
     Row("API error, budget spent", Phase.STARTING, "start_run", TRANSIENT, Finish,
         lambda t: entry_type(t) == "run.failed" and error_code(t) == "api_error", batch={"api_failures": 3}),
@@ -149,6 +182,10 @@ ROWS = [
     Row("unconfirmed, confirmed now", Phase.RUNNING, "confirm_run", run("in_progress"), Wait,
         lambda t: not batch_of(t).unconfirmed, batch={"unconfirmed": True}),
     Row("poll failed", Phase.RUNNING, "get_run", TRANSIENT, Wait, lambda t: batch_of(t).api_failures == 1),
+    Row("the thread lost while running", Phase.RUNNING, "confirm_run", LOST, Checkpoint, started_again,
+        batch={"tools_key": "run_1:call_1", "tools_at": START, "unconfirmed": True, "api_failures": 1}),
+    Row("the thread lost with the reply", Phase.RUNNING, "get_run", run("completed"), Checkpoint, started_again,
+        also={"run_messages": LOST}),
     # --- STOPPING: answered, stop the run ------------------------------------------------
     Row("answered: ask to stop", Phase.STOPPING, "cancel_run", None, Wait, lambda t: batch_of(t).stop_requested,
         batch={"stop_requested": False}),
@@ -164,6 +201,8 @@ ROWS = [
     Row("no run known: none", Phase.STOPPING, "find_run", None, Finish, batch={"run_id": None}),
     Row("no thread", Phase.STOPPING, "", None, Finish, batch={"run_id": None, "thread_id": None}),
     Row("stop check failed", Phase.STOPPING, "get_run", TRANSIENT, Wait, lambda t: batch_of(t).api_failures == 1),
+    Row("the thread lost while stopping", Phase.STOPPING, "get_run", LOST, Finish,
+        lambda t: entry_type(t) is None and batch_of(t).run_id is None),
     Row("stop check failing for good", Phase.STOPPING, "get_run", TRANSIENT, Finish,
         lambda t: entry_type(t) is None, batch={"api_failures": 3}),
     Row("stopped, unconfirmed: the copy kept", Phase.STOPPING, "get_run", run("cancelled"), Finish,
@@ -193,9 +232,11 @@ def test_a_phase_meets_a_backend_outcome(make_harness: Callable[..., Harness], r
         harness.backend.fail_next(row.method, row.outcome)
     elif row.method:
         harness.backend.reply_next(row.method, row.outcome)
-    for method, reply in (row.also | {"run_messages": []}).items():
+    for method, reply in ({"run_messages": []} | row.also).items():
         if reply is None and method == "confirm_run":
             harness.backend.fail_next(method, TRANSIENT)
+        elif isinstance(reply, Exception):
+            harness.backend.fail_next(method, reply)
         else:
             harness.backend.reply_next(method, reply)
     assert batch is not None

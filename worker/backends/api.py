@@ -8,6 +8,7 @@ twice. Retries are the caller's, with reconciliation (`find_run`).
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -16,9 +17,13 @@ import openai
 
 from worker.backends.run_reader import ConnectionProblem, RunReader
 from worker.errors import (
+    INVALID_REQUEST,
     InvalidRequestError,
     PermanentApiError,
+    RequestRefusedError,
+    RouteNotFoundError,
     ThreadBusyError,
+    ThreadNotFoundError,
     TransientApiError,
 )
 
@@ -86,31 +91,88 @@ def _outcome(status: int) -> str:
 
 
 def translate(status: int, body: Any, headers: Any, is_post: bool, fallback: str = "") -> Exception:
-    """An HTTP error status as a worker error: transient, busy thread, or permanent."""
+    """An HTTP error status as a worker error: transient, busy thread, or permanent (whose
+    kind says whose fault it is: the event's, the deployment's, a missing route, a lost thread)."""
     message = _body_field(body, "message") or fallback or f"HTTP {status}"
+    code = _body_field(body, "code")
     if status in (401, 403):  # the deployment's key: no retry changes the answer
         default = "invalid_api_key" if status == 401 else "permission_denied"
-        return PermanentApiError(message, code=_body_field(body, "code") or default, status=status)
+        return PermanentApiError(message, code=code or default, status=status)
     if status == 429 or status >= 500 or status == 408:
         return TransientApiError(message, retry_after=_retry_after(headers),
                                  maybe_applied=is_post and status >= 500, status=status)
     lowered = message.lower()
-    busy = ("active run" in lowered or "while a run" in lowered
-            or _body_field(body, "code") == "conversation_locked")
+    busy = "active run" in lowered or "while a run" in lowered or code == "conversation_locked"
     if status in (400, 409) and busy:
         return ThreadBusyError(message, status=status)
     if status == 409:
         return TransientApiError(message, status=status)
-    if status == 404 and "assistant" in lowered:
+    if status in (404, 405):
+        return _not_found(status, body, message, code)
+    if _body_field(body, "param") == "assistant_id" or "no assistant found" in lowered:
         return InvalidRequestError(f"unknown assistant: {message}", code="invalid_event", status=status)
-    if status == 404:
-        return PermanentApiError(message, code="not_found", status=status)
-    return InvalidRequestError(message, code="invalid_event", status=status)
+    if _about_the_worker_s_fields(body, code, message):
+        return RequestRefusedError(message, code=code or INVALID_REQUEST, status=status)
+    return InvalidRequestError(message, code=code or INVALID_REQUEST, status=status,
+                               event_index=_message_index(_body_field(body, "param")))
+
+
+# Where a request's user messages are, by the field the API names ("additional_messages[2].content").
+_MESSAGE_PARAM = re.compile(r"^(?:additional_messages|thread\.messages|messages|input)\[(\d+)\]")
+
+
+def _message_index(param: str) -> int | None:
+    found = _MESSAGE_PARAM.match(param)
+    return int(found.group(1)) if found else None
+
+
+# The fields of a request the worker sets itself (never from an event): a 400 about one of
+# them is the deployment's fault, not the event's.
+WORKER_FIELDS = frozenset({"model", "tools", "tool_choice", "parallel_tool_calls", "metadata", "stream",
+                           "background", "store", "previous_response_id", "conversation", "truncation_strategy",
+                           "response_format", "thread.metadata"})
+# The object a 404's message is about: the first one it names ("No thread found with id 'x'.",
+# "Conversation with id 'x' not found.", "Item with id 'x' not found in conversation 'y'.").
+_NAMED_OBJECT = re.compile(r"\b(thread|conversation|assistant|run|message|item|response|step|file|model)s?\b",
+                           re.IGNORECASE)
+_QUOTED_ID = re.compile(r"'([^'\s]+)'")
+
+
+def _not_found(status: int, body: Any, message: str, code: str) -> PermanentApiError:
+    """A 404 (405): a route the server lacks when it is not the API's JSON error or says
+    `Invalid URL`; else the object its message names is unknown."""
+    if status == 405 or not _is_api_error(body) or message.startswith("Invalid URL"):
+        return RouteNotFoundError(message, status=status)
+    named = _NAMED_OBJECT.search(message)
+    kind = named.group(1).lower() if named else ""
+    if kind == "assistant":
+        return InvalidRequestError(f"unknown assistant: {message}", code="invalid_event", status=status)
+    if kind in ("thread", "conversation"):
+        quoted = _QUOTED_ID.search(message)
+        return ThreadNotFoundError(message, thread_id=quoted.group(1) if quoted else None, status=status)
+    return PermanentApiError(message, code=code or "not_found", status=status)
+
+
+def _about_the_worker_s_fields(body: Any, code: str, message: str) -> bool:
+    if code == "unknown_parameter" or message.startswith("Unrecognized request argument"):
+        return True  # the server does not take a field the worker sends
+    path = re.sub(r"\[\d+\]", "", _body_field(body, "param"))
+    return path in WORKER_FIELDS or path.split(".")[0] in WORKER_FIELDS
+
+
+def _is_api_error(body: Any) -> bool:
+    """OpenAI's error body, `{"error": {...}}` (or a compatible server's `{"error": "..."}`),
+    or the object inside it (what the SDK keeps of it)."""
+    if not isinstance(body, dict):
+        return False
+    return isinstance(body.get("error"), dict | str) or ("message" in body and ("type" in body or "code" in body))
 
 
 def _body_field(body: Any, name: str) -> str:
     if isinstance(body, dict):
         inner = body.get("error", body)
+        if isinstance(inner, str) and name == "message":
+            return inner
         if isinstance(inner, dict) and inner.get(name):
             return str(inner[name])
     return ""

@@ -31,7 +31,7 @@ from worker.backends.base import (
 )
 from worker.backends.shapes import ShapeFailures
 from worker.capabilities import Capability, CapabilityStore
-from worker.errors import PermanentApiError, ThreadBusyError
+from worker.errors import RouteNotFoundError, ThreadBusyError
 
 log = structlog.get_logger(__name__)
 
@@ -124,13 +124,11 @@ class AssistantsBackend:
             with self._shapes.watch(len(messages)):
                 raw = self.api.call("threads.create_and_run", True,
                                     lambda: self.client.beta.threads.with_raw_response.create_and_run(**body))
-        except PermanentApiError as exc:
-            # An unknown route (api.translate: not_found, or 405) created nothing; an unknown
-            # assistant is the request's fault (invalid_event) and is raised.
-            if exc.code == "not_found" or exc.status == 405:
-                self.known.learn(Capability.THREAD_AND_RUN, False, f"createThreadAndRun answered {exc}")
-                return None
-            raise
+        except RouteNotFoundError as exc:
+            # An unknown route created nothing (an unknown assistant is the request's fault,
+            # InvalidRequestError, and is raised).
+            self.known.learn(Capability.THREAD_AND_RUN, False, f"createThreadAndRun answered {exc}")
+            return None
         run = json_object(raw)
         return str(run["thread_id"]), _run_state(run, raw.headers)
 

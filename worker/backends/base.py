@@ -9,8 +9,11 @@ Every method:
   schedules polls);
 - raises only the errors of worker.errors: `TransientApiError` (retry later; its
   `maybe_applied` says a POST may have gone through), `PermanentApiError` (retrying the
-  same request fails again), `InvalidRequestError` (the batch's own fault: reject it).
-  `ThreadBusyError` never leaves `start_run`: it becomes `Busy`.
+  same request fails again), and among those `InvalidRequestError` (the batch's own fault:
+  reject it, with the API's code), `ThreadNotFoundError` (the server lost the thread or
+  conversation the call named), `RouteNotFoundError` (the server has no such endpoint) and
+  `RequestRefusedError` (a field the worker sets is refused). `ThreadBusyError` never
+  leaves `start_run`: it becomes `Busy`.
 
 Creating calls are never retried blindly: after an unknown outcome the caller says so
 (`RunRequest.reconciling`) and the backend looks for what the earlier call made before it
@@ -178,7 +181,9 @@ class RunBackend(Protocol):
         """Find or create the batch's run. May make several API calls (a thread, a look for
         an earlier create's run, the create); a crash between them leaves at most a thread
         nobody recorded (harmless) or a run that `reconciling` finds. Raises
-        InvalidRequestError when the request itself is refused (unknown assistant)."""
+        InvalidRequestError when the request itself is refused (an unknown assistant, a
+        message the API finds too long: its `event_index` names the event when the API named
+        the message), ThreadNotFoundError when the thread it names is gone."""
         ...
 
     def find_run(self, request: RunRequest) -> RunState | None:

@@ -142,7 +142,12 @@ class ResponsesBackend:
         pending = pending_calls(self.reads.items_after(request.thread, ""))
         abandoned = [{"type": "function_call_output", "call_id": call.id,
                       "output": "abandoned: the conversation moved on"} for call in pending]
-        return self.create_response(request.thread, abandoned + items, request.instructions, metadata)
+        try:
+            return self.create_response(request.thread, abandoned + items, request.instructions, metadata)
+        except InvalidRequestError as exc:  # the API counts the input items: ours come after those
+            if exc.event_index is not None:
+                exc.event_index = exc.event_index - len(abandoned) if exc.event_index >= len(abandoned) else None
+            raise
 
     def _confirmed(self, thread_id: str, since: str, expected: InputMatcher, created: RunState) -> RunState:
         """This create went through, so the conversation was free: an earlier create of ours

@@ -37,11 +37,12 @@ from worker.conversation.transitions import (
     Later,
     Open,
     Polled,
+    RejectEvent,
     Step,
     Transition,
     Wait,
 )
-from worker.errors import PermanentApiError, TransientApiError
+from worker.errors import PermanentApiError, ThreadNotFoundError, TransientApiError
 from worker.events import OutboundEntry
 from worker.polling import PollPlanner
 from worker.settings import Settings
@@ -138,6 +139,8 @@ class ConversationService:
         phase = Phase.STOPPING if batch.published else batch.phase
         try:
             return HANDLERS[phase](self.ctx, step, batch)
+        except ThreadNotFoundError as exc:  # the server lost the thread: not an API failure
+            return endings.thread_lost(self.ctx, batch, exc)
         except (TransientApiError, PermanentApiError) as exc:
             return endings.api_failed(self.ctx, batch, exc)
 
@@ -186,6 +189,8 @@ class ConversationService:
             return Outcome(True, write.lease_released)
         if isinstance(t, Answer | Finish):
             return self._publish(step, t)
+        if isinstance(t, RejectEvent):
+            return self._reject_event(step, t)
         assert_type(t, Idle)
         if not self.store.schedule.retire_if_idle(cid):
             self.store.schedule.put(cid, now)  # an event arrived meanwhile
@@ -204,6 +209,14 @@ class ConversationService:
         if result.events_wait:
             return Outcome(False, step=Step(step.token), batch=None)
         return Outcome(True, result.lease_released)
+
+    def _reject_event(self, step: Step, t: RejectEvent) -> Outcome:
+        written = self.store.outbound.reject_in_batch(t.batch, token=step.token, entry_json=t.entry.to_json(),
+                                                      raw=t.raw, reason=t.reason)
+        if not written:
+            return Outcome(ended=True)  # a newer lease holder owns the batch now
+        metrics.observe_outcome(t.entry.type, None, [self.ctx.clock() - t.sent_at], None)
+        return Outcome(False, step=step, batch=t.batch)  # a refused request sent nothing: still fresh
 
     def _observe_published(self, batch: Batch, entry: OutboundEntry) -> None:
         now = self.ctx.clock()

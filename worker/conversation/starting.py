@@ -31,7 +31,7 @@ def handle(ctx: Context, step: Step, batch: Batch) -> Transition:
     try:
         started = ctx.backend.start_run(request)
     except InvalidRequestError as exc:
-        return endings.reject(ctx, batch, str(exc))
+        return endings.refused_event(ctx, batch, exc)
     if isinstance(started, ThreadOpened):
         # A worker that dies before this is written leaves that thread unused: harmless,
         # and nothing was appended to it.

@@ -88,6 +88,19 @@ class Finish:
 
 
 @dataclass(frozen=True)
+class RejectEvent:
+    """One event of the batch was refused by the API (its own content): publish its
+    rejection `entry` and dead-letter it (`raw`, `reason`) with the write of `batch`, which
+    no longer holds it, and go on with the rest (`sent_at`: the refused event's send time)."""
+
+    batch: Batch
+    entry: OutboundEntry
+    raw: str
+    reason: str
+    sent_at: float
+
+
+@dataclass(frozen=True)
 class Later:
     """Nothing changed: only come back at `due` (a write of the due time alone, so that it
     never overwrites what the tools actor writes meanwhile): the step ends."""
@@ -102,4 +115,4 @@ class Idle:
     opened): the conversation leaves the schedule unless an event arrived meanwhile."""
 
 
-Transition = Open | Checkpoint | Wait | Polled | Later | DispatchTools | Answer | Finish | Idle
+Transition = Open | Checkpoint | Wait | Polled | Later | DispatchTools | Answer | Finish | RejectEvent | Idle

@@ -34,6 +34,7 @@ class Batches:
         self._save = LuaScript(client, "save_batch")
         self._set_fields = LuaScript(client, "set_fields")
         self._record_poll = LuaScript(client, "record_poll")
+        self._forget_thread = LuaScript(client, "forget_thread")
 
     def load(self, conversation_id: str) -> Batch | None:
         pipe = self.redis.pipeline(transaction=False)
@@ -89,6 +90,12 @@ class Batches:
     def thread_id(self, conversation_id: str) -> str | None:
         value = self.redis.hget(keys.conversation(conversation_id), "thread_id")
         return text(value) if value else None
+
+    def forget_thread(self, conversation_id: str, thread_id: str) -> bool:
+        """The server lost `thread_id`: the conversation's next run starts a new thread (its
+        last run goes with it). False when the conversation holds another thread by now."""
+        return bool(self._forget_thread(keys={"conversation": keys.conversation(conversation_id)},
+                                        args={"thread_id": thread_id}))
 
     def last_run_id(self, conversation_id: str) -> str | None:
         """The run of the conversation's last published batch (Responses reconciliation)."""

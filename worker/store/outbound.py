@@ -34,6 +34,7 @@ class Outbound:
         self.clock = clock
         self._publish = LuaScript(client, "publish")
         self._reject_head = LuaScript(client, "reject_head")
+        self._reject_in_batch = LuaScript(client, "reject_in_batch")
 
     def publish(self, batch: Batch, entry_json: str, *, token: int, release: bool) -> Published:
         """Publish the batch's entry once (an empty entry publishes nothing). `release`: the
@@ -58,6 +59,16 @@ class Outbound:
             keys={"inbox": keys.inbox(conversation_id), "outbound": self.stream, "dead_letters": keys.DEAD_LETTERS},
             args={"raw": raw, "entry": entry_json, "maxlen": self.maxlen, "reason": reason,
                   "dead_letter_maxlen": self.dead_letter_maxlen}))
+
+    def reject_in_batch(self, batch: Batch, *, token: int, entry_json: str, raw: str, reason: str) -> bool:
+        """Publish one refused event's rejection, dead-letter it and write `batch` (without it),
+        fenced; False when another batch is active or a newer lease wrote this one."""
+        cid = batch.conversation_id
+        return bool(self._reject_in_batch(
+            keys={"batch": keys.batch(cid), "batch_data": keys.batch_data(cid), "outbound": self.stream,
+                  "dead_letters": keys.DEAD_LETTERS},
+            args={"batch_id": batch.batch_id, "token": token, "data": batch.data_json(), "entry": entry_json,
+                  "maxlen": self.maxlen, "raw": raw, "reason": reason, "dead_letter_maxlen": self.dead_letter_maxlen}))
 
     def dead_letter(self, raws: list[str], reason: str) -> None:
         pipe = self.redis.pipeline()
