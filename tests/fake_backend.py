@@ -11,6 +11,10 @@ Faults: `fail_next(method, error, applied=...)` makes the next call of `method` 
 refusals are played as the real API answers them: a message longer than `max_content_chars`
 (InvalidRequestError, `string_above_max_length`), a thread `lose_thread` deleted
 (ThreadNotFoundError, for every call naming it or one of its runs).
+
+`down = True` is an outage: every call fails as a reset connection would, doing nothing.
+`observe`, when set, sees each call's outcome as the real backends' observe hook does
+(`ok`, `client_error`, `rate_limited`, `server_error`, `connection_error`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,13 @@ from worker.backends.base import (
     ThreadOpened,
     ToolCall,
 )
-from worker.errors import InvalidRequestError, PermanentApiError, ThreadBusyError, ThreadNotFoundError
+from worker.errors import (
+    InvalidRequestError,
+    PermanentApiError,
+    ThreadBusyError,
+    ThreadNotFoundError,
+    TransientApiError,
+)
 
 KNOWN_ASSISTANT = "asst_default"
 
@@ -77,6 +87,8 @@ class FakeBackend:
         self._ids = itertools.count(1)
         self._faults: dict[str, deque[tuple[Exception, bool]]] = {}
         self._replies: dict[str, deque[Any]] = {}
+        self.observe: Callable[[str, str], None] | None = None
+        self.down = False
 
     @property
     def capabilities(self) -> Capabilities:
@@ -92,7 +104,20 @@ class FakeBackend:
         self._replies.setdefault(method, deque()).append(value)
 
     def _call(self, method: str, work: Callable[[], Any]) -> Any:
+        try:
+            result = self._answer(method, work)
+        except Exception as exc:
+            if self.observe is not None:
+                self.observe(method, _outcome(exc))
+            raise
+        if self.observe is not None:
+            self.observe(method, "ok")
+        return result
+
+    def _answer(self, method: str, work: Callable[[], Any]) -> Any:
         self.calls.append(method)
+        if self.down:
+            raise TransientApiError(f"{method}: Connection error (the API is down)")
         replies = self._replies.get(method)
         if replies:
             return replies.popleft()
@@ -292,3 +317,13 @@ class FakeBackend:
         run.status = plan.outcome
         run.replies = ["\n".join(str(part["text"]["value"]) for part in reply) for reply in plan.replies]
         self.threads[run.thread_id].messages.extend(("assistant", text, run.id) for text in run.replies)
+
+
+def _outcome(exc: Exception) -> str:
+    """The outcome label the real backends give such an error."""
+    status = getattr(exc, "status", None)
+    if not isinstance(exc, TransientApiError) or isinstance(exc, ThreadBusyError):
+        return "client_error"
+    if status == 429:
+        return "rate_limited"
+    return "server_error" if status is not None and status >= 500 else "connection_error"

@@ -70,6 +70,22 @@ def test_the_middleware_writes_the_heartbeat_and_removes_it_at_shutdown(tmp_path
     assert not path.exists()
 
 
+def test_the_heartbeat_carries_the_api_circuit_state_for_readyz(tmp_path: Path) -> None:
+    state = {"open_since": time.time(), "last_error": "runs.retrieve: timeout", "last_ok_at": None, "refused": None}
+    middleware = health.HealthMiddleware(str(tmp_path), time.time, lambda: state)
+    middleware.after_worker_boot(None, None)  # type: ignore[arg-type]  # it uses neither broker nor worker
+    try:
+        assert wait_until(lambda: health.api_states(tmp_path), 5, what="a heartbeat") == [state]
+    finally:
+        middleware.before_worker_shutdown(None, None)  # type: ignore[arg-type]  # as after_worker_boot
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    path = beat(tmp_path, gone.pid, at=time.time(), scheduler_at=None, busy_since=None)
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"api": state}))
+    (tmp_path / f"{health.PREFIX}broken.json").write_text("{half a")
+    assert health.api_states(tmp_path) == [], "a process that is gone says nothing"
+
+
 def test_the_file_of_a_process_that_is_gone_is_removed(tmp_path: Path) -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

@@ -55,6 +55,8 @@ class Batch:
     stop_requested: bool = False  # STOPPING: the API was asked to stop the run
     appended_events: int = 0  # the first events known on the thread, appended one at a time
     threads_lost: int = 0  # threads the server lost under this batch (each starts a new one)
+    held_at: float | None = None  # the API circuit holds the batch since (worker/circuit.py)
+    held_seconds: float = 0.0  # held before, since the run's first start (or since creation)
 
     @classmethod
     def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
@@ -70,6 +72,11 @@ class Batch:
         if "_events" in self.__dict__:
             object.__setattr__(batch, "_events", self.__dict__["_events"])
         return batch
+
+    def held_for(self, now: float) -> float:
+        """Seconds the circuit held the batch since its run's first start (before it: since
+        it was created): they do not count toward RUN_TIMEOUT_SECONDS."""
+        return self.held_seconds + (now - self.held_at if self.held_at is not None else 0.0)
 
     @property
     def events(self) -> list[InboundEvent]:
@@ -148,6 +155,7 @@ HASH_FIELDS: dict[str, type] = {
     "batch_id": str, "published": bool, "polls": int,
     "tools_key": str, "phase_started_at": float, "run_id": str, "unconfirmed": bool,
     "stop_requested": bool, "appended_events": int, "threads_lost": int,  # newer than the previous release
+    "held_at": float, "held_seconds": float,  # newer too
 }
 _DOCUMENT_NAMES = {"phase": "state"}  # attribute -> key in the JSON document
 _ATTRIBUTE_NAMES = {v: k for k, v in _DOCUMENT_NAMES.items()}

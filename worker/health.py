@@ -8,6 +8,9 @@ the files: a process that stopped writing, a scheduler that stopped turning (or 
 started) or a thread stuck on one step for longer than HEALTH_BUSY_LIMIT_SECONDS makes the
 pod unhealthy, so that Kubernetes restarts it (its claims come due again elsewhere after
 LEASE_SECONDS).
+
+The heartbeat also carries the process's API circuit state (worker/circuit.py), which the
+pod's /readyz reads with `api_states`.
 """
 
 from __future__ import annotations
@@ -48,9 +51,11 @@ def heartbeat_path(folder: str | Path, pid: int) -> Path:
 class HealthMiddleware(dramatiq.Middleware):
     """Writes this worker process's heartbeat file (see the module's text)."""
 
-    def __init__(self, folder: str, scheduler_tick: Callable[[], float | None]) -> None:
+    def __init__(self, folder: str, scheduler_tick: Callable[[], float | None],
+                 api_state: Callable[[], dict[str, Any]] | None = None) -> None:
         self.folder = folder
         self.scheduler_tick = scheduler_tick
+        self.api_state = api_state or dict
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at = time.time()
@@ -84,7 +89,8 @@ class HealthMiddleware(dramatiq.Middleware):
         while not self._stop.is_set():
             busy = list(_busy.values())
             beat = {"pid": os.getpid(), "at": time.time(), "started_at": self._started_at,
-                    "scheduler_at": self.scheduler_tick(), "busy_since": min(busy) if busy else None}
+                    "scheduler_at": self.scheduler_tick(), "busy_since": min(busy) if busy else None,
+                    "api": self.api_state()}
             try:
                 partial = path.with_suffix(".tmp")
                 partial.write_text(json.dumps(beat))
@@ -96,6 +102,19 @@ class HealthMiddleware(dramatiq.Middleware):
 
 def heartbeat_files(folder: str | Path) -> list[Path]:
     return list(Path(folder).glob(f"{PREFIX}*.json"))
+
+
+def api_states(folder: str | Path) -> list[dict[str, Any]]:
+    """The API circuit states the live processes' heartbeats carry (worker/circuit.py)."""
+    states = []
+    for path in heartbeat_files(folder):
+        try:
+            beat = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being replaced right now
+        if isinstance(beat.get("api"), dict) and _alive(beat.get("pid", 0)):
+            states.append(beat["api"])
+    return states
 
 
 def check(folder: str | Path, busy_limit: float, now: float | None = None) -> list[str]:

@@ -16,7 +16,7 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from worker import health
+from worker import circuit, health
 from worker.capabilities import CapabilityStore
 from worker.metrics import ClusterCollector
 from worker.settings import Settings
@@ -111,6 +111,9 @@ class PodEndpoints:
         problem = first or (self.api.problem() if self.api is not None else None)
         if problem:
             problems.append(f"api: {problem}")
+        if self.folder:  # the worker processes' API circuits and key refusals (heartbeats)
+            states = health.api_states(self.folder)
+            problems.extend(f"api: {p}" for p in circuit.readiness_problems(states, time.time()))
         return problems
 
     def capabilities(self) -> str:

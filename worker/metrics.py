@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import redis
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -32,6 +32,15 @@ API_REQUESTS = Counter("assistant_api_requests", "Requests to the assistant API.
                        ["operation", "outcome"])
 RUN_POLLS = Counter("assistant_run_polls", "Polls of a run's status.")
 TOKENS = Counter("assistant_tokens", "Tokens used by runs.", ["kind"])
+# 1 while a worker process's API circuit is open (worker/circuit.py). "livemax": the pod's
+# value is the highest of its live processes (a stopping process sets its own to 0).
+API_CIRCUIT_OPEN = Gauge("assistant_api_circuit_open",
+                         "1 while the API circuit breaker is open (steps wait, one probe at a time).",
+                         multiprocess_mode="livemax")
+
+
+def observe_circuit(is_open: bool) -> None:
+    API_CIRCUIT_OPEN.set(1 if is_open else 0)
 
 
 def observe_api(operation: str, outcome: str) -> None:

@@ -12,10 +12,12 @@ from dramatiq.brokers.redis import RedisBroker
 
 from worker import health, keys, metrics
 from worker.actors import Actors, declare_actors
+from worker.backends.api import ApiObserver
 from worker.backends.assistants import AssistantsBackend
 from worker.backends.base import RunBackend
 from worker.backends.responses import ResponsesBackend
 from worker.capabilities import CapabilityStore
+from worker.circuit import Circuit
 from worker.conversation.service import ConversationService
 from worker.redis_client import make_redis
 from worker.scheduler import Scheduler, SchedulerMiddleware
@@ -36,15 +38,17 @@ def make_openai(settings: Settings) -> openai.OpenAI:
                          max_retries=0)
 
 
-def make_backend(settings: Settings, client: redis.Redis | None = None) -> RunBackend:
+def make_backend(settings: Settings, client: redis.Redis | None = None,
+                 observe: ApiObserver = metrics.observe_api) -> RunBackend:
     """The API behind the worker (ASSISTANT_BACKEND); tool modules are loaded by then.
-    What it learns about the server is kept in `client`'s Redis (capabilities.py)."""
+    `observe` sees every API call's outcome; what the backend learns about the server is
+    kept in `client`'s Redis (capabilities.py)."""
     known = CapabilityStore.from_settings(settings, client)
     if settings.assistant_backend == "responses":
         return ResponsesBackend(make_openai(settings), model=settings.responses_model,
                                 instructions=settings.responses_instructions, tools=definitions(),
-                                observe=metrics.observe_api)
-    return AssistantsBackend(make_openai(settings), observe=metrics.observe_api, known=known)
+                                observe=observe)
+    return AssistantsBackend(make_openai(settings), observe=observe, known=known)
 
 
 def make_broker(settings: Settings) -> RedisBroker:
@@ -63,16 +67,23 @@ class Runtime:
     broker: RedisBroker
     store: Store
     actors: Actors = field(init=False)
+    circuit: Circuit = field(default_factory=lambda: Circuit(on_change=metrics.observe_circuit))
     _service: ConversationService | None = None
+
+    def observe_api(self, operation: str, outcome: str) -> None:
+        """Every API call's outcome: counted, and fed to the process's circuit breaker."""
+        metrics.observe_api(operation, outcome)
+        self.circuit.record(operation, outcome)
 
     def service(self) -> ConversationService:
         """The process's service, built on first use (after a fork, not before)."""
         if self._service is None:
             self._service = ConversationService(
-                self.store, make_backend(self.settings, self.store.redis), self.settings,
+                self.store, make_backend(self.settings, self.store.redis, self.observe_api), self.settings,
                 dispatch_tools=self.actors.dispatch_tools,
                 tool_runner=ToolRunner(self.settings.tool_timeout_seconds,
-                                       self.settings.tool_output_max_chars))
+                                       self.settings.tool_output_max_chars),
+                circuit=self.circuit)
             self._service.seed_planner()
         return self._service
 
@@ -83,6 +94,7 @@ class Runtime:
             self._service.backend.close()
             self._service.tool_runner.shutdown()
             self._service = None
+        metrics.observe_circuit(False)  # the gauge's file outlives a stopped process
         self.store.close()
 
     def scheduler(self) -> Scheduler:
@@ -102,7 +114,7 @@ def build_runtime(settings: Settings) -> Runtime:
         from worker.dramatiq_metrics import DramatiqMetrics
 
         broker.add_middleware(DramatiqMetrics())
-        broker.add_middleware(health.HealthMiddleware(folder, scheduling.last_loop_at))
+        broker.add_middleware(health.HealthMiddleware(folder, scheduling.last_loop_at, runtime.circuit.snapshot))
     runtime.actors = declare_actors(broker, settings.worker_queue, runtime.service)
     dramatiq.set_broker(broker)
     return runtime

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     api_timeout_seconds: float = Field(20.0, gt=0)
     api_max_attempts: int = Field(8, ge=1, description="attempts of one API step before api_error")
     run_retry_limit: int = Field(2, ge=0, description="new runs after rate_limit_exceeded/server_error")
+    api_outage_hold_seconds: float = Field(
+        900.0, gt=0, description="a batch held by the open API circuit this long: run.failed / api_unavailable")
 
     # What the API server can do (worker/capabilities.py): auto learns, on/off force
     additional_messages: CapabilityMode = "auto"

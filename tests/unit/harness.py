@@ -14,6 +14,7 @@ from tests.fake_backend import KNOWN_ASSISTANT, FakeBackend
 from worker import keys
 from worker.backends.base import ToolCall
 from worker.batch import Batch
+from worker.circuit import Circuit
 from worker.conversation.service import ConversationService
 from worker.events import InboundEvent
 from worker.logs import configure_logging
@@ -44,14 +45,18 @@ class Harness:
     settings: Settings
     store: Store = field(init=False)
     service: ConversationService = field(init=False)
+    circuit: Circuit = field(init=False)
     dispatched: list[tuple[str, str, str, list[ToolCall]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         configure_logging(self.settings)
         self.store = Store(self.redis, outbound_stream=OUTBOUND, outbound_maxlen=10_000, clock=self.clock)
         runner = ToolRunner(self.settings.tool_timeout_seconds, self.settings.tool_output_max_chars)
+        self.circuit = Circuit(self.clock)
+        self.backend.observe = self.circuit.record  # fed every call's outcome, as in a worker
         self.service = ConversationService(self.store, self.backend, self.settings, self._dispatch,
-                                           tool_runner=runner, clock=self.clock, rng=random.Random(7))
+                                           tool_runner=runner, clock=self.clock, rng=random.Random(7),
+                                           circuit=self.circuit)
 
     def _dispatch(self, cid: str, batch_id: str, run_id: str, calls: list[ToolCall]) -> None:
         self.dispatched.append((cid, batch_id, run_id, calls))

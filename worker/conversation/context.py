@@ -1,4 +1,5 @@
-"""What every phase needs: the store, the backend, the settings, a clock, the poll planner."""
+"""What every phase needs: the store, the backend, the settings, a clock, the poll planner,
+the API circuit."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import structlog
 from worker import polling
 from worker.backends.base import RunBackend, RunRequest, RunState, ToolCall
 from worker.batch import Batch
+from worker.circuit import Circuit
 from worker.polling import PollPlanner
 from worker.settings import Settings
 from worker.store.conversation_store import Store
@@ -33,6 +35,7 @@ class Context:
     tool_runner: ToolRunner
     clock: Callable[[], float]
     rng: random.Random = field(default_factory=random.Random)  # private: never the global one
+    circuit: Circuit = field(default_factory=Circuit)  # the process's API circuit breaker
     planner: PollPlanner = field(init=False)
 
     def __post_init__(self) -> None:

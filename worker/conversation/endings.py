@@ -59,7 +59,7 @@ def cancel(ctx: Context, batch: Batch, code: str, message: str) -> Transition:
     """Answer the batch now (cancelled, or timed out) with what the run wrote so far; its
     run is stopped after."""
     messages: list[dict[str, Any]] = []
-    if batch.run_id and batch.thread_id:
+    if batch.run_id and batch.thread_id and not ctx.circuit.is_open:  # open: no call, answer now
         try:
             messages = ctx.backend.run_messages(batch.thread_id, batch.run_id)
         except (TransientApiError, PermanentApiError):

@@ -45,7 +45,7 @@ def on_run_state(ctx: Context, batch: Batch, run: RunState, changed: bool) -> Tr
     if run.terminal:
         return endings.finish(ctx, batch, run)
     timeout = ctx.settings.run_timeout_seconds
-    if batch.run_started_at and now - batch.run_started_at > timeout:
+    if batch.run_started_at and now - batch.run_started_at - batch.held_for(now) > timeout:  # held: not counted
         return endings.cancel(ctx, batch, "timeout", f"the run did not finish within {timeout:g} s")
     if run.status == "requires_action":
         return tool_round.on_requires_action(ctx, batch, run)
@@ -61,8 +61,8 @@ def _observe(ctx: Context, batch: Batch, run: RunState, now: float) -> None:
         log.debug("polled", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
                   thread_id=batch.thread_id, run_id=run.id, status=run.status,
                   age_ms=int((now - (batch.phase_started_at or now)) * 1000))
-    if not batch.phase_started_at:
-        return
+    if not batch.phase_started_at or batch.held_at is not None or batch.held_seconds:
+        return  # a run held by the API circuit says nothing about how long runs take
     age = now - batch.phase_started_at
     if run.needs_worker:
         ctx.planner.ended(batch.batch_id, age)

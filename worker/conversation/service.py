@@ -26,7 +26,8 @@ import structlog
 from worker import metrics
 from worker.backends.base import RunBackend, ToolCall
 from worker.batch import Batch, Phase
-from worker.conversation import endings, following, opening, starting, stopping, tool_round
+from worker.circuit import Circuit
+from worker.conversation import endings, following, holding, opening, starting, stopping, tool_round
 from worker.conversation.context import Context, ToolDispatch
 from worker.conversation.transitions import (
     Answer,
@@ -78,9 +79,11 @@ class Outcome:
 class ConversationService:
     def __init__(self, store: Store, backend: RunBackend, settings: Settings,
                  dispatch_tools: ToolDispatch, tool_runner: ToolRunner | None = None,
-                 clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
+                 clock: Callable[[], float] = time.time, rng: random.Random | None = None,
+                 circuit: Circuit | None = None) -> None:
         runner = tool_runner or ToolRunner(settings.tool_timeout_seconds, settings.tool_output_max_chars)
-        self.ctx = Context(store, backend, settings, dispatch_tools, runner, clock, rng or random.Random())
+        self.ctx = Context(store, backend, settings, dispatch_tools, runner, clock, rng or random.Random(),
+                           circuit or Circuit(clock))
 
     @property
     def store(self) -> Store:
@@ -121,6 +124,7 @@ class ConversationService:
         except Exception as exc:  # noqa: BLE001 - a step must never crash-loop a conversation
             released = self._crashed(conversation_id, begun.token, exc)
         finally:
+            self.ctx.circuit.release_probe()  # a probe this step held without a call goes back
             if not released:
                 self.store.schedule.end_step(conversation_id, begun.token)
 
@@ -137,11 +141,20 @@ class ConversationService:
     def _handle(self, step: Step, batch: Batch) -> Transition:
         """The batch's phase handler; an answered batch is stopping whatever its phase."""
         phase = Phase.STOPPING if batch.published else batch.phase
+        held = holding.gate(self.ctx, batch)
+        if held is not None:
+            return held  # the API circuit is open: no API call (or the hold just ended)
         try:
             return HANDLERS[phase](self.ctx, step, batch)
         except ThreadNotFoundError as exc:  # the server lost the thread: not an API failure
             return endings.thread_lost(self.ctx, batch, exc)
-        except (TransientApiError, PermanentApiError) as exc:
+        except TransientApiError as exc:
+            if self.ctx.circuit.is_open:  # the outage's failure, not the batch's: not counted
+                return holding.hold(self.ctx, batch, self.ctx.circuit.retry_in())
+            return endings.api_failed(self.ctx, batch, exc)
+        except PermanentApiError as exc:
+            if exc.refuses_the_deployment:  # /readyz names OPENAI_API_KEY until a call succeeds
+                self.ctx.circuit.refused(exc.code, exc.status)
             return endings.api_failed(self.ctx, batch, exc)
 
     def _run(self, cid: str, step: Step, transition: Transition) -> bool:

@@ -10,7 +10,7 @@ import structlog
 
 from worker.backends.base import Appended, Busy, RunState, Started, ThreadOpened
 from worker.batch import Batch, Phase
-from worker.conversation import endings
+from worker.conversation import endings, holding
 from worker.conversation.context import Context
 from worker.conversation.reconcile import may_exist_already
 from worker.conversation.transitions import Checkpoint, Step, Transition, Wait
@@ -49,6 +49,7 @@ def handle(ctx: Context, step: Step, batch: Batch) -> Transition:
 def adopt(ctx: Context, batch: Batch, started: Started) -> Transition:
     """Follow the run from now on; the user messages went in with it."""
     run, now = started.run, ctx.clock()
+    batch = holding.run_started(batch, now)
     if batch.thread_id is None:
         log.info("thread created", conversation_id=batch.conversation_id, thread_id=started.thread_id)
     batch = batch.evolve(
@@ -69,7 +70,8 @@ def _busy(ctx: Context, batch: Batch, foreign: RunState | None) -> Transition:
     then cancelled, so that the conversation is never stuck."""
     timeout = ctx.settings.run_timeout_seconds
     if foreign is None:
-        if ctx.clock() - batch.created_at > timeout:
+        now = ctx.clock()
+        if now - batch.created_at - batch.held_for(now) > timeout:
             return endings.give_up(ctx, batch, "api_error",
                                    f"the conversation stayed busy with another response for {timeout:g} s")
         waits = batch.busy_waits + 1

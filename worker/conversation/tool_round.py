@@ -56,9 +56,12 @@ def run_tools(ctx: Context, conversation_id: str, batch_id: str, run_id: str, ca
     if not ctx.store.tool_claims.claim(conversation_id, key, window(ctx)):
         return  # a duplicate delivery: another worker runs (or just ran) these calls
     outputs = _run(ctx, batch, run_id, calls)
-    after = submit(ctx, batch, outputs, again=batch.tools_redispatched)
+    # The API circuit open: not sent now, kept for the poll after the outage.
+    after = None if ctx.circuit.is_open else submit(ctx, batch, outputs, again=batch.tools_redispatched)
     if after is None:  # kept for the next poll to submit again: the tools do not run twice
-        ctx.store.tool_claims.keep_outputs(conversation_id, key, outputs, ctx.settings.run_timeout_seconds)
+        s = ctx.settings  # kept as long as the run may wait (its timeout, and a hold)
+        ctx.store.tool_claims.keep_outputs(conversation_id, key, outputs,
+                                           s.run_timeout_seconds + s.api_outage_hold_seconds)
         written = ["tools_key"]
         after = batch.evolve(tools_key=None)
     else:
