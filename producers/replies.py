@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Self
 
 import redis
@@ -121,7 +121,8 @@ class Reply:
     @property
     def text(self) -> str:
         """The assistant messages' text, oldest first, separated by blank lines."""
-        return "\n\n".join(str(m.get("text", "")) for m in self.data.get("messages") or [])
+        messages = self.data.get("messages") or []
+        return "\n\n".join(str(m.get("text", "")) for m in messages if isinstance(m, dict))
 
     @property
     def error(self) -> dict[str, Any] | None:
@@ -136,15 +137,15 @@ GapKind = Literal["unread", "unacknowledged", "group_deleted"]
 class Gap:
     """Replies this group will never read. `unread`: trimmed (`OUTBOUND_MAXLEN`) before
     anyone in the group read them, between `after` and `before`; `unacknowledged`: read by
-    a consumer that never acknowledged them, trimmed before they could be claimed (`ids`);
-    `group_deleted`: the group (or the stream) was deleted, and made again from the start.
-    `lost` is how many, None when the stream cannot tell."""
+    a consumer of the group and trimmed before it acknowledged them (`ids`; it may have
+    handled them); `group_deleted`: the group (or the stream) was deleted, and is made again
+    at the start of what the stream holds. `lost` is how many, None when it cannot be told."""
 
     kind: GapKind
     lost: int | None
     after: str | None = None
     before: str | None = None
-    ids: tuple[str, ...] = field(default=())
+    ids: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         count = "an unknown number of" if self.lost is None else str(self.lost)
@@ -182,7 +183,8 @@ class ReplyReader:
     """One consumer (`consumer`, default host-pid) of the group `group` on the outbound
     stream. A new group starts at the stream's end (entries published from its creation
     on), or at its beginning with `start="beginning"`; an existing group keeps its place.
-    Entries another consumer left unacknowledged for `claim_idle_ms` are claimed."""
+    Entries another consumer left unacknowledged for `claim_idle_ms` are claimed. Use a
+    reader from one thread at a time (a reader per thread, each with its own name)."""
 
     def __init__(self, group: str, consumer: str | None = None, *,
                  start: Literal["end", "beginning"] = "end", claim_idle_ms: int = DEFAULT_CLAIM_IDLE_MS,
@@ -235,11 +237,10 @@ class ReplyReader:
         try:
             return self._read(count, block_ms)
         except _GroupGone:
-            pass
-        # Deleted under us: what the stream holds now is all unread by this group.
-        self._create_group("0")
-        self._claim_cursor = "0-0"
-        return [Gap("group_deleted", None), *self._read(count, block_ms)]
+            # Deleted under us: what the stream holds now is all unread by this group.
+            self._create_group("0")
+            self._claim_cursor = "0-0"
+            return [Gap("group_deleted", None)]
 
     def ack(self, entries: Iterable[str | Reply | Gap]) -> int:
         """Acknowledge replies (or their ids; gaps are skipped); returns how many were pending."""
