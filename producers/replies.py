@@ -61,9 +61,10 @@ if type(made) == 'table' and made['err'] then
 end
 local info = map(redis.call('XINFO', 'STREAM', stream))
 if position == '$' then
-  redis.call('XGROUP', 'SETID', stream, group, info['last-generated-id'], 'ENTRIESREAD', info['entries-added'])
+  redis.call('XGROUP', 'SETID', stream, group, info['last-generated-id'],
+             'ENTRIESREAD', string.format('%d', info['entries-added']))
 elseif gone_count(info) then
-  redis.call('XGROUP', 'SETID', stream, group, position, 'ENTRIESREAD', gone_count(info))
+  redis.call('XGROUP', 'SETID', stream, group, position, 'ENTRIESREAD', string.format('%d', gone_count(info)))
 end
 return 1
 """
@@ -89,7 +90,7 @@ if first then before = first[1] end
 if first and older(after, before) then
   local gone, read = gone_count(info), g['entries-read']
   if not (gone and read) then lost = -1 elseif gone > read then lost = gone - read end
-  if gone then redis.call('XGROUP', 'SETID', stream, group, after, 'ENTRIESREAD', gone) end
+  if gone then redis.call('XGROUP', 'SETID', stream, group, after, 'ENTRIESREAD', string.format('%d', gone)) end
 end
 local rows = redis.call('XREADGROUP', 'GROUP', group, ARGV[2], 'COUNT', ARGV[3], 'STREAMS', stream, '>')
 return {'ok', lost, after, before, info['last-generated-id'], rows and rows[1][2] or {}}
