@@ -1,4 +1,4 @@
-"""`python -m producers send|cancel`: the producer API from the command line."""
+"""`python -m producers send|cancel|dead-letters|tail`: the producer API from the command line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ import sys
 
 from producers.client import Producer
 from producers.dead_letters import list_dead_letters, requeue
+from producers.replies import DEFAULT_CLAIM_IDLE_MS
+from producers.tail import tail
 from worker.events import InvalidEvent
+from worker.settings import get_settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     dead.add_argument("action", choices=["list", "requeue"])
     dead.add_argument("ids", nargs="*", help="dead-letter ids to re-queue (default: all listed)")
     dead.add_argument("--count", type=int, default=100)
+    _add_tail(commands)
     args = parser.parse_args(argv)
+    if args.command == "tail":
+        if args.consumer and not args.group:
+            parser.error("--consumer needs --group")
+        return tail(get_settings(), args.group, args.consumer, args.from_start, args.claim_idle_ms)
 
     producer = Producer()
     try:
@@ -42,6 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidEvent as exc:
         print(f"invalid {exc.field}: {exc.reason}", file=sys.stderr)
         return 64
+
+
+def _add_tail(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    follow = commands.add_parser("tail", help="print outbound entries as they arrive, until Ctrl-C")
+    follow.add_argument("--group", help="read as a consumer of this group, acknowledging what is printed")
+    follow.add_argument("--consumer", help="the consumer's name (default: host-pid)")
+    follow.add_argument("--from-start", action="store_true",
+                        help="start at the stream's first entry (a new group, or without a group)")
+    follow.add_argument("--claim-idle-ms", type=int, default=DEFAULT_CLAIM_IDLE_MS,
+                        help="claim entries other consumers left unacknowledged this long")
 
 
 def _send(producer: Producer, args: argparse.Namespace) -> int:

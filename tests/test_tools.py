@@ -37,3 +37,24 @@ def test_long_outputs_are_truncated_with_a_marker() -> None:
         [ToolCall("a", "big_output", '{"size": 5000}')])
     assert len(result.output) == 1000
     assert result.output.endswith("…[truncated 4000 characters]")
+
+
+def test_invalid_arguments_are_told_to_the_model_in_short_plain_words() -> None:
+    """Each field and what was wrong, without pydantic's type codes, echoed input or links."""
+    runner = ToolRunner(timeout=5)
+    cases = {
+        '{"a": "x"}': "invalid arguments: a: Input should be a valid integer, unable to parse string as an integer;"
+                      " b: required",
+        '{"a": 1, "b": 2, "c": 3}': "invalid arguments: c: not an argument of this tool",
+        "[1, 2]": "invalid arguments: must be a JSON object",
+        "{nope": "invalid arguments: not JSON (Expecting property name enclosed in double quotes:"
+                 " line 1 column 2 (char 1))",
+    }
+    try:
+        results = runner.run([ToolCall(str(i), "add", args) for i, args in enumerate(cases)])
+    finally:
+        runner.shutdown()
+    for result, expected in zip(results, cases.values(), strict=True):
+        error = json.loads(result.output)["error"]
+        assert (result.outcome, error["type"], error["message"]) == ("invalid_arguments", "invalid_arguments", expected)
+        assert "http" not in result.output and "type=" not in result.output

@@ -147,15 +147,35 @@ def _execute(call: ToolCall) -> ToolResult:
     if registered is None:
         return result("error", _error_output("unknown_tool", f"there is no tool named {call.name!r}"))
     try:
-        raw = json.loads(call.arguments or "{}")
-        arguments = registered.arguments.model_validate(raw)
-    except (ValueError, ValidationError) as exc:
-        return result("invalid_arguments", _error_output("invalid_arguments", str(exc)))
+        arguments = registered.arguments.model_validate(json.loads(call.arguments or "{}"))
+    except ValidationError as exc:
+        return result("invalid_arguments", _error_output("invalid_arguments", invalid_arguments_message(exc)))
+    except ValueError as exc:
+        return result("invalid_arguments", _error_output("invalid_arguments", f"invalid arguments: not JSON ({exc})"))
     try:
         value = registered.function(**{k: getattr(arguments, k) for k in type(arguments).model_fields})
         return result("ok", value if isinstance(value, str) else json.dumps(value, default=str))
     except Exception as exc:  # noqa: BLE001 - any failure of user code becomes an error output
         return result("error", _error_output("exception", f"{type(exc).__name__}: {exc}"))
+
+
+# pydantic's wording where it is not plain for the model (a message about a model class).
+_PLAIN = {"missing": "required", "extra_forbidden": "not an argument of this tool",
+          "model_type": "must be a JSON object", "dict_type": "must be a JSON object"}
+_MAX_PROBLEMS = 5
+
+
+def invalid_arguments_message(exc: ValidationError) -> str:
+    """Each field and what was wrong with it, in plain words: no pydantic type codes, echoed
+    input or documentation links (pydantic's own text has all three)."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    problems = []
+    for error in errors[:_MAX_PROBLEMS]:
+        field = ".".join(str(part) for part in error["loc"])
+        what = _PLAIN.get(error["type"], error["msg"])[:200]
+        problems.append(f"{field}: {what}" if field else what)
+    more = f" (and {len(errors) - _MAX_PROBLEMS} more)" if len(errors) > _MAX_PROBLEMS else ""
+    return "invalid arguments: " + "; ".join(problems) + more
 
 
 def _error_output(kind: str, message: str) -> str:
