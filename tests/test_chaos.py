@@ -19,6 +19,8 @@ def test_chaos_short_run_keeps_the_invariant(backend: str) -> None:
     chaos.print_table(result)
     assert result["events"] >= 200 and result["kills"] >= 3
     assert chaos.violations(result) == 0, result
+    # Only transient faults and retryable run failures are injected: every answer is a reply.
+    assert set(result["entry_types"]) == {"run.completed"}, result
     assert result["longest_wait_after_kill_s"] is not None
     # A kill is recovered from when the dead pod's lease expires (5 s) or, when it died with a
     # batch's tools in hand, when the tools are dispatched again (TOOL_TIMEOUT_SECONDS + 10 s
