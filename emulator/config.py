@@ -24,6 +24,8 @@ ENV_FIELDS = {
     "EMULATOR_EXPIRE_RATE": "expire_rate",
     "EMULATOR_SEED": "seed",
     "EMULATOR_REJECTED_KEYS": "rejected_keys",
+    "EMULATOR_CONVERSATION_LOCK": "conversation_lock",
+    "EMULATOR_LIST_RESPONSES": "list_responses",
 }
 # The models GET /v1/models/{model} knows (any model may still be named in a create).
 KNOWN_MODELS = frozenset({"emulator", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-5", "gpt-5-mini"})
@@ -56,6 +58,11 @@ class EmulatorConfig:
     seed: int | None = None
     rejected_keys: frozenset[str] = frozenset()  # API keys answered 401 invalid_api_key (a wrong key)
     models: frozenset[str] = KNOWN_MODELS  # what GET /v1/models/{model} finds
+    # Responses servers unlike OpenAI's: no lock on a conversation while a response runs
+    # (responses run side by side, each adding its items when it completes), and a list of
+    # responses (GET /v1/responses, not in OpenAI's spec; off: 404 as an unknown route).
+    conversation_lock: bool = True
+    list_responses: bool = False
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
