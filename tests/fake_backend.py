@@ -180,6 +180,12 @@ class FakeBackend:
     def run_steps(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
         return [{"type": "message_creation", "status": "completed", "tool_calls": []}]
 
+    def copy_watch(self, request: RunRequest, run_id: str) -> dict[str, Any] | None:
+        return None  # its runs are listed by tag: a second one is never made unseen
+
+    def remove_late_copies(self, thread_id: str, watch: dict[str, Any]) -> int:
+        return 0
+
     def close(self) -> None:
         """Nothing to close: no connection is held."""
 

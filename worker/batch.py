@@ -54,6 +54,10 @@ class Batch:
     unconfirmed: bool = False  # the run may repeat an earlier one's input: confirm it first
     stop_requested: bool = False  # STOPPING: the API was asked to stop the run
     appended_events: int = 0  # the first events known on the thread, appended one at a time
+    # When the latest create of this attempt that may have gone through unseen was sent
+    # (None: none may have): a server that would not show it running is given time to.
+    create_sent_at: float | None = None
+    created_again: bool = False  # a create was repeated while an earlier one may run unseen
 
     @classmethod
     def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
@@ -138,6 +142,7 @@ HASH_FIELDS: dict[str, type] = {
     "batch_id": str, "published": bool, "polls": int,
     "tools_key": str, "phase_started_at": float, "run_id": str, "unconfirmed": bool,
     "stop_requested": bool, "appended_events": int,  # newer than the previous release (which ignores them)
+    "create_sent_at": float, "created_again": bool,
 }
 _DOCUMENT_NAMES = {"phase": "state"}  # attribute -> key in the JSON document
 _ATTRIBUTE_NAMES = {v: k for k, v in _DOCUMENT_NAMES.items()}

@@ -32,6 +32,8 @@ API_REQUESTS = Counter("assistant_api_requests", "Requests to the assistant API.
                        ["operation", "outcome"])
 RUN_POLLS = Counter("assistant_run_polls", "Polls of a run's status.")
 TOKENS = Counter("assistant_tokens", "Tokens used by runs.", ["kind"])
+DUPLICATE_ITEMS_LEFT = Counter("assistant_duplicate_items_left",
+                               "Conversation items of a late second copy of a batch that could not be deleted.")
 
 
 def observe_api(operation: str, outcome: str) -> None:

@@ -43,7 +43,7 @@ def make_backend(settings: Settings, client: redis.Redis | None = None) -> RunBa
     if settings.assistant_backend == "responses":
         return ResponsesBackend(make_openai(settings), model=settings.responses_model,
                                 instructions=settings.responses_instructions, tools=definitions(),
-                                observe=metrics.observe_api)
+                                observe=metrics.observe_api, known=known)
     return AssistantsBackend(make_openai(settings), observe=metrics.observe_api, known=known)
 
 
