@@ -5,6 +5,7 @@ round) fails here, so that the unit tests never rest on a fake that drifted."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,8 +19,9 @@ from tests.emulator_fixtures import make_emulator, openai_client  # noqa: F401 -
 from tests.fake_backend import KNOWN_ASSISTANT, FakeBackend
 from tests.unit.harness import FakeClock
 from worker.backends.assistants import AssistantsBackend
-from worker.backends.base import Busy, RunBackend, RunRequest, RunState, Started, ThreadOpened
+from worker.backends.base import Busy, RunBackend, RunRequest, RunState, Started, ThreadOpened, Unseen
 from worker.backends.responses import ResponsesBackend
+from worker.capabilities import Capability, CapabilityStore
 from worker.errors import InvalidRequestError, PermanentApiError, TransientApiError
 from worker.events import InboundEvent
 
@@ -81,14 +83,17 @@ def emulated_subject(name: str, srv: EmulatorServer) -> Subject:
         backend = AssistantsBackend(client)
     else:
         backend = ResponsesBackend(client, model="gpt-4o", instructions=None, tools=[ADD])
+    api = "assistants" if name == "assistants" else "responses"
     return Subject(name, backend, lambda: time.sleep(0.02),
-                   lambda thread: threads.user_texts(srv.base_url, name, thread))
+                   lambda thread: threads.user_texts(srv.base_url, api, thread))
 
 
-@pytest.fixture(params=["fake", "assistants", "responses"])
+# "responses+list": a server that also lists responses (GET /responses, found by tag).
+@pytest.fixture(params=["fake", "assistants", "responses", "responses+list"])
 def subject(request: pytest.FixtureRequest, make_emulator: Callable[..., EmulatorServer]) -> Iterator[Subject]:  # noqa: F811 - the fixture
-    made = fake_subject() if request.param == "fake" else emulated_subject(request.param,
-                                                                          make_emulator(run_seconds=0.1))
+    lists = request.param == "responses+list"
+    made = fake_subject() if request.param == "fake" else emulated_subject(
+        request.param, make_emulator(run_seconds=0.1, list_responses=lists))
     yield made
     made.backend.close()
 
@@ -173,3 +178,72 @@ def test_an_unknown_run_is_an_api_error(subject: Subject) -> None:
     thread = subject.start("hello").thread_id
     with pytest.raises((PermanentApiError, TransientApiError)):
         subject.backend.get_run(thread, "run_does_not_exist")
+
+
+def test_a_lost_create_still_running_is_found_or_said_unseen(subject: Subject) -> None:
+    """Where runs (or responses) can be listed, a create whose answer was lost is found by
+    its tag while it still runs; where nothing shows a running response (Responses on a
+    server not known to lock), start_run says so instead of creating a second one."""
+    first = subject.start("hello")
+    thread = first.thread_id
+    subject.follow(thread, first.run.id)
+    text = "sleep:0.5 am I there?"
+    lost = subject.backend.start_run(subject.request(thread, text, batch_id="b-lost"))
+    assert isinstance(lost, Started)
+    again = subject.backend.start_run(subject.request(thread, text, batch_id="b-lost", reconciling=True))
+    if subject.name == "responses":
+        assert isinstance(again, Unseen)
+    else:
+        assert isinstance(again, Started) and again.adopted and again.run.id == lost.run.id
+    subject.follow(thread, lost.run.id)
+    assert subject.user_texts(thread) == ["hello", text]
+
+
+@pytest.mark.parametrize("lists", [True, False])
+def test_whether_responses_are_listed_is_probed_once(make_emulator: Callable[..., EmulatorServer],  # noqa: F811
+                                                    lists: bool) -> None:
+    srv = make_emulator(list_responses=lists)
+    known = CapabilityStore(None, srv.base_url, {}, ttl_seconds=60.0)
+    backend = ResponsesBackend(openai_client(srv), model="gpt-4o", instructions=None, tools=[], known=known)
+    try:
+        assert backend.listing.available() is lists
+        assert backend.listing.available() is lists
+        assert srv.stats()["calls"].get("listResponses") == 1
+        learnt = known.get(Capability.LIST_RESPONSES)
+        assert learnt.value is lists and "GET /responses" in learnt.reason
+        assert backend.capabilities.leaves_late_copies is not lists  # the lock is not known
+    finally:
+        backend.close()
+
+
+def test_a_forced_listing_setting_is_not_probed(make_emulator: Callable[..., EmulatorServer]) -> None:  # noqa: F811
+    srv = make_emulator(list_responses=True)
+    known = CapabilityStore(None, srv.base_url, {Capability.LIST_RESPONSES: "off"}, ttl_seconds=60.0)
+    backend = ResponsesBackend(openai_client(srv), model="gpt-4o", instructions=None, tools=[], known=known)
+    try:
+        assert backend.listing.available() is False
+        assert "listResponses" not in srv.stats()["calls"]
+    finally:
+        backend.close()
+
+
+def test_the_listing_finds_a_create_by_its_batch_and_attempt(make_emulator: Callable[..., EmulatorServer]) -> None:  # noqa: F811
+    srv = make_emulator(list_responses=True, conversation_lock=False)
+    subject = emulated_subject("responses", srv)
+    try:
+        thread = subject.start("hello").thread_id
+        other = subject.start("elsewhere").thread_id
+        ours = subject.backend.start_run(subject.request(thread, "mine", batch_id="b-mine"))
+        subject.backend.start_run(subject.request(other, "same tag, other conversation", batch_id="b-mine"))
+        for _ in range(3):  # newer responses of others: the look pages back past them
+            subject.backend.start_run(subject.request(other, "noise", batch_id=uuid.uuid4().hex))
+        assert isinstance(ours, Started)
+        found = subject.backend.find_run(subject.request(thread, "mine", batch_id="b-mine", reconciling=True))
+        assert found is not None and found.id == ours.run.id
+        retry = dataclasses.replace(subject.request(thread, "mine", batch_id="b-mine", reconciling=True), attempt=1)
+        assert subject.backend.find_run(retry) is None  # another attempt's create is not ours
+        started = subject.backend.start_run(retry)  # not listed: never made, created at once
+        assert isinstance(started, Started) and not started.adopted
+        assert srv.stats()["model_responses"]["total"] == 8  # hello, elsewhere, mine, its namesake, 3 noise, retry
+    finally:
+        subject.backend.close()
