@@ -8,6 +8,11 @@ suite against it and both real backends, so that it cannot drift from them.
 
 Faults: `fail_next(method, error, applied=...)` makes the next call of `method` raise
 `error`, after doing its work when `applied` (a lost answer) or without it.
+
+`unlocked=True` plays a Responses server that neither locks a thread while a run works nor
+lists runs: a run's user messages and replies reach the thread together when it ends, a run
+is found only then, an earlier create not found is `Unseen` (until `repeat_ok`), and a late
+copy of a batch's messages can be removed (`remove_late_copies`).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from worker.backends.base import (
     Started,
     ThreadOpened,
     ToolCall,
+    Unseen,
 )
 from worker.errors import InvalidRequestError, PermanentApiError, ThreadBusyError
 
@@ -47,6 +53,7 @@ class FakeRun:
     status: str = "queued"
     tool_calls: list[ToolCall] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
+    shown: bool = False  # unlocked: its user messages reached the thread
 
 
 @dataclass
@@ -59,12 +66,13 @@ class FakeThread:
 
 class FakeBackend:
     def __init__(self, clock: Callable[[], float], *, run_seconds: float = 1.0,
-                 capabilities: Capabilities | None = None) -> None:
+                 capabilities: Capabilities | None = None, unlocked: bool = False) -> None:
         self.clock = clock
         self.run_seconds = run_seconds
+        self.unlocked = unlocked
         self._capabilities = capabilities or Capabilities(
             needs_assistant=True, thread_with_first_run=True, messages_with_run=True,
-            lists_runs=True, tool_round_starts_run=False)
+            lists_runs=not unlocked, tool_round_starts_run=False, leaves_late_copies=unlocked)
         self.threads: dict[str, FakeThread] = {}
         self.runs: dict[str, FakeRun] = {}
         self.calls: list[str] = []  # every call, by method name
@@ -115,6 +123,8 @@ class FakeBackend:
             found = self._find(request)
             if found is not None:
                 return Started(found, request.thread_id, adopted=True)
+            if self.unlocked and not request.repeat_ok:
+                return Unseen()
         thread = self.threads[request.thread_id]
         try:
             return Started(self._state(self._create(thread, request)), thread.id)
@@ -131,9 +141,11 @@ class FakeBackend:
     def _find(self, request: RunRequest) -> RunState | None:
         thread = self.threads.get(request.thread_id or "")
         for run_id in reversed(thread.runs if thread else []):
-            meta = self.runs[run_id].metadata
+            meta, state = self.runs[run_id].metadata, self._state(self.runs[run_id])
+            if self.unlocked and state.status in ("queued", "in_progress"):
+                continue  # nothing of it shows before it ends
             if meta.get("batch_id") == request.batch_id and meta.get("attempt") == str(request.attempt):
-                return self._state(self.runs[run_id])
+                return state
         return None
 
     def get_run(self, thread_id: str, run_id: str) -> RunState:
@@ -181,16 +193,28 @@ class FakeBackend:
         return [{"type": "message_creation", "status": "completed", "tool_calls": []}]
 
     def copy_watch(self, request: RunRequest, run_id: str) -> dict[str, Any] | None:
-        return None  # its runs are listed by tag: a second one is never made unseen
+        watch = {"texts": [e.content for e in request.events], "kept": [run_id]} if self.unlocked else None
+        result: dict[str, Any] | None = self._call("copy_watch", lambda: watch)
+        return result
 
     def remove_late_copies(self, thread_id: str, watch: dict[str, Any]) -> int:
-        return 0
+        def remove() -> int:
+            self.user_texts(thread_id)  # what ended by now shows first
+            copies = {run_id for run_id in self.threads[thread_id].runs
+                      if self.runs[run_id].texts == watch["texts"] and run_id not in watch["kept"]}
+            thread = self.threads[thread_id]
+            thread.messages = [m for m in thread.messages if m[2] not in copies]
+            return 0
+        left: int = self._call("remove_late_copies", remove)
+        return left
 
     def close(self) -> None:
         """Nothing to close: no connection is held."""
 
     # --- test helpers ----------------------------------------------------------------------
     def user_texts(self, thread_id: str) -> list[str]:
+        for run_id in self.threads[thread_id].runs:  # what ended by now shows (unlocked: its messages)
+            self._state(self.runs[run_id])
         return [text for role, text, _ in self.threads[thread_id].messages if role == "user"]
 
     def add_foreign_run(self, thread_id: str, text: str = "sleep:60") -> str:
@@ -208,7 +232,7 @@ class FakeBackend:
         return thread
 
     def _create(self, thread: FakeThread, request: RunRequest, texts: list[str] | None = None) -> FakeRun:
-        if self._active(thread) is not None:
+        if not self.unlocked and self._active(thread) is not None:
             raise ThreadBusyError(f"Thread {thread.id} already has an active run.", status=400)
         texts = texts if texts is not None else [e.content for e in request.events] if request.append else []
         # A run answers the user messages since the last answer (a retry's are on the thread).
@@ -217,7 +241,8 @@ class FakeBackend:
         run = FakeRun(f"run_{next(self._ids)}", thread.id, plan, self.clock(),
                       plan.duration if plan.duration is not None else self.run_seconds,
                       {"batch_id": request.batch_id, "attempt": str(request.attempt)}, texts)
-        thread.messages.extend(("user", text, run.id) for text in texts)
+        if not self.unlocked:  # else they reach the thread when the run ends
+            thread.messages.extend(("user", text, run.id) for text in texts)
         thread.runs.append(run.id)
         self.runs[run.id] = run
         return run
@@ -248,6 +273,9 @@ class FakeBackend:
 
     def _end(self, run: FakeRun) -> None:
         plan = run.plan
+        if self.unlocked and not run.shown and plan.outcome in ("completed", "incomplete", "requires_action"):
+            self.threads[run.thread_id].messages.extend(("user", text, run.id) for text in run.texts)
+            run.shown = True
         if plan.outcome == "requires_action":
             run.status = "requires_action"
             run.tool_calls = [ToolCall(f"call_{next(self._ids)}", c.name, c.arguments) for c in plan.function_calls]

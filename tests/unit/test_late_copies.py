@@ -6,7 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tests.unit.harness import Harness
+import pytest
+from prometheus_client import REGISTRY
+
+from tests.fake_backend import FakeBackend
+from tests.unit.harness import START, FakeClock, Harness
 from worker.backends import responses_copies
 from worker.errors import TransientApiError
 
@@ -83,3 +87,109 @@ def test_the_wait_for_an_unseen_create_follows_response_durations(make_harness: 
     for n in range(10):
         ctx.planner.ended(f"q{n}", 50.0)
     assert ctx.unseen_wait() == 100.0  # at most RUN_TIMEOUT_SECONDS
+
+
+# --- the core, on a server that neither locks nor lists (the fake, unlocked) ---------------
+LOST = TransientApiError("500 (injected)", status=500, maybe_applied=True)
+WATCH = "aw:latecopy:"
+
+
+def unlocked(make_harness: Callable[..., Harness], clock: FakeClock) -> Harness:
+    return make_harness(FakeBackend(clock, unlocked=True))
+
+
+def left_total() -> float:
+    return REGISTRY.get_sample_value("assistant_duplicate_items_left_total") or 0.0
+
+
+def first_create_lost_and_slow(harness: Harness, cid: str, text: str, first_seconds: float) -> str:
+    """After a first batch ("warm up"), the next batch's create is applied and its answer
+    lost; its run takes `first_seconds`, the creates after it the fake's usual second."""
+    harness.send(cid, "warm up")
+    harness.run_until_idle()
+    event_id = harness.send(cid, text)
+    harness.backend.fail_next("start_run", LOST, applied=True)
+    harness.backend.run_seconds = first_seconds
+    harness.service.advance(cid)
+    harness.backend.run_seconds = 1.0
+    assert harness.backend.calls.count("start_run") == 2  # warm up (with its thread), the lost one
+    return event_id
+
+
+def wait_until_answered(harness: Harness, cid: str, entries: int) -> None:
+    """Step the conversation (the clock moving to each due time) until `entries` are out."""
+    for _ in range(200):
+        if len(harness.entries()) >= entries:
+            return
+        harness.clock.now = max(harness.clock.now, harness.next_due() or harness.clock.now)
+        harness.service.advance(cid)
+    raise AssertionError(f"{cid} not answered")
+
+
+def test_a_lost_create_is_waited_for_and_adopted_not_repeated(make_harness: Callable[..., Harness],
+                                                         clock: FakeClock) -> None:
+    harness = unlocked(make_harness, clock)
+    first_create_lost_and_slow(harness, "u-1", "hello", first_seconds=8.0)
+    harness.run_until_idle()
+    entry = harness.entries()[-1]
+    assert entry["type"] == "run.completed" and len(harness.entries()) == 2
+    assert len(harness.backend.runs) == 2 and harness.backend.user_texts(entry["thread_id"]) == ["warm up", "hello"]
+    assert not harness.redis.exists(WATCH + "u-1")  # never created again: nothing to watch
+
+
+def test_past_the_wait_it_creates_again_and_deletes_the_late_copy(make_harness: Callable[..., Harness],
+                                                         clock: FakeClock) -> None:
+    harness = unlocked(make_harness, clock)
+    first_create_lost_and_slow(harness, "u-2", "hello", first_seconds=45.0)
+    before = left_total()
+    harness.run_until_idle()
+    entry = harness.entries()[-1]
+    assert entry["type"] == "run.completed" and len(harness.backend.runs) == 3
+    assert harness.clock.now >= START + 45.0  # the watch went on until the first had ended
+    assert harness.backend.user_texts(entry["thread_id"]) == ["warm up", "hello"]
+    assert not harness.redis.exists(WATCH + "u-2") and left_total() == before
+
+
+def test_a_later_batch_with_the_same_text_is_kept(make_harness: Callable[..., Harness],
+                                                         clock: FakeClock) -> None:
+    harness = unlocked(make_harness, clock)
+    first_create_lost_and_slow(harness, "u-3", "hello", first_seconds=45.0)
+    wait_until_answered(harness, "u-3", 2)
+    assert harness.redis.exists(WATCH + "u-3")
+    harness.send("u-3", "hello")  # the same words again, while the watch goes on
+    harness.run_until_idle()
+    entries = harness.entries()
+    assert [e["type"] for e in entries] == ["run.completed"] * 3
+    assert harness.backend.user_texts(entries[0]["thread_id"]) == ["warm up", "hello", "hello"]
+    assert len(harness.backend.runs) == 4
+
+
+@pytest.mark.parametrize("fault", ["left", "look fails"])
+def test_what_could_not_be_deleted_is_counted_when_the_watch_ends(make_harness: Callable[..., Harness],
+                                                                   clock: FakeClock, fault: str) -> None:
+    harness = unlocked(make_harness, clock)
+    first_create_lost_and_slow(harness, "u-4", "hello", first_seconds=45.0)
+    before = left_total()
+    if fault == "left":
+        for _ in range(40):
+            harness.backend.reply_next("remove_late_copies", 2)
+    else:
+        harness.backend.fail_next("remove_late_copies", TransientApiError("503", status=503), times=40)
+    harness.run_until_idle(max_steps=2000)
+    assert not harness.redis.exists(WATCH + "u-4")
+    assert left_total() - before == (2 if fault == "left" else 0)
+
+
+def test_a_later_answer_that_cannot_be_read_ends_the_watch_rather_than_risk_it(
+        make_harness: Callable[..., Harness], clock: FakeClock) -> None:
+    """A later batch with the watched texts whose own copy cannot be told apart: nothing is
+    deleted (a copy left is better than an answer lost)."""
+    harness = unlocked(make_harness, clock)
+    first_create_lost_and_slow(harness, "u-5", "hello", first_seconds=45.0)
+    wait_until_answered(harness, "u-5", 2)
+    harness.backend.fail_next("copy_watch", TransientApiError("503", status=503))
+    harness.send("u-5", "hello")
+    harness.run_until_idle()
+    assert not harness.redis.exists(WATCH + "u-5")
+    harness.clock.advance(20.0)  # the first create's run ends: its copy stays
+    assert harness.backend.user_texts(harness.entries()[0]["thread_id"]) == ["warm up", "hello", "hello", "hello"]

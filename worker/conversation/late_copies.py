@@ -75,7 +75,8 @@ def after_release(ctx: Context, batch: Batch, events_wait: bool) -> None:
                 watch["kept"] = list(watch.get("kept") or []) + kept
         _save(ctx, cid, watches)
     if not events_wait and watches:
-        ctx.store.late_copies.look_again(cid, ctx.clock() + CHECK_SECONDS)
+        now = ctx.clock()
+        ctx.store.late_copies.look_again(cid, now + CHECK_SECONDS, now)
 
 
 def look(ctx: Context, conversation_id: str) -> float | None:

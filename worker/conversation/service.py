@@ -189,7 +189,7 @@ class ConversationService:
             return self._publish(step, t)
         assert_type(t, Idle)
         if t.recheck_at is not None:  # a late copy is watched for: stay on the schedule
-            self.store.late_copies.look_again(cid, t.recheck_at)
+            self.store.late_copies.look_again(cid, t.recheck_at, now)
         elif not self.store.schedule.retire_if_idle(cid):
             self.store.schedule.put(cid, now)  # an event arrived meanwhile
         return ended

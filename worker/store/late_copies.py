@@ -35,7 +35,12 @@ class LateCopies:
             return
         self.redis.set(key, json.dumps(watches, separators=(",", ":")), px=max(1000, int(ttl_seconds * 1000)))
 
-    def look_again(self, conversation_id: str, due: float) -> None:
-        """Bring the conversation back by `due` (never later than it is due already: an
-        event that arrived meanwhile keeps its place)."""
-        self.redis.zadd(keys.SCHEDULE, {conversation_id: due}, lt=True)
+    def look_again(self, conversation_id: str, due: float, now: float) -> None:
+        """Bring the idle conversation back at `due`, or now when an event waits (one that
+        arrives after this puts it at now itself)."""
+        pipe = self.redis.pipeline()
+        pipe.zadd(keys.SCHEDULE, {conversation_id: due})
+        pipe.llen(keys.inbox(conversation_id))
+        _, waiting = pipe.execute()
+        if waiting:
+            self.redis.zadd(keys.SCHEDULE, {conversation_id: now})
