@@ -180,10 +180,10 @@ def test_an_unknown_run_is_an_api_error(subject: Subject) -> None:
         subject.backend.get_run(thread, "run_does_not_exist")
 
 
-def test_a_lost_create_still_running_is_found_or_said_unseen(subject: Subject) -> None:
+def test_a_lost_create_still_running_is_found_or_refuses_a_second(subject: Subject) -> None:
     """Where runs (or responses) can be listed, a create whose answer was lost is found by
-    its tag while it still runs; where nothing shows a running response (Responses on a
-    server not known to lock), start_run says so instead of creating a second one."""
+    its tag while it still runs; where they cannot, a server that locks the conversation
+    (learnt by a probe) refuses a second create: busy, look again later."""
     first = subject.start("hello")
     thread = first.thread_id
     subject.follow(thread, first.run.id)
@@ -192,7 +192,7 @@ def test_a_lost_create_still_running_is_found_or_said_unseen(subject: Subject) -
     assert isinstance(lost, Started)
     again = subject.backend.start_run(subject.request(thread, text, batch_id="b-lost", reconciling=True))
     if subject.name == "responses":
-        assert isinstance(again, Unseen)
+        assert isinstance(again, Busy) and again.foreign is None
     else:
         assert isinstance(again, Started) and again.adopted and again.run.id == lost.run.id
     subject.follow(thread, lost.run.id)
@@ -247,3 +247,30 @@ def test_the_listing_finds_a_create_by_its_batch_and_attempt(make_emulator: Call
         assert srv.stats()["model_responses"]["total"] == 8  # hello, elsewhere, mine, its namesake, 3 noise, retry
     finally:
         subject.backend.close()
+
+
+@pytest.mark.parametrize("locks", [True, False])
+def test_whether_a_conversation_locks_is_probed_once_and_decides_a_lost_create(
+        make_emulator: Callable[..., EmulatorServer], locks: bool) -> None:  # noqa: F811 - the fixture
+    """Probed on a conversation of its own (two responses at once, both cancelled); where
+    it does not lock, a lost create that still runs is Unseen: nothing is created again."""
+    srv = make_emulator(conversation_lock=locks, run_seconds=0.5)
+    subject = emulated_subject("responses", srv)
+    backend = subject.backend
+    assert isinstance(backend, ResponsesBackend)
+    try:
+        first = subject.start("hello")
+        thread = first.thread_id
+        subject.follow(thread, first.run.id)
+        lost = backend.start_run(subject.request(thread, "still running?", batch_id="b-lost"))
+        assert isinstance(lost, Started)
+        again = backend.start_run(subject.request(thread, "still running?", batch_id="b-lost", reconciling=True))
+        assert isinstance(again, Busy if locks else Unseen)
+        learnt = backend.known.get(Capability.CONVERSATION_LOCK)
+        assert learnt.value is locks
+        assert backend.lock.locks(probe=True) is locks  # learnt: not probed again
+        probes = [r for r in srv.runs() if r["thread_id"] != thread]
+        assert len(probes) == (1 if locks else 2) and {r["status"] for r in probes} == {"cancelled"}
+        assert srv.stats()["calls"]["createConversation"] == 2  # ours, and the probe's
+    finally:
+        backend.close()

@@ -18,14 +18,15 @@ capabilities.py, or forced by its setting):
   once): ours is found by its tag, running or not, and followed by its id; one not listed
   never went through, and is created again (responses_search.py).
 - **It locks a conversation while a response runs** (OpenAI; CONVERSATION_LOCK, learnt
-  from a `conversation_locked` answer): the conversation's items decide. The batch's user
+  from a `conversation_locked` answer, or probed the first time it matters,
+  responses_lock.py): the conversation's items decide. The batch's user
   messages after the previous batch's last output mean our create went through, and what
   follows them is adopted (a reply, or function calls to answer) as a run whose response id
   is unknown (a `RunRef` by the last of our user items, published with `run_id` null).
   Otherwise the create is sent again: a response of ours still running refuses it
   (`conversation_locked`: look again later).
-- **Neither** (assumed until a lock is seen, so that the safe path is the default): a
-  running response shows nowhere. Nothing is created again until its items show (adopted
+- **Neither** (assumed while the lock is not known, so that the safe path is the
+  default): a running response shows nowhere. Nothing is created again until its items show (adopted
   as above) or the caller's wait is over (`Unseen` until `repeat_ok`: the core waits the
   longer of 30 s and three times the 99th percentile of response durations). A create sent
   again then may still meet a late copy of the first: the core watches the conversation
@@ -81,6 +82,7 @@ from worker.backends.responses_items import (
     user_input,
     user_item,
 )
+from worker.backends.responses_lock import LockProbe
 from worker.backends.responses_search import ResponseListing
 from worker.capabilities import Capability, CapabilityStore
 from worker.errors import (
@@ -106,6 +108,8 @@ class ResponsesBackend:
         self.reads = ConversationReads(self.api)
         self.known = known or CapabilityStore(None, str(client.base_url), {}, ttl_seconds=3600.0)
         self.listing = ResponseListing(self.api, self.known)
+        self.lock = LockProbe(self.known, lambda: self.create_thread("probe:conversation_lock"),
+                              self.create_response, self._cancel)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -117,8 +121,8 @@ class ResponsesBackend:
                             lists_runs=False, tool_round_starts_run=True, leaves_late_copies=unseen)
 
     def locks(self) -> bool:
-        """Whether a running response locks its conversation (assumed not until seen)."""
-        return self.known.supports(Capability.CONVERSATION_LOCK, default=False)
+        """Whether a running response locks its conversation (assumed not until known)."""
+        return self.lock.locks(probe=False)
 
     # --- the interface -----------------------------------------------------------------
     def start_run(self, request: RunRequest) -> RunStart:
@@ -152,7 +156,8 @@ class ResponsesBackend:
                 return response_state(body, None), True, True
             if complete:
                 return None, True, True
-        return self._items_run(request), False, self.locks()
+        found = self._items_run(request)
+        return found, False, found is not None or self.lock.locks(probe=True)
 
     # --- the calls behind start_run ----------------------------------------------------
     def create_thread(self, conversation_id: str) -> str:

@@ -78,15 +78,15 @@ def _unseen(ctx: Context, batch: Batch) -> Transition:
     """An earlier create may be running where nothing shows it: look again soon until its
     items show (then it is adopted) or its wait is over; then create again, the intent
     recorded first (a crash after that create waits for it in turn)."""
-    now, since = ctx.clock(), batch.create_sent_at
-    until = (since or now) + ctx.unseen_wait()
-    if since is not None and now < until:
+    now = ctx.clock()
+    since = batch.create_sent_at or now  # set: the intent is recorded before any create
+    until = since + ctx.unseen_wait()
+    if now < until:
         waits = batch.busy_waits + 1
         return Wait(batch.evolve(busy_waits=waits), min(BUSY_WAIT_MAX_SECONDS, ctx.backoff(waits), until - now))
     log.warning("no sign of an earlier create: creating again", conversation_id=batch.conversation_id,
-                event_ids=batch.event_ids, thread_id=batch.thread_id, waited_s=round(now - (since or now), 1))
-    again = batch.evolve(create_sent_at=now, created_again=batch.created_again or since is not None, busy_waits=0)
-    return Checkpoint(again, create_now=True)
+                event_ids=batch.event_ids, thread_id=batch.thread_id, waited_s=round(now - since, 1))
+    return Checkpoint(batch.evolve(create_sent_at=now, created_again=True, busy_waits=0), create_now=True)
 
 
 def adopt(ctx: Context, batch: Batch, started: Started) -> Transition:
