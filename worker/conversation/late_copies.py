@@ -13,9 +13,11 @@ what its published run added, until when), written before the batch is published
 the conversation's place on the schedule, where an idle conversation comes back every
 CHECK_SECONDS for a look (one step under the conversation's lease, like any other). So a
 worker crash loses nothing (the record and the schedule are in Redis: whoever claims the
-conversation next looks), and the watch never holds the conversation up: it is no batch, so
-the next batch opens at once; looks pause while a batch runs and go on when it is
-released. A batch released meanwhile whose texts are the watched batch's adds what its own
+conversation next looks; only a worker that dies in the instant between the publication
+and the next Redis call, which puts the conversation back on the schedule, leaves its
+record to the conversation's next step), and the watch never holds the conversation up:
+it is no batch, so the next batch opens at once; looks pause while a batch runs and go on
+when it is released. A batch released meanwhile whose texts are the watched batch's adds what its own
 run added to the kept items, so that its answer is never taken for a copy. The record
 outlives its watches by RECORD_GRACE_SECONDS, so that a conversation busy throughout still
 gets its last look when it idles. What the last look could not delete is counted in
