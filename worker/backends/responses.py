@@ -134,7 +134,7 @@ class ResponsesBackend:
         if request.thread_id is None:
             return ThreadOpened(self.create_thread(request.conversation_id))
         if request.reconciling:
-            found, listed, certain = self.search(request)
+            found, listed, certain = self.search(request, probe=not request.repeat_ok)
             if found is not None:
                 return Started(found, request.thread_id, adopted=True)
             if not certain and not request.repeat_ok:
@@ -147,9 +147,10 @@ class ResponsesBackend:
             self.known.learn(Capability.CONVERSATION_LOCK, True, "a create answered conversation_locked")
             return Busy(None)
 
-    def search(self, request: RunRequest) -> tuple[RunState | None, bool, bool]:
+    def search(self, request: RunRequest, *, probe: bool = True) -> tuple[RunState | None, bool, bool]:
         """What an earlier create of this attempt made; whether a complete listing of
-        responses said so; and whether a create not found cannot be running unseen."""
+        responses said so; and whether a create not found cannot be running unseen (`probe`:
+        learn whether the server locks now, where that is not known yet)."""
         if self.listing.available():
             body, complete = self.listing.find(request)
             if body is not None:
@@ -157,7 +158,7 @@ class ResponsesBackend:
             if complete:
                 return None, True, True
         found = self._items_run(request)
-        return found, False, found is not None or self.lock.locks(probe=True)
+        return found, False, found is not None or self.lock.locks(probe=probe)
 
     # --- the calls behind start_run ----------------------------------------------------
     def create_thread(self, conversation_id: str) -> str:
@@ -259,7 +260,7 @@ class ResponsesBackend:
         return items_state(str(items[end - 1]["id"]), answer)
 
     def find_run(self, request: RunRequest) -> RunState | None:
-        return self.search(request)[0]
+        return self.search(request, probe=False)[0]
 
     def _items_run(self, request: RunRequest) -> RunState | None:
         """Our user items (after the previous batch's output) and what followed them."""
