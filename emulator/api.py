@@ -45,6 +45,7 @@ ROUTES: tuple[tuple[str, str, str], ...] = (
     ("GET", "conversations/*/items/*", "getConversationItem"),
     ("DELETE", "conversations/*/items/*", "deleteConversationItem"),
     ("POST", "responses", "createResponse"),
+    ("GET", "responses", "listResponses"),  # not in OpenAI's spec: config `list_responses`
     ("GET", "responses/*", "getResponse"),
     ("POST", "responses/*/cancel", "cancelResponse"),
 )
@@ -228,6 +229,12 @@ class Api:
 
     def _create_response(self, *, body: Any, now: float, **_: Any) -> Any:
         return self.store.conversations.create_response(body, now)
+
+    def _list_responses(self, *, query: Any, now: float, **_: Any) -> Any:
+        if not self.store.config.list_responses:  # as OpenAI answers any unknown route
+            raise ApiError(404, "Invalid URL (GET /v1/responses)")
+        responses, more = self.store.conversations.list_responses(query, now)
+        return render.page(responses, more, render.response, self.store.flavour)
 
     def _get_response(self, response_id: str, *, now: float, **_: Any) -> Any:
         return self.store.conversations.get_response(response_id, now, poll=True)

@@ -27,6 +27,8 @@ ENV_FIELDS = {
     "EMULATOR_MULTI_MESSAGE_500": "multi_message_500",
     "EMULATOR_OUTAGE_AFTER_SECONDS": "outage_after_seconds",
     "EMULATOR_OUTAGE_SECONDS": "outage_seconds",
+    "EMULATOR_CONVERSATION_LOCK": "conversation_lock",
+    "EMULATOR_LIST_RESPONSES": "list_responses",
 }
 # The models GET /v1/models/{model} knows (any model may still be named in a create).
 KNOWN_MODELS = frozenset({"emulator", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-5", "gpt-5-mini"})
@@ -63,6 +65,11 @@ class EmulatorConfig:
     outage_after_seconds: float = 0.0  # the outage opens this long after the config (or its change) applies
     outage_seconds: float = 0.0  # and lasts this long, every /v1 connection reset unanswered; 0 = none
     max_content_chars: int | None = None  # longest message text; None = OpenAI's (256,000; responses 10,485,760)
+    # Responses servers unlike OpenAI's: no lock on a conversation while a response runs
+    # (responses run side by side, each adding its items when it completes), and a list of
+    # responses (GET /v1/responses, not in OpenAI's spec; off: 404 as an unknown route).
+    conversation_lock: bool = True
+    list_responses: bool = False
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:

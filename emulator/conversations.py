@@ -6,7 +6,9 @@ response of length D created at S: queued until S + min(0.1 D, 0.2 s), in_progre
 then its outcome. There is no requires_action: a response whose plan calls tools completes with
 `function_call` output items, and the client answers them in a NEW response with
 `function_call_output` input items. While a response is queued or in_progress its conversation is
-locked (createResponse answers `conversation_locked`).
+locked (createResponse answers `conversation_locked`), unless `conversation_lock` is off: then
+responses run side by side, each adding its items when it completes. `list_responses` offers
+`GET /responses` (not in OpenAI's spec).
 
 Every method expects `store.lock` to be held, like the Store's.
 """
@@ -40,6 +42,8 @@ class ConversationStore:
         self.items: dict[str, Item] = {}
         self.responses: dict[str, ModelResponse] = {}
         self.active: dict[str, ModelResponse] = {}  # queued or in_progress, by id
+        self.listed: list[ModelResponse] = []  # the stored ones, in creation order (listResponses)
+        self.listed_at: dict[str, int] = {}
 
     # -- conversations -----------------------------------------------------------------------
 
@@ -149,7 +153,7 @@ class ConversationStore:
             duration = host.config.after_tools_seconds
         response = ModelResponse(
             host.new_id("resp"), conversation, now, model, instructions, tools, plan, duration, now, now, now,
-            background=background, store=store, settings=_settings(body), metadata=metadata,
+            background=background, store=store, settings=validate.response_settings(body), metadata=metadata,
             previous_response_id=previous_id, tool_results=tool_results, after_tools=after_tools,
         )
         schedule(response, now, duration)  # type: ignore[arg-type]  # same phase fields as a run
@@ -157,8 +161,11 @@ class ConversationStore:
         # the response completes (completed or incomplete), none when it fails or is cancelled.
         response.input_items = self._add_items(None, inputs, now)
         if conversation is not None:
-            conversation.active_response = response
+            conversation.working.append(response)
         self.responses[response.id] = response
+        if store:
+            self.listed_at[response.id] = len(self.listed)
+            self.listed.append(response)
         self.active[response.id] = response
         return response
 
@@ -171,6 +178,13 @@ class ConversationStore:
             response.polls += 1
             response.last_polled_at = now
         return response
+
+    def list_responses(self, query: Mapping[str, str], now: float) -> tuple[list[ModelResponse], bool]:
+        """A page of the stored responses (newest first by default), as they are now."""
+        page, more = paginate(self.listed, validate.list_query(query), self.listed_at.get)
+        for response in page:
+            self.settle(response, now)
+        return page, more
 
     def cancel_response(self, response_id: str, now: float) -> ModelResponse:
         response = self.get_response(response_id, now)
@@ -213,11 +227,11 @@ class ConversationStore:
         return self.host._strict
 
     def _settle_conversation(self, conversation: Conversation, now: float) -> None:
-        if conversation.active_response is not None:
-            self.settle(conversation.active_response, now)
+        for response in sorted(conversation.working, key=lambda r: r.due_at):  # items in completion order
+            self.settle(response, now)
 
     def _check_unlocked(self, conversation: Conversation) -> None:
-        if conversation.active_response is not None:
+        if conversation.working and self.host.config.conversation_lock:
             raise bad_request(f"Another response is in progress for conversation {conversation.id}.",
                               param="conversation", code="conversation_locked")
 
@@ -336,8 +350,8 @@ class ConversationStore:
         response.history.append((status, at))
         self.active.pop(response.id, None)
         conversation = response.conversation
-        if conversation is not None and conversation.active_response is response:
-            conversation.active_response = None
+        if conversation is not None and response in conversation.working:
+            conversation.working.remove(response)
 
 
 def time_left(response: ModelResponse, now: float) -> float | None:
@@ -384,16 +398,3 @@ def _usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
         "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens,
     }
-
-
-_SETTING_DEFAULTS: dict[str, Any] = {
-    "temperature": 1.0, "top_p": 1.0, "tool_choice": "auto", "parallel_tool_calls": True,
-    "max_output_tokens": None, "max_tool_calls": None, "top_logprobs": 0, "truncation": "disabled",
-    "service_tier": "auto", "reasoning": None, "prompt_cache_key": None, "safety_identifier": None,
-    "text": {"format": {"type": "text"}, "verbosity": "medium"},
-}
-
-
-def _settings(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings a response echoes: as sent, else OpenAI's defaults."""
-    return {name: default if body.get(name) is None else body[name] for name, default in _SETTING_DEFAULTS.items()}

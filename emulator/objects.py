@@ -145,7 +145,7 @@ class Conversation:
     items: list[Item] = field(default_factory=list)
     calls: dict[str, Item] = field(default_factory=dict)  # call_id -> its function_call item
     open_calls: dict[str, Item] = field(default_factory=dict)  # function calls without an output yet
-    active_response: ModelResponse | None = None  # queued or in_progress: the conversation is locked
+    working: list[ModelResponse] = field(default_factory=list)  # queued or in_progress (a lock: at most one)
 
 
 @dataclass(slots=True)

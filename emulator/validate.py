@@ -295,3 +295,17 @@ def _input_text(value: str) -> dict[str, Any]:
 
 def _output_text(value: str) -> dict[str, Any]:
     return {"type": "output_text", "text": value, "annotations": [], "logprobs": []}
+
+
+RESPONSE_SETTING_DEFAULTS: dict[str, Any] = {
+    "temperature": 1.0, "top_p": 1.0, "tool_choice": "auto", "parallel_tool_calls": True,
+    "max_output_tokens": None, "max_tool_calls": None, "top_logprobs": 0, "truncation": "disabled",
+    "service_tier": "auto", "reasoning": None, "prompt_cache_key": None, "safety_identifier": None,
+    "text": {"format": {"type": "text"}, "verbosity": "medium"},
+}
+
+
+def response_settings(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a response echoes: as sent, else OpenAI's defaults."""
+    return {name: default if body.get(name) is None else body[name]
+            for name, default in RESPONSE_SETTING_DEFAULTS.items()}

@@ -15,6 +15,11 @@ refusals are played as the real API answers them: a message longer than `max_con
 `down = True` is an outage: every call fails as a reset connection would, doing nothing.
 `observe`, when set, sees each call's outcome as the real backends' observe hook does
 (`ok`, `client_error`, `rate_limited`, `server_error`, `connection_error`).
+
+`unlocked=True` plays a Responses server that neither locks a thread while a run works nor
+lists runs: a run's user messages and replies reach the thread together when it ends, a run
+is found only then, an earlier create not found is `Unseen` (until `repeat_ok`), and a late
+copy of a batch's messages can be removed (`remove_late_copies`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from worker.backends.base import (
     Started,
     ThreadOpened,
     ToolCall,
+    Unseen,
 )
 from worker.errors import (
     InvalidRequestError,
@@ -61,6 +67,7 @@ class FakeRun:
     status: str = "queued"
     tool_calls: list[ToolCall] = field(default_factory=list)
     replies: list[str] = field(default_factory=list)
+    shown: bool = False  # unlocked: its user messages reached the thread
 
 
 @dataclass
@@ -74,13 +81,15 @@ class FakeThread:
 
 class FakeBackend:
     def __init__(self, clock: Callable[[], float], *, run_seconds: float = 1.0,
-                 capabilities: Capabilities | None = None, max_content_chars: int = 256_000) -> None:
+                 capabilities: Capabilities | None = None, max_content_chars: int = 256_000,
+                 unlocked: bool = False) -> None:
         self.clock = clock
         self.run_seconds = run_seconds
         self.max_content_chars = max_content_chars
+        self.unlocked = unlocked
         self._capabilities = capabilities or Capabilities(
             needs_assistant=True, thread_with_first_run=True, messages_with_run=True,
-            lists_runs=True, tool_round_starts_run=False)
+            lists_runs=not unlocked, tool_round_starts_run=False, leaves_late_copies=unlocked)
         self.threads: dict[str, FakeThread] = {}
         self.runs: dict[str, FakeRun] = {}
         self.calls: list[str] = []  # every call, by method name
@@ -149,6 +158,8 @@ class FakeBackend:
             found = self._find(request)
             if found is not None:
                 return Started(found, request.thread_id, adopted=True)
+            if self.unlocked and not request.repeat_ok:
+                return Unseen()
         if request.append and not self._capabilities.messages_with_run \
                 and len(request.events) - request.appended > 1:
             return self._append_next(thread, request)
@@ -179,9 +190,11 @@ class FakeBackend:
     def _find(self, request: RunRequest) -> RunState | None:
         thread = self._thread(request.thread_id) if request.thread_id is not None else None
         for run_id in reversed(thread.runs if thread else []):
-            meta = self.runs[run_id].metadata
+            meta, state = self.runs[run_id].metadata, self._state(self.runs[run_id])
+            if self.unlocked and state.status in ("queued", "in_progress"):
+                continue  # nothing of it shows before it ends
             if meta.get("batch_id") == request.batch_id and meta.get("attempt") == str(request.attempt):
-                return self._state(self.runs[run_id])
+                return state
         return None
 
     def get_run(self, thread_id: str, run_id: str) -> RunState:
@@ -228,11 +241,29 @@ class FakeBackend:
     def run_steps(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
         return [{"type": "message_creation", "status": "completed", "tool_calls": []}]
 
+    def copy_watch(self, request: RunRequest, run_id: str) -> dict[str, Any] | None:
+        watch = {"texts": [e.content for e in request.events], "kept": [run_id]} if self.unlocked else None
+        result: dict[str, Any] | None = self._call("copy_watch", lambda: watch)
+        return result
+
+    def remove_late_copies(self, thread_id: str, watch: dict[str, Any]) -> int:
+        def remove() -> int:
+            self.user_texts(thread_id)  # what ended by now shows first
+            copies = {run_id for run_id in self.threads[thread_id].runs
+                      if self.runs[run_id].texts == watch["texts"] and run_id not in watch["kept"]}
+            thread = self.threads[thread_id]
+            thread.messages = [m for m in thread.messages if m[2] not in copies]
+            return 0
+        left: int = self._call("remove_late_copies", remove)
+        return left
+
     def close(self) -> None:
         """Nothing to close: no connection is held."""
 
     # --- test helpers ----------------------------------------------------------------------
     def user_texts(self, thread_id: str) -> list[str]:
+        for run_id in self.threads[thread_id].runs:  # what ended by now shows (unlocked: its messages)
+            self._state(self.runs[run_id])
         return [text for role, text, _ in self.threads[thread_id].messages if role == "user"]
 
     def lose_thread(self, thread_id: str) -> None:
@@ -254,7 +285,7 @@ class FakeBackend:
         return thread
 
     def _create(self, thread: FakeThread, request: RunRequest, texts: list[str] | None = None) -> FakeRun:
-        if self._active(thread) is not None:
+        if not self.unlocked and self._active(thread) is not None:
             raise ThreadBusyError(f"Thread {thread.id} already has an active run.", status=400)
         if texts is None:
             texts = [e.content for e in request.events[request.appended:]] if request.append else []
@@ -264,7 +295,8 @@ class FakeBackend:
         run = FakeRun(f"run_{next(self._ids)}", thread.id, plan, self.clock(),
                       plan.duration if plan.duration is not None else self.run_seconds,
                       {"batch_id": request.batch_id, "attempt": str(request.attempt)}, texts)
-        thread.messages.extend(("user", text, run.id) for text in texts)
+        if not self.unlocked:  # else they reach the thread when the run ends
+            thread.messages.extend(("user", text, run.id) for text in texts)
         thread.runs.append(run.id)
         self.runs[run.id] = run
         return run
@@ -310,6 +342,9 @@ class FakeBackend:
 
     def _end(self, run: FakeRun) -> None:
         plan = run.plan
+        if self.unlocked and not run.shown and plan.outcome in ("completed", "incomplete", "requires_action"):
+            self.threads[run.thread_id].messages.extend(("user", text, run.id) for text in run.texts)
+            run.shown = True
         if plan.outcome == "requires_action":
             run.status = "requires_action"
             run.tool_calls = [ToolCall(f"call_{next(self._ids)}", c.name, c.arguments) for c in plan.function_calls]

@@ -186,7 +186,8 @@ def test_a_lost_create_that_completes_while_we_look_is_not_answered_twice(redis_
     race = RACES[when]
     config = EmulatorConfig(run_seconds=0.3, fault_lost=1.0, fault_operations=frozenset({"createResponse"}),
                             flavour=race.get("flavour", "strict"))
-    with running_stack(redis_url, config, assistant_backend="responses") as stack:
+    # A server that locks a conversation (OpenAI): the worker creates again at once.
+    with running_stack(redis_url, config, assistant_backend="responses", conversation_lock="on") as stack:
         backend = stack.runtime.service().backend
         first_done = lambda: stack.runs_completed() >= 1  # noqa: E731 - a one-line predicate
         if when == "before the new create":
@@ -252,7 +253,7 @@ def test_a_lost_create_whose_response_calls_tools_completes_during_the_new_creat
     refused ("No tool output found"): those calls are the batch's own, answered by its
     tools, not abandoned, and the message is not sent again."""
     config = EmulatorConfig(run_seconds=0.3, fault_lost=1.0, fault_operations=frozenset({"createResponse"}))
-    with running_stack(redis_url, config, assistant_backend="responses",
+    with running_stack(redis_url, config, assistant_backend="responses", conversation_lock="on",
                        worker_tool_modules="tests.sample_tools") as stack:
         backend = stack.runtime.service().backend
         real_create = backend.create_response
@@ -283,7 +284,7 @@ def test_a_cancelled_batch_whose_second_response_is_dropped_leaves_the_kept_run_
     items, not the dropped one (whose items are gone: the next batch's look starts there)."""
     config = EmulatorConfig(run_seconds=0.3, fault_lost=1.0, fault_operations=frozenset({"createResponse"}),
                             flavour="loose")
-    with running_stack(redis_url, config, assistant_backend="responses") as stack:
+    with running_stack(redis_url, config, assistant_backend="responses", conversation_lock="on") as stack:
         backend = stack.runtime.service().backend
         real_create = backend.create_response
         calls: list[int] = []

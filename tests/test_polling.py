@@ -126,3 +126,12 @@ def test_ended_durations_are_handed_on_in_groups() -> None:
     taken = planner.take_unshared()
     assert taken == [2.0 + n for n in range(SHARE_EVERY - 1)] + [1.5]
     assert planner.take_unshared() == []
+
+
+def test_the_99th_percentile_of_ended_phases_is_known_once_a_few_ended() -> None:
+    planner = PollPlanner(SETTINGS)
+    assert planner.quantile(0.99) is None
+    for n in range(100):
+        planner.ended(f"p{n}", 1.0 + n / 10)  # 1.0 .. 10.9 s
+    assert planner.quantile(0.99) == 10.9
+    assert planner.quantile(0.5) == 6.0

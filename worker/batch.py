@@ -57,6 +57,10 @@ class Batch:
     threads_lost: int = 0  # threads the server lost under this batch (each starts a new one)
     held_at: float | None = None  # the API circuit holds the batch since (worker/circuit.py)
     held_seconds: float = 0.0  # held before, since the run's first start (or since creation)
+    # When the latest create of this attempt that may have gone through unseen was sent
+    # (None: none may have): a server that would not show it running is given time to.
+    create_sent_at: float | None = None
+    created_again: bool = False  # a create was repeated while an earlier one may run unseen
 
     @classmethod
     def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
@@ -156,6 +160,7 @@ HASH_FIELDS: dict[str, type] = {
     "tools_key": str, "phase_started_at": float, "run_id": str, "unconfirmed": bool,
     "stop_requested": bool, "appended_events": int, "threads_lost": int,  # newer than the previous release
     "held_at": float, "held_seconds": float,  # newer too
+    "create_sent_at": float, "created_again": bool,
 }
 _DOCUMENT_NAMES = {"phase": "state"}  # attribute -> key in the JSON document
 _ATTRIBUTE_NAMES = {v: k for k, v in _DOCUMENT_NAMES.items()}

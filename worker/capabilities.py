@@ -37,6 +37,8 @@ class Capability(StrEnum):
 
     MULTI_MESSAGE_RUNS = "additional_messages"  # a run created with several user messages
     THREAD_AND_RUN = "create_thread_and_run"  # a thread and its first run in one call
+    LIST_RESPONSES = "list_responses"  # GET /responses lists responses (not in OpenAI's spec)
+    CONVERSATION_LOCK = "conversation_lock"  # a running response locks its conversation
 
 
 @dataclass(frozen=True)

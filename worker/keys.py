@@ -68,3 +68,9 @@ def capability(base_url: str, name: str) -> str:
     """What the fleet learnt about one capability of the API at `base_url` (JSON: value,
     reason, time), expiring after CAPABILITY_TTL_SECONDS."""
     return f"{PREFIX}capability:{base_url}:{name}"
+
+
+def late_copies(conversation_id: str) -> str:
+    """The conversation's watches for a late copy of an answered batch's input (JSON list),
+    expiring a while after the last one ends (worker/conversation/late_copies.py)."""
+    return f"{PREFIX}latecopy:{conversation_id}"

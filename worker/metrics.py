@@ -43,6 +43,10 @@ def observe_circuit(is_open: bool) -> None:
     API_CIRCUIT_OPEN.set(1 if is_open else 0)
 
 
+DUPLICATE_ITEMS_LEFT = Counter("assistant_duplicate_items_left",
+                               "Conversation items of a late second copy of a batch that could not be deleted.")
+
+
 def observe_api(operation: str, outcome: str) -> None:
     API_REQUESTS.labels(operation=operation, outcome=outcome).inc()
 

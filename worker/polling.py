@@ -97,6 +97,14 @@ class PollPlanner:
     def window(self) -> tuple[float, float | None] | None:
         return self._window
 
+    def quantile(self, q: float) -> float | None:
+        """The `q` quantile of the recent phases that ended (None: fewer than MIN_ENDED)."""
+        with self._lock:
+            ended = sorted(self._ended)
+        if len(ended) < MIN_ENDED:
+            return None
+        return ended[min(len(ended) - 1, int(q * len(ended)))]
+
     def next_delay(self, elapsed: float, polls: int, hint_ms: int | None = None) -> float:
         """Seconds until the next poll of a phase `elapsed` seconds old, polled `polls` times."""
         if hint_ms is not None:

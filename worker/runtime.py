@@ -47,7 +47,7 @@ def make_backend(settings: Settings, client: redis.Redis | None = None,
     if settings.assistant_backend == "responses":
         return ResponsesBackend(make_openai(settings), model=settings.responses_model,
                                 instructions=settings.responses_instructions, tools=definitions(),
-                                observe=observe)
+                                observe=observe, known=known)
     return AssistantsBackend(make_openai(settings), observe=observe, known=known)
 
 

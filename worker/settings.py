@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     # What the API server can do (worker/capabilities.py): auto learns, on/off force
     additional_messages: CapabilityMode = "auto"
     create_thread_and_run: CapabilityMode = "auto"
+    list_responses: CapabilityMode = "auto"  # Responses: GET /responses lists them (probed once)
+    conversation_lock: CapabilityMode = "auto"  # Responses: a running response locks its conversation
     capability_ttl_seconds: float = Field(6 * 3600.0, gt=0, description="a learnt capability is tried again after this")
 
     # Assistant creation (`assistant-worker assistant create`)

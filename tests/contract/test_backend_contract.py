@@ -5,6 +5,7 @@ round) fails here, so that the unit tests never rest on a fake that drifted."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,8 +20,9 @@ from tests.fake_backend import KNOWN_ASSISTANT, FakeBackend
 from tests.unit.harness import FakeClock
 from worker.backends.api import ApiCalls
 from worker.backends.assistants import AssistantsBackend
-from worker.backends.base import Busy, RunBackend, RunRequest, RunState, Started, ThreadOpened
+from worker.backends.base import Busy, RunBackend, RunRequest, RunState, Started, ThreadOpened, Unseen
 from worker.backends.responses import ResponsesBackend
+from worker.capabilities import Capability, CapabilityStore
 from worker.errors import (
     InvalidRequestError,
     PermanentApiError,
@@ -92,14 +94,17 @@ def emulated_subject(name: str, srv: EmulatorServer) -> Subject:
     else:
         backend = ResponsesBackend(client, model="gpt-4o", instructions=None, tools=[ADD])
         lose = client.conversations.delete
+    api = "assistants" if name == "assistants" else "responses"
     return Subject(name, backend, lambda: time.sleep(0.02),
-                   lambda thread: threads.user_texts(srv.base_url, name, thread), lambda thread: _discard(lose(thread)))
+                   lambda thread: threads.user_texts(srv.base_url, api, thread), lambda thread: _discard(lose(thread)))
 
 
-@pytest.fixture(params=["fake", "assistants", "responses"])
+# "responses+list": a server that also lists responses (GET /responses, found by tag).
+@pytest.fixture(params=["fake", "assistants", "responses", "responses+list"])
 def subject(request: pytest.FixtureRequest, make_emulator: Callable[..., EmulatorServer]) -> Iterator[Subject]:  # noqa: F811 - the fixture
+    lists = request.param == "responses+list"
     made = fake_subject() if request.param == "fake" else emulated_subject(
-        request.param, make_emulator(run_seconds=0.1, max_content_chars=MAX_CONTENT_CHARS))
+        request.param, make_emulator(run_seconds=0.1, max_content_chars=MAX_CONTENT_CHARS, list_responses=lists))
     yield made
     made.backend.close()
 
@@ -211,7 +216,7 @@ def test_a_thread_the_server_lost_is_thread_not_found(subject: Subject) -> None:
     assert lost.value.thread_id in (None, started.thread_id) and lost.value.code == "thread_not_found"
     with pytest.raises(ThreadNotFoundError):
         subject.backend.find_run(subject.request(started.thread_id, "hello", reconciling=True))
-    if subject.name == "responses":
+    if subject.name.startswith("responses"):
         assert subject.backend.get_run(started.thread_id, done.id).status == "completed"
     else:
         with pytest.raises(ThreadNotFoundError):
@@ -232,3 +237,99 @@ def test_an_unknown_route_is_route_not_found_through_the_sdk_and_the_reader(
         assert str(missing.value) == f"Invalid URL ({method} /v1/threads/x/nothing)"
     finally:
         api.close()
+
+
+def test_a_lost_create_still_running_is_found_or_refuses_a_second(subject: Subject) -> None:
+    """Where runs (or responses) can be listed, a create whose answer was lost is found by
+    its tag while it still runs; where they cannot, a server that locks the conversation
+    (learnt by a probe) refuses a second create: busy, look again later."""
+    first = subject.start("hello")
+    thread = first.thread_id
+    subject.follow(thread, first.run.id)
+    text = "sleep:0.5 am I there?"
+    lost = subject.backend.start_run(subject.request(thread, text, batch_id="b-lost"))
+    assert isinstance(lost, Started)
+    again = subject.backend.start_run(subject.request(thread, text, batch_id="b-lost", reconciling=True))
+    if subject.name == "responses":
+        assert isinstance(again, Busy) and again.foreign is None
+    else:
+        assert isinstance(again, Started) and again.adopted and again.run.id == lost.run.id
+    subject.follow(thread, lost.run.id)
+    assert subject.user_texts(thread) == ["hello", text]
+
+
+@pytest.mark.parametrize("lists", [True, False])
+def test_whether_responses_are_listed_is_probed_once(make_emulator: Callable[..., EmulatorServer],  # noqa: F811
+                                                    lists: bool) -> None:
+    srv = make_emulator(list_responses=lists)
+    known = CapabilityStore(None, srv.base_url, {}, ttl_seconds=60.0)
+    backend = ResponsesBackend(openai_client(srv), model="gpt-4o", instructions=None, tools=[], known=known)
+    try:
+        assert backend.listing.available() is lists
+        assert backend.listing.available() is lists
+        assert srv.stats()["calls"].get("listResponses") == 1
+        learnt = known.get(Capability.LIST_RESPONSES)
+        assert learnt.value is lists and "GET /responses" in learnt.reason
+        assert backend.capabilities.leaves_late_copies is not lists  # the lock is not known
+    finally:
+        backend.close()
+
+
+def test_a_forced_listing_setting_is_not_probed(make_emulator: Callable[..., EmulatorServer]) -> None:  # noqa: F811
+    srv = make_emulator(list_responses=True)
+    known = CapabilityStore(None, srv.base_url, {Capability.LIST_RESPONSES: "off"}, ttl_seconds=60.0)
+    backend = ResponsesBackend(openai_client(srv), model="gpt-4o", instructions=None, tools=[], known=known)
+    try:
+        assert backend.listing.available() is False
+        assert "listResponses" not in srv.stats()["calls"]
+    finally:
+        backend.close()
+
+
+def test_the_listing_finds_a_create_by_its_batch_and_attempt(make_emulator: Callable[..., EmulatorServer]) -> None:  # noqa: F811
+    srv = make_emulator(list_responses=True, conversation_lock=False)
+    subject = emulated_subject("responses", srv)
+    try:
+        thread = subject.start("hello").thread_id
+        other = subject.start("elsewhere").thread_id
+        ours = subject.backend.start_run(subject.request(thread, "mine", batch_id="b-mine"))
+        subject.backend.start_run(subject.request(other, "same tag, other conversation", batch_id="b-mine"))
+        for _ in range(3):  # newer responses of others: the look pages back past them
+            subject.backend.start_run(subject.request(other, "noise", batch_id=uuid.uuid4().hex))
+        assert isinstance(ours, Started)
+        found = subject.backend.find_run(subject.request(thread, "mine", batch_id="b-mine", reconciling=True))
+        assert found is not None and found.id == ours.run.id
+        retry = dataclasses.replace(subject.request(thread, "mine", batch_id="b-mine", reconciling=True), attempt=1)
+        assert subject.backend.find_run(retry) is None  # another attempt's create is not ours
+        started = subject.backend.start_run(retry)  # not listed: never made, created at once
+        assert isinstance(started, Started) and not started.adopted
+        assert srv.stats()["model_responses"]["total"] == 8  # hello, elsewhere, mine, its namesake, 3 noise, retry
+    finally:
+        subject.backend.close()
+
+
+@pytest.mark.parametrize("locks", [True, False])
+def test_whether_a_conversation_locks_is_probed_once_and_decides_a_lost_create(
+        make_emulator: Callable[..., EmulatorServer], locks: bool) -> None:  # noqa: F811 - the fixture
+    """Probed on a conversation of its own (two responses at once, both cancelled); where
+    it does not lock, a lost create that still runs is Unseen: nothing is created again."""
+    srv = make_emulator(conversation_lock=locks, run_seconds=0.5)
+    subject = emulated_subject("responses", srv)
+    backend = subject.backend
+    assert isinstance(backend, ResponsesBackend)
+    try:
+        first = subject.start("hello")
+        thread = first.thread_id
+        subject.follow(thread, first.run.id)
+        lost = backend.start_run(subject.request(thread, "still running?", batch_id="b-lost"))
+        assert isinstance(lost, Started)
+        again = backend.start_run(subject.request(thread, "still running?", batch_id="b-lost", reconciling=True))
+        assert isinstance(again, Busy if locks else Unseen)
+        learnt = backend.known.get(Capability.CONVERSATION_LOCK)
+        assert learnt.value is locks
+        assert backend.lock.locks(probe=True) is locks  # learnt: not probed again
+        probes = [r for r in srv.runs() if r["thread_id"] != thread]
+        assert len(probes) == (1 if locks else 2) and {r["status"] for r in probes} == {"cancelled"}
+        assert srv.stats()["calls"]["createConversation"] == 2  # ours, and the probe's
+    finally:
+        backend.close()

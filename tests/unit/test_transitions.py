@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.unit.harness import START, Harness
-from worker.backends.base import Busy, RunState, Started, ThreadOpened, ToolCall
+from worker.backends.base import Busy, RunState, Started, ThreadOpened, ToolCall, Unseen
 from worker.batch import Batch, Phase
 from worker.conversation import tool_round
 from worker.conversation.service import HANDLERS
@@ -90,6 +90,7 @@ def started_again(t: Transition) -> bool:
     b = batch_of(t)
     return (b.phase is Phase.STARTING and b.thread_id is None and b.run_id is None and not b.messages_appended
             and b.threads_lost == 1 and b.api_failures == 0 and b.tools_key is None and not b.unconfirmed)
+LOST_CREATE = TransientApiError("500 (injected)", status=500, maybe_applied=True)
 ROWS = [
     # --- STARTING: create or adopt the run ---------------------------------------------
     Row("created, running", Phase.STARTING, "start_run", Started(run("queued"), "thread_1"), Wait,
@@ -106,8 +107,25 @@ ROWS = [
     Row("created with its thread", Phase.STARTING, "start_run", Started(run("queued"), "thread_new"), Wait,
         lambda t: batch_of(t).thread_id == "thread_new", batch={"thread_id": None}),
     Row("thread opened", Phase.STARTING, "start_run", ThreadOpened("thread_new"), Checkpoint,
-        lambda t: batch_of(t).thread_id == "thread_new" and batch_of(t).phase is Phase.STARTING,
-        batch={"thread_id": None}),
+        lambda t: batch_of(t).thread_id == "thread_new" and batch_of(t).phase is Phase.STARTING
+        and isinstance(t, Checkpoint) and t.create_now and batch_of(t).create_sent_at == START,
+        batch={"thread_id": None, "create_sent_at": START - 9}),
+    Row("an earlier create may run unseen", Phase.STARTING, "start_run", Unseen(), Wait,
+        lambda t: batch_of(t).busy_waits == 1 and not batch_of(t).created_again,
+        batch={"create_sent_at": START - 5, "api_failures": 1}),
+    Row("unseen past its wait: create again", Phase.STARTING, "start_run", Unseen(), Checkpoint,
+        lambda t: isinstance(t, Checkpoint) and t.create_now and batch_of(t).created_again
+        and batch_of(t).create_sent_at == START, batch={"create_sent_at": START - 31, "api_failures": 1}),
+    Row("create lost: waited for from now", Phase.STARTING, "start_run", LOST_CREATE, Wait,
+        lambda t: batch_of(t).create_sent_at == START and batch_of(t).api_failures == 1,
+        batch={"create_sent_at": START - 100}),
+    Row("create refused unapplied: nothing to wait for", Phase.STARTING, "start_run", TRANSIENT, Wait,
+        lambda t: batch_of(t).create_sent_at is None, step={"fresh": True}),
+    Row("a look failed while waiting", Phase.STARTING, "start_run", TRANSIENT, Wait,
+        lambda t: batch_of(t).create_sent_at == START - 5, batch={"create_sent_at": START - 5, "api_failures": 1}),
+    Row("no intent time: recorded first", Phase.STARTING, "", None, Checkpoint,
+        lambda t: isinstance(t, Checkpoint) and t.create_now and batch_of(t).create_sent_at == START,
+        batch={"create_sent_at": None}),
     Row("busy, not listable", Phase.STARTING, "start_run", Busy(None), Wait,
         lambda t: batch_of(t).busy_waits == 1),
     Row("busy past the run timeout", Phase.STARTING, "start_run", Busy(None), Finish,
@@ -216,7 +234,7 @@ ROWS = [
 
 def make_batch(phase: Phase, **fields: Any) -> Batch:
     event = InboundEvent(event_id="e1", conversation_id=CID, content="hello", sent_at=START)
-    base: dict[str, Any] = {"created_at": START, "create_sent": 0, "thread_id": "thread_1"}
+    base: dict[str, Any] = {"created_at": START, "create_sent": 0, "create_sent_at": START, "thread_id": "thread_1"}
     if phase is not Phase.STARTING:
         base |= {"run_id": "run_1", "messages_appended": True, "run_started_at": START, "phase_started_at": START}
     if phase is Phase.STOPPING:

@@ -18,7 +18,11 @@ Every method:
 Creating calls are never retried blindly: after an unknown outcome the caller says so
 (`RunRequest.reconciling`) and the backend looks for what the earlier call made before it
 creates anything (Assistants: runs tagged with the batch id and attempt; Responses: the
-batch's user items in the conversation after the previous run's).
+response tagged so where responses can be listed, else the batch's user items in the
+conversation after the previous run's). Where an earlier create may be running unseen (a
+Responses server that neither lists responses nor locks a conversation), the backend says
+so (`Unseen`) instead of creating, until the caller allows a repeat (`repeat_ok`); the
+caller then watches the conversation for a late copy (`copy_watch`, `remove_late_copies`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,9 @@ class Capabilities:
     lists_runs: bool  # a thread's runs can be listed (another client's active run is found)
     tool_round_starts_run: bool  # submitting tool outputs starts a new run to follow
     stream: bool = False  # runs can be followed by their event stream
+    # An earlier create may show up after a second one was made (Responses on a server that
+    # neither lists responses nor locks a conversation): watch for a late copy.
+    leaves_late_copies: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,10 @@ class RunRequest:
     appended: int = 0  # the first events already on the thread (appended one at a time)
     after_run_id: str | None = None  # the conversation's previous run (Responses' marker)
     reconciling: bool = False  # an earlier create of this batch may have gone through
+    # Creating may repeat an earlier create nobody can see yet: allowed (its wait is over,
+    # or none may have gone through). Else such a backend answers `Unseen`.
+    repeat_ok: bool = False
+    opened_at: float | None = None  # when the batch opened: its creates are not older
 
     @property
     def thread(self) -> str:
@@ -161,7 +172,14 @@ class Appended:
     count: int
 
 
-RunStart = Started | ThreadOpened | Appended | Busy
+@dataclass(frozen=True)
+class Unseen:
+    """Reconciling, nothing of an earlier create shows, and this server would not show it
+    while it runs (it neither lists responses nor locks the conversation): it may still be
+    running. Look again later; call with `repeat_ok` to create anyway."""
+
+
+RunStart = Started | ThreadOpened | Appended | Busy | Unseen
 
 
 def earlier_run(backend: RunBackend, request: RunRequest) -> Started | None:
@@ -219,6 +237,17 @@ class RunBackend(Protocol):
 
     def run_steps(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
         """The run's steps, in the outbound entry's shape."""
+        ...
+
+    def copy_watch(self, request: RunRequest, run_id: str) -> dict[str, Any] | None:
+        """What identifies the batch's copy of its input that `run_id` answered (JSON-able),
+        for `remove_late_copies`; None when this backend never leaves a late copy."""
+        ...
+
+    def remove_late_copies(self, thread_id: str, watch: dict[str, Any]) -> int:
+        """Delete every copy of the watched input (its user items and what its response
+        added) but the kept one; returns the items of other copies still there (a delete
+        failed). Copies not there yet are left for a later call."""
         ...
 
     def close(self) -> None: ...

@@ -9,16 +9,31 @@
 | submit tool outputs       | a new background response with `function_call_output` items     |
 | cancel                    | `responses.cancel`                                              |
 
-As OpenAI documents `conversation`, a response's input and output items are added to the
-conversation once it completes; while it runs the conversation is locked
-(`conversation_locked`). Responses cannot be listed, so a create whose answer was lost (or
-whose worker died) is resolved through the conversation's items: once the conversation is
-free, the batch's user messages after the previous batch's last output mean our create went
-through, and what follows them is adopted (a reply, or function calls to answer) as a run
-whose response id is unknown (a `RunRef` by the last of our user items), published with
-`run_id` null. Otherwise nothing of ours is there and the create is sent again (a response
-still running refuses it with `conversation_locked`: the caller backs off and looks again).
-No look closes the race of an earlier create completing just before that second create goes
+A response's input and output items are added to the conversation once it completes.
+Every create is tagged (`metadata`: batch_id, attempt). A create whose answer was lost (or
+whose worker died) is resolved by what the server offers (each learnt once for the fleet,
+capabilities.py, or forced by its setting):
+
+- **It lists responses** (`GET /responses`, not in OpenAI's spec; LIST_RESPONSES, probed
+  once): ours is found by its tag, running or not, and followed by its id; one not listed
+  never went through, and is created again (responses_search.py).
+- **It locks a conversation while a response runs** (OpenAI; CONVERSATION_LOCK, learnt
+  from a `conversation_locked` answer, or probed the first time it matters,
+  responses_lock.py): the conversation's items decide. The batch's user
+  messages after the previous batch's last output mean our create went through, and what
+  follows them is adopted (a reply, or function calls to answer) as a run whose response id
+  is unknown (a `RunRef` by the last of our user items, published with `run_id` null).
+  Otherwise the create is sent again: a response of ours still running refuses it
+  (`conversation_locked`: look again later).
+- **Neither** (assumed while the lock is not known, so that the safe path is the
+  default): a running response shows nowhere. Nothing is created again until its items show (adopted
+  as above) or the caller's wait is over (`Unseen` until `repeat_ok`: the core waits the
+  longer of 30 s and three times the 99th percentile of response durations). A create sent
+  again then may still meet a late copy of the first: the core watches the conversation
+  after publication and the copy's items are deleted (`remove_late_copies`,
+  responses_copies.py).
+
+No look closes the race of an earlier create completing just before a second create goes
 through: the second is then confirmed (`confirm_run`) before it is followed: cancelled, or
 once it has added its copy of the messages, that copy is deleted from the conversation.
 
@@ -37,6 +52,7 @@ from typing import Any
 import openai
 import structlog
 
+from worker.backends import responses_copies
 from worker.backends.api import (
     ApiCalls,
     ApiObserver,
@@ -50,7 +66,7 @@ from worker.backends.base import (
     RunState,
     Started,
     ThreadOpened,
-    earlier_run,
+    Unseen,
 )
 from worker.backends.responses_items import (
     ConversationReads,
@@ -58,6 +74,7 @@ from worker.backends.responses_items import (
     items_marker,
     items_state,
     outbound_message,
+    output_steps,
     outputs_input,
     pending_calls,
     response_state,
@@ -65,6 +82,9 @@ from worker.backends.responses_items import (
     user_input,
     user_item,
 )
+from worker.backends.responses_lock import LockProbe
+from worker.backends.responses_search import ResponseListing
+from worker.capabilities import Capability, CapabilityStore
 from worker.errors import (
     InvalidRequestError,
     PermanentApiError,
@@ -77,35 +97,68 @@ METADATA_VALUE_CHARS = 512  # the API's limit on one metadata value
 
 
 class ResponsesBackend:
-    # Model, instructions and tools come from the settings; no call creates a conversation
-    # with its first response; responses cannot be listed; a tool round is a new response.
-    capabilities = Capabilities(needs_assistant=False, thread_with_first_run=False, messages_with_run=True,
-                                lists_runs=False, tool_round_starts_run=True)
-
     def __init__(self, client: openai.OpenAI, *, model: str, instructions: str | None,
-                 tools: list[dict[str, Any]], observe: ApiObserver | None = None) -> None:
+                 tools: list[dict[str, Any]], observe: ApiObserver | None = None,
+                 known: CapabilityStore | None = None) -> None:
         self.api = ApiCalls(client, observe)
         self.client = self.api.client
         self.model = model
         self.instructions = instructions
         self.tools = [responses_tool(t) for t in tools]
         self.reads = ConversationReads(self.api)
+        self.known = known or CapabilityStore(None, str(client.base_url), {}, ttl_seconds=3600.0)
+        self.listing = ResponseListing(self.api, self.known)
+        self.lock = LockProbe(self.known, lambda: self.create_thread("probe:conversation_lock"),
+                              self.create_response, self._cancel)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        # Model, instructions and tools come from the settings; no call creates a
+        # conversation with its first response; runs (responses of a conversation) cannot be
+        # listed; a tool round is a new response.
+        unseen = not self.locks() and not self.known.supports(Capability.LIST_RESPONSES, default=False)
+        return Capabilities(needs_assistant=False, thread_with_first_run=False, messages_with_run=True,
+                            lists_runs=False, tool_round_starts_run=True, leaves_late_copies=unseen)
+
+    def locks(self) -> bool:
+        """Whether a running response locks its conversation (assumed not until known)."""
+        return self.lock.locks(probe=False)
 
     # --- the interface -----------------------------------------------------------------
     def start_run(self, request: RunRequest) -> RunStart:
         """The conversation first (recorded before its first response); then, after an
-        unknown outcome, what an earlier create left in the conversation is adopted; else
-        a response is created (which reconciles once more against a race, see create_run).
-        A locked conversation is busy with a response nobody can list: look again later."""
+        unknown outcome, what an earlier create made is adopted (`search`); else, unless it
+        may be running unseen (`Unseen` until `repeat_ok`), a response is created (which
+        reconciles once more against a race, see create_run). A locked conversation is busy
+        with a response: look again later."""
         if request.thread_id is None:
             return ThreadOpened(self.create_thread(request.conversation_id))
-        adopted = earlier_run(self, request)
-        if adopted is not None:
-            return adopted
+        if request.reconciling:
+            found, listed, certain = self.search(request, probe=not request.repeat_ok)
+            if found is not None:
+                return Started(found, request.thread_id, adopted=True)
+            if not certain and not request.repeat_ok:
+                return Unseen()
+            if listed:  # a complete listing shows none: nothing went through, none can race
+                request = dataclasses.replace(request, reconciling=False)
         try:
-            return Started(self.create_run(request), request.thread_id)
+            return Started(self.create_run(request), request.thread)
         except ThreadBusyError:
+            self.known.learn(Capability.CONVERSATION_LOCK, True, "a create answered conversation_locked")
             return Busy(None)
+
+    def search(self, request: RunRequest, *, probe: bool = True) -> tuple[RunState | None, bool, bool]:
+        """What an earlier create of this attempt made; whether a complete listing of
+        responses said so; and whether a create not found cannot be running unseen (`probe`:
+        learn whether the server locks now, where that is not known yet)."""
+        if self.listing.available():
+            body, complete = self.listing.find(request)
+            if body is not None:
+                return response_state(body, None), True, True
+            if complete:
+                return None, True, True
+        found = self._items_run(request)
+        return found, False, found is not None or self.lock.locks(probe=probe)
 
     # --- the calls behind start_run ----------------------------------------------------
     def create_thread(self, conversation_id: str) -> str:
@@ -212,6 +265,9 @@ class ResponsesBackend:
         return items_state(str(items[end - 1]["id"]), answer)
 
     def find_run(self, request: RunRequest) -> RunState | None:
+        return self.search(request, probe=False)[0]
+
+    def _items_run(self, request: RunRequest) -> RunState | None:
         """Our user items (after the previous batch's output) and what followed them."""
         block, after, _ = self.reads.our_items(request)
         if block is None or not after:
@@ -266,15 +322,19 @@ class ResponsesBackend:
                 if item.get("type") == "message" and item.get("role", "assistant") == "assistant"]
 
     def run_steps(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
-        steps = []
-        for item in self.reads.output(thread_id, run_id):
-            if item.get("type") == "function_call":
-                steps.append({"type": "tool_calls", "status": str(item.get("status") or "completed"),
-                              "tool_calls": [{"type": "function", "name": item.get("name")}]})
-            elif item.get("type") == "message":
-                steps.append({"type": "message_creation", "status": str(item.get("status") or "completed"),
-                              "tool_calls": []})
-        return steps
+        return output_steps(self.reads.output(thread_id, run_id))
+
+    def copy_watch(self, request: RunRequest, run_id: str) -> dict[str, Any] | None:
+        """The conversation item the batch's copies come after, its texts, and what the
+        published run added (by which its copy is known)."""
+        marker = items_marker(run_id)
+        kept = [marker] if marker is not None else [str(i.get("id")) for i in self.reads.output(request.thread, run_id)]
+        return {"marker": self.reads.marker(request), "texts": [e.content for e in request.events], "kept": kept}
+
+    def remove_late_copies(self, thread_id: str, watch: dict[str, Any]) -> int:
+        items = self.reads.items_after(thread_id, str(watch.get("marker") or ""))
+        return responses_copies.remove(items, list(watch["texts"]), set(watch.get("kept") or []),
+                                       lambda item_id: self._delete_item(thread_id, item_id))
 
     def close(self) -> None:
         self.api.close()

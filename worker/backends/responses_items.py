@@ -228,3 +228,16 @@ def outbound_message(item: dict[str, Any]) -> dict[str, Any]:
                    for a in part.get("annotations") or [] if isinstance(a, dict)]
     return {"id": str(item.get("id")), "role": "assistant", "text": item_text(item),
             "annotations": annotations, "created_at": item.get("created_at")}
+
+
+def output_steps(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A response's output items as the outbound entry's steps."""
+    steps = []
+    for item in output:
+        if item.get("type") == "function_call":
+            steps.append({"type": "tool_calls", "status": str(item.get("status") or "completed"),
+                          "tool_calls": [{"type": "function", "name": item.get("name")}]})
+        elif item.get("type") == "message":
+            steps.append({"type": "message_creation", "status": str(item.get("status") or "completed"),
+                          "tool_calls": []})
+    return steps

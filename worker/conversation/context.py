@@ -24,6 +24,10 @@ log = structlog.get_logger("worker.conversation")
 # The tools actor's send: conversation, batch, run and its calls.
 ToolDispatch = Callable[[str, str, str, list[ToolCall]], None]
 BACKOFF_CAP_SECONDS = 30.0
+# An earlier create nobody can see running is given at least this long to show (its
+# response's items), and three times the 99th percentile of response durations.
+UNSEEN_WAIT_MIN_SECONDS = 30.0
+UNSEEN_WAIT_DURATIONS = 3.0
 
 
 @dataclass
@@ -52,19 +56,27 @@ class Context:
         elapsed = now - (batch.phase_started_at or batch.run_started_at or now)
         return self.planner.next_delay(elapsed, batch.polls, run.poll_after_ms)
 
+    def unseen_wait(self) -> float:
+        """How long an earlier create that would not show while it runs is waited for:
+        the longer of 30 s and three p99 response durations, at most RUN_TIMEOUT_SECONDS."""
+        p99 = self.planner.quantile(0.99) or 0.0
+        return min(max(UNSEEN_WAIT_MIN_SECONDS, UNSEEN_WAIT_DURATIONS * p99), self.settings.run_timeout_seconds)
+
     def assistant_id(self, batch: Batch) -> str:
         return batch.first.assistant_id or self.settings.assistant_id or ""
 
-    def run_request(self, batch: Batch, *, reconciling: bool) -> RunRequest:
+    def run_request(self, batch: Batch, *, reconciling: bool, repeat_ok: bool = False) -> RunRequest:
         """The batch's run request. A conversation whose runs cannot be listed finds this
-        batch's items after the previous run's (one Redis read, only when it will look)."""
+        batch's items after the previous run's (one Redis read, only when it will look).
+        `repeat_ok`: a create may repeat an earlier one that does not show (base.Unseen)."""
         append = not batch.messages_appended
         looks = (reconciling or not append) and not self.backend.capabilities.lists_runs
         return RunRequest(
             conversation_id=batch.conversation_id, thread_id=batch.thread_id,
             assistant_id=self.assistant_id(batch), instructions=batch.first.instructions,
             batch_id=batch.batch_id, attempt=batch.run_attempt, events=batch.events, append=append,
-            appended=batch.appended_events, reconciling=reconciling,
+            appended=batch.appended_events, reconciling=reconciling, repeat_ok=repeat_ok,
+            opened_at=batch.created_at or None,
             after_run_id=self.store.batches.last_run_id(batch.conversation_id) if looks else None)
 
     # --- the fleet's run durations ------------------------------------------------------

@@ -9,6 +9,7 @@ import structlog
 
 from worker.backends.base import RunState
 from worker.batch import Batch, Phase
+from worker.conversation import late_copies
 from worker.conversation.context import Context
 from worker.conversation.transitions import Answer, Checkpoint, Finish, RejectEvent, Transition, Wait
 from worker.errors import (
@@ -48,6 +49,7 @@ def finish(ctx: Context, batch: Batch, run: RunState) -> Transition:
         retry = batch.evolve(run_attempt=attempt, phase=Phase.STARTING, run_id=None, tools_key=None)
         return Wait(retry, ctx.backoff(attempt))
     assert batch.thread_id is not None
+    late_copies.begin(ctx, batch, run.id)  # a batch created again: watched from now on
     messages = ctx.backend.run_messages(batch.thread_id, run.id) if kind in WITH_MESSAGES else []
     steps = ctx.backend.run_steps(batch.thread_id, run.id) if ctx.settings.include_run_steps else None
     entry = batch_entry(batch, kind, error=None if kind == "run.completed" else error,

@@ -14,6 +14,7 @@ import structlog
 
 from worker import metrics
 from worker.batch import Batch
+from worker.conversation import late_copies
 from worker.conversation.context import Context
 from worker.conversation.transitions import Idle, Open, Transition
 from worker.events import InboundEvent, InvalidEvent, salvage_ids
@@ -29,10 +30,11 @@ def open_next(ctx: Context, conversation_id: str, head: list[bytes] | None = Non
         head = ctx.store.batches.peek_inbox(conversation_id, ctx.settings.max_batch_events)
         thread_id = ctx.store.batches.thread_id(conversation_id)
     events = _leading_events(ctx, conversation_id, head)
-    if not events:
-        return Idle()
-    batch = Batch.new(uuid.uuid4().hex, conversation_id, events, created_at=ctx.clock(),
-                      thread_id=thread_id, create_sent=0)  # the create intent goes in with it
+    if not events:  # idle: a look for late copies, while some are watched for
+        return Idle(late_copies.look(ctx, conversation_id))
+    now = ctx.clock()
+    batch = Batch.new(uuid.uuid4().hex, conversation_id, events, created_at=now,
+                      thread_id=thread_id, create_sent=0, create_sent_at=now)  # the create intent goes in with it
     log.debug("batch opened", conversation_id=conversation_id, event_ids=batch.event_ids,
               batch_id=batch.batch_id, **_content(ctx, events))
     return Open(batch, taken=len(events))

@@ -27,7 +27,7 @@ from worker import metrics
 from worker.backends.base import RunBackend, ToolCall
 from worker.batch import Batch, Phase
 from worker.circuit import Circuit
-from worker.conversation import endings, following, holding, opening, starting, stopping, tool_round
+from worker.conversation import endings, following, holding, late_copies, opening, starting, stopping, tool_round
 from worker.conversation.context import Context, ToolDispatch
 from worker.conversation.transitions import (
     Answer,
@@ -186,7 +186,8 @@ class ConversationService:
                 return ended  # a newer lease holder owns the batch now
             # `fresh` counts only while the batch has started nothing (reconcile.py).
             fresh = step.fresh and t.batch.phase is Phase.STARTING
-            return Outcome(False, step=Step(step.token, fresh=fresh, known_run=t.known_run), batch=t.batch)
+            return Outcome(False, step=Step(step.token, fresh=fresh, known_run=t.known_run, create_now=t.create_now),
+                           batch=t.batch)
         if isinstance(t, Wait):
             write = batches.save(t.batch, token=step.token, due=now + t.delay, release=True)
             return Outcome(True, write.lease_released)
@@ -205,7 +206,9 @@ class ConversationService:
         if isinstance(t, RejectEvent):
             return self._reject_event(step, t)
         assert_type(t, Idle)
-        if not self.store.schedule.retire_if_idle(cid):
+        if t.recheck_at is not None:  # a late copy is watched for: stay on the schedule
+            self.store.late_copies.look_again(cid, t.recheck_at, now)
+        elif not self.store.schedule.retire_if_idle(cid):
             self.store.schedule.put(cid, now)  # an event arrived meanwhile
         return ended
 
@@ -219,6 +222,7 @@ class ConversationService:
             self._observe_published(t.batch, t.entry)
         if not release:
             return Outcome(False, step=Step(step.token), batch=t.batch)
+        late_copies.after_release(self.ctx, t.batch, result.events_wait)
         if result.events_wait:
             return Outcome(False, step=Step(step.token), batch=None)
         return Outcome(True, result.lease_released)

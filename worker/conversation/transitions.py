@@ -22,6 +22,9 @@ class Step:
     token: int  # the lease's fencing token
     fresh: bool = False  # the batch was opened by this step: nothing of it reached the API
     known_run: RunState | None = None  # the run's state, read already by this step
+    # This step recorded the create intent itself (a new attempt, or the wait for an unseen
+    # earlier create is over): nothing can be running unseen since, so it may create now.
+    create_now: bool = False
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class Checkpoint:
 
     batch: Batch
     known_run: RunState | None = None
+    create_now: bool = False  # handed to the next phase (Step.create_now)
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,10 @@ class Later:
 @dataclass(frozen=True)
 class Idle:
     """Nothing to do: no batch is open and the inbox is empty (or the batch could not be
-    opened): the conversation leaves the schedule unless an event arrived meanwhile."""
+    opened): the conversation leaves the schedule unless an event arrived meanwhile.
+    `recheck_at`: it stays on the schedule until then instead (a watch for a late copy)."""
+
+    recheck_at: float | None = None
 
 
 Transition = Open | Checkpoint | Wait | Polled | Later | DispatchTools | Answer | Finish | RejectEvent | Idle

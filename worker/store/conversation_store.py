@@ -11,6 +11,7 @@ from worker.store.batches import Batches
 from worker.store.claims import ToolClaims
 from worker.store.history import PhaseHistory
 from worker.store.inbox import Inbox
+from worker.store.late_copies import LateCopies
 from worker.store.outbound import Outbound
 from worker.store.schedule import Schedule
 
@@ -26,6 +27,7 @@ class Store:
         self.outbound = Outbound(client, stream=outbound_stream, maxlen=outbound_maxlen,
                                  dead_letter_maxlen=dead_letter_maxlen, clock=clock)
         self.history = PhaseHistory(client)
+        self.late_copies = LateCopies(client)
 
     def close(self) -> None:
         """Disconnect the client's pool (it reconnects if used again)."""
