@@ -41,6 +41,11 @@ class Capability(StrEnum):
     CONVERSATION_LOCK = "conversation_lock"  # a running response locks its conversation
 
 
+# What a capability is taken to be until learnt: the richer request shape is tried first,
+# but what the worker cannot see fail (a lock, a list) is not counted on before a probe.
+ASSUMED = {Capability.LIST_RESPONSES: False, Capability.CONVERSATION_LOCK: False}
+
+
 @dataclass(frozen=True)
 class Learnt:
     """One capability as the fleet knows it (`value` None: not learnt, assumed `default`)."""
@@ -116,9 +121,9 @@ class CapabilityStore:
             log.warning("api capability learnt", capability=capability.value, value=value,
                         reason=reason, base_url=self.base_url, ttl_seconds=self.ttl_seconds)
 
-    def listing(self, defaults: dict[Capability, bool] | None = None) -> list[str]:
+    def listing(self) -> list[str]:
         """One line per capability, for /readyz."""
-        return [self.get(c).describe((defaults or {}).get(c, True)) for c in Capability]
+        return [self.get(c).describe(ASSUMED.get(c, True)) for c in Capability]
 
     def _read(self, capability: Capability) -> Learnt:
         if self.client is None:

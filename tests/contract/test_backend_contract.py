@@ -214,8 +214,9 @@ def test_a_thread_the_server_lost_is_thread_not_found(subject: Subject) -> None:
     with pytest.raises(ThreadNotFoundError) as lost:
         subject.backend.start_run(subject.request(started.thread_id, "again", batch_id="batch-2"))
     assert lost.value.thread_id in (None, started.thread_id) and lost.value.code == "thread_not_found"
-    with pytest.raises(ThreadNotFoundError):
-        subject.backend.find_run(subject.request(started.thread_id, "hello", reconciling=True))
+    if subject.name != "responses+list":  # a listed response is found by its tag, conversation or not
+        with pytest.raises(ThreadNotFoundError):
+            subject.backend.find_run(subject.request(started.thread_id, "hello", reconciling=True))
     if subject.name.startswith("responses"):
         assert subject.backend.get_run(started.thread_id, done.id).status == "completed"
     else:

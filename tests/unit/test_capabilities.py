@@ -67,5 +67,7 @@ def test_an_unreadable_record_is_learnt_again(redis_client: redis.Redis, clock: 
 def test_the_settings_name_each_capability() -> None:
     settings = Settings(additional_messages="off", create_thread_and_run="on")
     known = CapabilityStore.from_settings(settings, None)
-    assert known.modes == {MULTI: "off", Capability.THREAD_AND_RUN: "on"}
+    assert known.modes[MULTI] == "off" and known.modes[Capability.THREAD_AND_RUN] == "on"
+    assert known.modes[Capability.LIST_RESPONSES] == "auto"
+    assert "list_responses=no (assumed)" in known.listing()
     assert known.base_url == settings.api_base_url

@@ -113,9 +113,7 @@ class ResponsesBackend:
 
     @property
     def capabilities(self) -> Capabilities:
-        # Model, instructions and tools come from the settings; no call creates a
-        # conversation with its first response; runs (responses of a conversation) cannot be
-        # listed; a tool round is a new response.
+        # Model, instructions, tools from the settings; a conversation's responses are not listed.
         unseen = not self.locks() and not self.known.supports(Capability.LIST_RESPONSES, default=False)
         return Capabilities(needs_assistant=False, thread_with_first_run=False, messages_with_run=True,
                             lists_runs=False, tool_round_starts_run=True, leaves_late_copies=unseen)
@@ -126,11 +124,10 @@ class ResponsesBackend:
 
     # --- the interface -----------------------------------------------------------------
     def start_run(self, request: RunRequest) -> RunStart:
-        """The conversation first (recorded before its first response); then, after an
-        unknown outcome, what an earlier create made is adopted (`search`); else, unless it
-        may be running unseen (`Unseen` until `repeat_ok`), a response is created (which
-        reconciles once more against a race, see create_run). A locked conversation is busy
-        with a response: look again later."""
+        """The conversation first (recorded before its first response); then, after an unknown
+        outcome, what an earlier create made is adopted (`search`); else, unless it may be running
+        unseen (`Unseen` until `repeat_ok`), a response is created (which reconciles once more
+        against a race, see create_run). A locked conversation is busy: look again later."""
         if request.thread_id is None:
             return ThreadOpened(self.create_thread(request.conversation_id))
         if request.reconciling:
@@ -148,9 +145,8 @@ class ResponsesBackend:
             return Busy(None)
 
     def search(self, request: RunRequest, *, probe: bool = True) -> tuple[RunState | None, bool, bool]:
-        """What an earlier create of this attempt made; whether a complete listing of
-        responses said so; and whether a create not found cannot be running unseen (`probe`:
-        learn whether the server locks now, where that is not known yet)."""
+        """What an earlier create of this attempt made; whether a complete listing said so; whether
+        one not found cannot be running unseen (`probe`: learn now whether the server locks)."""
         if self.listing.available():
             body, complete = self.listing.find(request)
             if body is not None:
@@ -307,9 +303,8 @@ class ResponsesBackend:
             self._cancel(run_id)
 
     def _delete_item(self, conversation: str, item_id: str) -> None:
-        def delete() -> Any:
-            return self.client.conversations.items.with_raw_response.delete(item_id, conversation_id=conversation)
-        self.api.call("conversations.items.delete", True, delete)
+        self.api.call("conversations.items.delete", True, lambda: self.client.conversations.items.with_raw_response
+                      .delete(item_id, conversation_id=conversation))
 
     def _cancel(self, response_id: str) -> str:
         """Cancel a response; its status after."""
@@ -325,8 +320,7 @@ class ResponsesBackend:
         return output_steps(self.reads.output(thread_id, run_id))
 
     def copy_watch(self, request: RunRequest, run_id: str) -> dict[str, Any] | None:
-        """The conversation item the batch's copies come after, its texts, and what the
-        published run added (by which its copy is known)."""
+        """Where the batch's copies would come after, its texts, and what its published run added."""
         marker = items_marker(run_id)
         kept = [marker] if marker is not None else [str(i.get("id")) for i in self.reads.output(request.thread, run_id)]
         return {"marker": self.reads.marker(request), "texts": [e.content for e in request.events], "kept": kept}

@@ -17,6 +17,7 @@ from worker.batch import Batch
 from worker.conversation import endings
 from worker.conversation.context import Context
 from worker.conversation.transitions import Checkpoint, Finish, Transition, Wait
+from worker.errors import TransientApiError
 
 HOLD_JITTER = 0.25  # held steps come back spread over +25 %, not all at the probe's time
 MIN_HOLD_SECONDS = 0.2
@@ -32,6 +33,14 @@ def gate(ctx: Context, batch: Batch) -> Transition | None:
         ctx.planner.forget(batch.batch_id)  # its phase's age is the outage's, not the run's
         return Checkpoint(batch.evolve(held_at=None, held_seconds=batch.held_for(now)))
     return None
+
+
+def api_failed(ctx: Context, batch: Batch, exc: TransientApiError) -> Transition:
+    """A transient API failure: the outage's while the circuit is open (held, not counted),
+    else the batch's (endings.api_failed)."""
+    if ctx.circuit.is_open:
+        return hold(ctx, batch, ctx.circuit.retry_in())
+    return endings.api_failed(ctx, batch, exc)
 
 
 def hold(ctx: Context, batch: Batch, delay: float) -> Transition:

@@ -148,10 +148,8 @@ class ConversationService:
             return HANDLERS[phase](self.ctx, step, batch)
         except ThreadNotFoundError as exc:  # the server lost the thread: not an API failure
             return endings.thread_lost(self.ctx, batch, exc)
-        except TransientApiError as exc:
-            if self.ctx.circuit.is_open:  # the outage's failure, not the batch's: not counted
-                return holding.hold(self.ctx, batch, self.ctx.circuit.retry_in())
-            return endings.api_failed(self.ctx, batch, exc)
+        except TransientApiError as exc:  # while the circuit is open, the outage's: not counted
+            return holding.api_failed(self.ctx, batch, exc)
         except PermanentApiError as exc:
             if exc.refuses_the_deployment:  # /readyz names OPENAI_API_KEY until a call succeeds
                 self.ctx.circuit.refused(exc.code, exc.status)

@@ -42,7 +42,7 @@ def handle(ctx: Context, step: Step, batch: Batch) -> Transition:
     except InvalidRequestError as exc:
         return endings.refused_event(ctx, batch, exc)
     except TransientApiError as exc:
-        return endings.api_failed(ctx, _after_failure(ctx, batch, request, exc), exc)
+        return holding.api_failed(ctx, _after_failure(ctx, batch, request, exc), exc)
     if isinstance(started, ThreadOpened):
         # A worker that dies before this is written leaves that thread unused: harmless,
         # and nothing was appended to it.
