@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,7 @@ import redis
 from emulator import EmulatorConfig, EmulatorServer
 from producers.client import Producer
 from tests.conftest import wait_until
-from worker.logs import configure_logging
+from worker.logs import configure_logging, reset_logging
 from worker.runtime import Runtime, build_runtime
 from worker.settings import Settings
 
@@ -123,3 +124,7 @@ def running_stack(redis_url: str, emulator_config: EmulatorConfig | None = None,
         runtime.broker.close()
         producer.close()
         emulator.stop()
+        # The handler writes to this test's stderr, which pytest closes before the autouse
+        # fixture resets logging: a finaliser logging in between would write to a closed file.
+        reset_logging()
+        gc.collect()

@@ -39,7 +39,7 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    for noisy in ("httpx", "httpx2", "openai", "httpcore"):
+    for noisy in ("httpx", "httpx2", "openai", "httpcore", "httpcore2"):  # SDK 3.x: httpx2, httpcore2
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 
