@@ -90,7 +90,7 @@ class OutageProxy:
                     break
                 sink.sendall(data)
         except OSError:
-            pass
+            pass  # the other side went away or was reset: this direction is done
         outage = self._generation != generation
         if from_client:  # source: the client's socket, reset in an outage (never a clean close)
             _reset(source) if outage else source.close()

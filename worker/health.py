@@ -19,7 +19,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,17 +104,19 @@ def heartbeat_files(folder: str | Path) -> list[Path]:
     return list(Path(folder).glob(f"{PREFIX}*.json"))
 
 
-def api_states(folder: str | Path) -> list[dict[str, Any]]:
-    """The API circuit states the live processes' heartbeats carry (worker/circuit.py)."""
-    states = []
+def _beats(folder: str | Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """Each heartbeat file with what it holds (one being replaced right now is skipped)."""
     for path in heartbeat_files(folder):
         try:
-            beat = json.loads(path.read_text())
+            yield path, json.loads(path.read_text())
         except (OSError, ValueError):
-            continue  # being replaced right now
-        if isinstance(beat.get("api"), dict) and _alive(beat.get("pid", 0)):
-            states.append(beat["api"])
-    return states
+            continue
+
+
+def api_states(folder: str | Path) -> list[dict[str, Any]]:
+    """The API circuit states the live processes' heartbeats carry (worker/circuit.py)."""
+    return [beat["api"] for _, beat in _beats(folder)
+            if isinstance(beat.get("api"), dict) and _alive(beat.get("pid", 0))]
 
 
 def check(folder: str | Path, busy_limit: float, now: float | None = None) -> list[str]:
@@ -122,11 +124,7 @@ def check(folder: str | Path, busy_limit: float, now: float | None = None) -> li
     processes that are gone are removed."""
     now = time.time() if now is None else now
     problems = []
-    for path in heartbeat_files(folder):
-        try:
-            beat = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue  # being replaced right now
+    for path, beat in _beats(folder):
         pid = beat.get("pid", 0)
         if not _alive(pid):
             path.unlink(missing_ok=True)
