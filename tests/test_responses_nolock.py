@@ -122,3 +122,33 @@ def test_a_late_copy_of_a_create_that_outlasted_the_wait_is_deleted(redis_url: s
     else:
         assert [i["role"] for i in items] == ["user", "assistant"] * 2  # both copies stay...
         assert left == 2  # ...and what could not be deleted is counted
+
+
+@pytest.mark.parametrize("lists", [False, True], ids=["no listing", "listing"])
+def test_lost_tool_output_submissions_on_a_server_without_a_lock_are_answered_once(
+        redis_url: str, lists: bool) -> None:
+    """Every message needs a tool; a third of the responses' answers are lost, submissions
+    of tool outputs among them: no call is answered twice, no reply comes twice."""
+    config = EmulatorConfig(run_seconds=0.3, conversation_lock=False, list_responses=lists, seed=17,
+                            fault_lost=0.3, fault_operations=frozenset({"createResponse"}))
+    with EmulatorServer(config, port=0) as emulator, contextlib.ExitStack() as pods:
+        env = {"REDIS_URL": redis_url, "OPENAI_BASE_URL": emulator.base_url, "OPENAI_API_KEY": "sk-nolock",
+               "ASSISTANT_BACKEND": "responses", "METRICS_PORT": "0", "WORKER_PROCESSES": "1",
+               "WORKER_THREADS": "4", "LOG_LEVEL": "ERROR", "POLL_MAX_DELAY_SECONDS": "0.5",
+               "POLL_INITIAL_DELAY_SECONDS": "0.1", "POLL_MIN_DELAY_SECONDS": "0.05",
+               "WORKER_TOOL_MODULES": "tests.sample_tools", "TOOL_TIMEOUT_SECONDS": "5"}
+        pods.enter_context(worker_process(env))
+        client = pods.enter_context(redis.Redis.from_url(redis_url))
+        producer = pods.enter_context(Producer(Settings(redis_url=redis_url)))
+        for c in range(CONVERSATIONS):
+            producer.send_user_message(f"tools-{c}", f'call:add{{"a": {c}, "b": 1}}')
+        wait_until(lambda: len(_entries(client)) >= CONVERSATIONS, 90, 0.2, what="every message answered")
+        entries = _entries(client)
+        faults = emulator.stats()["faults_injected"]
+        conversations = [threads.conversation_items(emulator.base_url, e["thread_id"]) for e in entries]
+    assert faults.get("lost", 0) >= 3, faults
+    assert [e["type"] for e in entries] == ["run.completed"] * CONVERSATIONS, entries
+    for items in conversations:
+        answered = [i["call_id"] for i in items if i.get("type") == "function_call_output"]
+        assert len(answered) == len(set(answered)) >= 1, items  # each call answered once
+        assert [i.get("role") for i in items if i.get("type") == "message"] == ["user", "assistant"], items

@@ -61,6 +61,9 @@ class Batch:
     # (None: none may have): a server that would not show it running is given time to.
     create_sent_at: float | None = None
     created_again: bool = False  # a create was repeated while an earlier one may run unseen
+    # The same for the tool round's submission: when the latest that may have gone through
+    # unseen was sent (written by the tools actor too: a hash field).
+    submit_sent_at: float | None = None
 
     @classmethod
     def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
@@ -160,7 +163,7 @@ HASH_FIELDS: dict[str, type] = {
     "tools_key": str, "phase_started_at": float, "run_id": str, "unconfirmed": bool,
     "stop_requested": bool, "appended_events": int, "threads_lost": int,  # newer than the previous release
     "held_at": float, "held_seconds": float,  # newer too
-    "create_sent_at": float, "created_again": bool,
+    "create_sent_at": float, "created_again": bool, "submit_sent_at": float,
 }
 _DOCUMENT_NAMES = {"phase": "state"}  # attribute -> key in the JSON document
 _ATTRIBUTE_NAMES = {v: k for k, v in _DOCUMENT_NAMES.items()}

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from tests.fake_backend import FakeBackend
 from tests.unit.harness import START, FakeClock, Harness
 from worker.backends import responses_copies
+from worker.backends.base import Unseen
 from worker.errors import TransientApiError
 
 
@@ -193,3 +194,50 @@ def test_a_later_answer_that_cannot_be_read_ends_the_watch_rather_than_risk_it(
     assert not harness.redis.exists(WATCH + "u-5")
     harness.clock.advance(20.0)  # the first create's run ends: its copy stays
     assert harness.backend.user_texts(harness.entries()[0]["thread_id"]) == ["warm up", "hello", "hello", "hello"]
+
+
+def test_a_second_answer_to_the_same_tool_calls_is_deleted() -> None:
+    """A tool round's submission that outlasted its wait, made again: the late one's
+    outputs and answer go, whichever came first; the user's span is no copy."""
+    items = [user("u1", "a"), call("f1", "call_1"), output("o1", "call_1"), answer("m1"),
+             output("o2", "call_1"), answer("m2")]
+    assert remove(items, ["a"], {"m1"}) == (["o2", "m2"], 0)
+    assert remove(items, ["a"], {"m2"}) == (["o1", "m1"], 0)
+
+
+def test_answers_to_different_calls_are_no_copies() -> None:
+    items = [user("u1", "a"), call("f1", "call_1"), output("o1", "call_1"), call("f2", "call_2"),
+             output("o2", "call_2"), answer("m1")]
+    assert remove(items, ["a"], {"m1"}) == ([], 0)
+
+
+def test_a_lost_tool_output_submission_is_waited_for_before_it_is_sent_again(
+        make_harness: Callable[..., Harness], clock: FakeClock) -> None:
+    """Its answer lost, and nothing shows it (a server that neither locks nor lists): the
+    outputs are not sent again before the wait a create gets, then they are, and watched."""
+    harness = make_harness(tool_timeout_seconds=5.0)
+    harness.send("t-1", 'call:add{"a": 1, "b": 2}')
+    for _ in range(20):
+        if harness.dispatched:
+            break
+        harness.clock.now = max(harness.clock.now, harness.next_due() or harness.clock.now)
+        harness.service.advance("t-1")
+    harness.backend.fail_next("submit_tool_outputs", LOST)  # not applied here, but it may have been
+    for _ in range(30):
+        harness.backend.reply_next("find_submission", Unseen())
+    sent_at = harness.clock()
+    harness.run_tools()
+    submits: list[float] = []
+    real_submit = harness.backend.submit_tool_outputs
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        submits.append(harness.clock())
+        return real_submit(*args, **kwargs)
+
+    harness.backend.submit_tool_outputs = counted  # type: ignore[method-assign]
+    harness.run_until_idle()
+    (entry,) = harness.entries()
+    assert entry["type"] == "run.completed", (entry["error"], " ".join(harness.backend.calls))
+    assert len(submits) == 1 and submits[0] >= sent_at + harness.service.ctx.unseen_wait()
+    assert harness.backend.calls.count("find_submission") >= 2  # looked while it waited
+    assert harness.redis.exists(WATCH + "t-1") or harness.batch("t-1") is None

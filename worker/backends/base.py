@@ -226,6 +226,14 @@ class RunBackend(Protocol):
         new run's when `tool_round_starts_run`). May have been applied when it raises."""
         ...
 
+    def find_submission(self, thread_id: str, run_id: str, call_ids: list[str],
+                        sent_at: float) -> str | Unseen | None:
+        """After a submission of these calls' outputs whose outcome is unknown (sent about
+        `sent_at`), while `run_id` still shows them unanswered: the run it started (its id),
+        None when it cannot have gone through (submit again), or Unseen when this server would
+        not show it while it runs."""
+        ...
+
     def cancel_run(self, thread_id: str, run_id: str) -> None:
         """Ask the API to stop the run (it may refuse or take time: poll `get_run`). A run
         known only by its items cannot be cancelled: a no-op."""

@@ -83,7 +83,7 @@ from worker.backends.responses_items import (
     user_item,
 )
 from worker.backends.responses_lock import LockProbe
-from worker.backends.responses_search import ResponseListing
+from worker.backends.responses_search import METADATA_VALUE_CHARS, ResponseListing, submission_tag
 from worker.capabilities import Capability, CapabilityStore
 from worker.errors import (
     InvalidRequestError,
@@ -93,7 +93,6 @@ from worker.errors import (
 )
 
 log = structlog.get_logger(__name__)
-METADATA_VALUE_CHARS = 512  # the API's limit on one metadata value
 
 
 class ResponsesBackend:
@@ -290,13 +289,17 @@ class ResponsesBackend:
 
     def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, str]],
                             instructions: str | None = None) -> str:
-        items = [{"type": "function_call_output", "call_id": o["tool_call_id"], "output": o["output"]}
-                 for o in outputs]
-        metadata = {"after": run_id[:METADATA_VALUE_CHARS]}
-        calls = ",".join(o["tool_call_id"] for o in outputs)
-        if len(calls) <= METADATA_VALUE_CHARS:  # else a second submission cannot be recognised
-            metadata["calls"] = calls
-        return self.create_response(thread_id, items, instructions, metadata).id
+        items = [{"type": "function_call_output", "call_id": o["tool_call_id"], "output": o["output"]} for o in outputs]
+        tag = submission_tag(run_id, [o["tool_call_id"] for o in outputs])
+        return self.create_response(thread_id, items, instructions, tag).id
+
+    def find_submission(self, thread_id: str, run_id: str, call_ids: list[str], sent_at: float) -> str | Unseen | None:
+        """Listed: found by its tag; else a lock would refuse a second one, or it is unseen."""
+        listed = self.listing.available()
+        body, complete = self.listing.find_submission(run_id, call_ids, sent_at) if listed else (None, False)
+        if body is not None or complete:
+            return str(body["id"]) if body is not None else None
+        return None if self.locks() else Unseen()
 
     def cancel_run(self, thread_id: str, run_id: str) -> None:
         if items_marker(run_id) is None:  # else its response id is unknown: wait for it to end
@@ -320,10 +323,7 @@ class ResponsesBackend:
         return output_steps(self.reads.output(thread_id, run_id))
 
     def copy_watch(self, request: RunRequest, run_id: str) -> dict[str, Any] | None:
-        """Where the batch's copies would come after, its texts, and what its published run added."""
-        marker = items_marker(run_id)
-        kept = [marker] if marker is not None else [str(i.get("id")) for i in self.reads.output(request.thread, run_id)]
-        return {"marker": self.reads.marker(request), "texts": [e.content for e in request.events], "kept": kept}
+        return responses_copies.watch(self.reads, request, run_id)
 
     def remove_late_copies(self, thread_id: str, watch: dict[str, Any]) -> int:
         items = self.reads.items_after(thread_id, str(watch.get("marker") or ""))

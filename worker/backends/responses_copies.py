@@ -21,10 +21,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from worker.backends.responses_items import is_user_message, item_text
+from worker.backends.base import RunRequest
+from worker.backends.responses_items import ConversationReads, is_user_message, item_text, items_marker
 from worker.errors import PermanentApiError, TransientApiError
 
 Span = list[dict[str, Any]]
+
+
+def watch(reads: ConversationReads, request: RunRequest, run_id: str) -> dict[str, Any]:
+    """Where the batch's copies would come after, its texts, and what its published run added."""
+    marker = items_marker(run_id)
+    kept = [marker] if marker is not None else [str(i.get("id")) for i in reads.output(request.thread, run_id)]
+    return {"marker": reads.marker(request), "texts": [e.content for e in request.events], "kept": kept}
 
 
 def spans(items: list[dict[str, Any]]) -> list[Span]:
@@ -58,19 +66,37 @@ def kept_copy(cut: list[Span], kept: set[str]) -> Span | None:
     return span
 
 
+def answer_copies(cut: list[Span], kept: set[str]) -> list[Span]:
+    """Spans answering function calls that another span answers already (a tool round's
+    submission that outlasted its wait, then made again): all but the kept one (or the first)."""
+    groups: dict[frozenset[str], list[Span]] = {}
+    for span in cut:
+        answered = frozenset(str(i.get("call_id")) for i in span if i.get("type") == "function_call_output")
+        if answered:
+            groups.setdefault(answered, []).append(span)
+    extra: list[Span] = []
+    for same in groups.values():
+        keep = next((span for span in same if _in_kept_chain(cut, span, kept)), same[0])
+        extra += [span for span in same if span is not keep]
+    return extra
+
+
 def remove(items: list[dict[str, Any]], texts: list[str], kept: set[str],
            delete: Callable[[str], None]) -> int:
     """Delete the items of every copy but the kept one (the first, when the kept one is not
-    found); returns how many could not be deleted."""
+    found), of the batch's input and of a tool round's answer; returns how many could not
+    be deleted."""
     cut = spans(items)
     found = copies(cut, texts)
     keep = kept_copy(cut, kept)
     if keep is None or not any(keep is span for span in found):
         keep = found[0] if found else None
+    return _delete([span for span in found if span is not keep] + answer_copies(cut, kept), delete)
+
+
+def _delete(extra: list[Span], delete: Callable[[str], None]) -> int:
     left = 0
-    for span in found:
-        if span is keep:
-            continue
+    for span in extra:
         for item in span:
             try:
                 delete(str(item.get("id")))
@@ -79,6 +105,19 @@ def remove(items: list[dict[str, Any]], texts: list[str], kept: set[str],
             except TransientApiError:
                 left += 1  # tried again at the next look
     return left
+
+
+def _in_kept_chain(cut: list[Span], span: Span, kept: set[str]) -> bool:
+    """Whether the kept items are in this span or in a later tool round that answers it."""
+    for _ in cut:  # a chain is never longer than the spans (and a strange one never loops)
+        if not span:
+            return False
+        if kept & _ids(span):
+            return True
+        calls = {str(i.get("call_id")) for i in span if i.get("type") == "function_call"}
+        span = next((s for s in cut if calls and any(
+            i.get("type") == "function_call_output" and str(i.get("call_id")) in calls for i in s)), [])
+    return False
 
 
 def _ids(span: Span) -> set[str]:

@@ -12,6 +12,7 @@ probes once per CAPABILITY_TTL_SECONDS; the `list_responses` setting forces it.
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from worker.backends.api import PAGE_LIMIT, ApiCalls
@@ -19,6 +20,7 @@ from worker.backends.base import RunRequest
 from worker.capabilities import Capability, CapabilityStore
 from worker.errors import PermanentApiError
 
+METADATA_VALUE_CHARS = 512  # the API's limit on one metadata value
 MAX_PAGES = 10  # at most this many pages of recent responses are looked through
 CLOCK_SKEW_SECONDS = 300.0  # the server's clock may differ from ours: look back this much further
 
@@ -54,18 +56,38 @@ class ResponseListing:
         """The response this batch's attempt created (its body, or None), looking newest
         first back to a little before the batch opened; and whether the look was complete
         (False: MAX_PAGES were not enough to get there)."""
-        oldest = (request.opened_at or 0.0) - CLOCK_SKEW_SECONDS
+        return self._find(lambda body: _ours(body, request), request.opened_at or 0.0)
+
+    def find_submission(self, run_id: str, call_ids: list[str], sent_at: float) -> tuple[dict[str, Any] | None, bool]:
+        """The response a submission of these calls' outputs after `run_id` started, as `find`."""
+        def submitted(body: dict[str, Any]) -> bool:
+            metadata = body.get("metadata") or {}
+            return (isinstance(metadata, dict) and metadata.get("after") == run_id[:METADATA_VALUE_CHARS]
+                    and sorted(str(metadata.get("calls") or "").split(",")) == sorted(call_ids))
+        return self._find(submitted, sent_at)
+
+    def _find(self, ours: Callable[[dict[str, Any]], bool], since: float) -> tuple[dict[str, Any] | None, bool]:
+        oldest = since - CLOCK_SKEW_SECONDS
         query: dict[str, Any] = {"order": "desc", "limit": PAGE_LIMIT}
         for _ in range(MAX_PAGES):
             page, _ = self.api.read("responses.list", f"responses?{urllib.parse.urlencode(query)}")
             data = [body for body in page.get("data") or [] if isinstance(body, dict)]
-            found = next((body for body in data if _ours(body, request)), None)
+            found = next((body for body in data if ours(body)), None)
             if found is not None:
                 return found, True
             if not page.get("has_more") or not data or _created_before(data[-1], oldest):
                 return None, True
             query["after"] = str(page.get("last_id") or data[-1].get("id"))
         return None, False
+
+
+def submission_tag(run_id: str, call_ids: list[str]) -> dict[str, str]:
+    """The metadata of a tool round's response: the run it answers and the calls."""
+    tag = {"after": run_id[:METADATA_VALUE_CHARS]}
+    calls = ",".join(call_ids)
+    if len(calls) <= METADATA_VALUE_CHARS:  # else a second submission cannot be recognised
+        tag["calls"] = calls
+    return tag
 
 
 def _ours(body: dict[str, Any], request: RunRequest) -> bool:

@@ -46,7 +46,8 @@ def finish(ctx: Context, batch: Batch, run: RunState) -> Transition:
         attempt = batch.run_attempt + 1
         log.warning("run failed, starting it again", conversation_id=batch.conversation_id,
                     run_id=run.id, code=error["code"], attempt=attempt)
-        retry = batch.evolve(run_attempt=attempt, phase=Phase.STARTING, run_id=None, tools_key=None)
+        retry = batch.evolve(run_attempt=attempt, phase=Phase.STARTING, run_id=None, tools_key=None,
+                             submit_sent_at=None)
         return Wait(retry, ctx.backoff(attempt))
     assert batch.thread_id is not None
     late_copies.begin(ctx, batch, run.id)  # a batch created again: watched from now on
@@ -128,7 +129,7 @@ def thread_lost(ctx: Context, batch: Batch, exc: ThreadNotFoundError) -> Transit
         return _refused(ctx, batch.evolve(run_id=None), exc)
     return Checkpoint(batch.evolve(
         phase=Phase.STARTING, thread_id=None, run_id=None, messages_appended=False, unconfirmed=False,
-        tools_key=None, tools_at=None, tools_redispatched=False, polls=0, phase_started_at=None,
+        tools_key=None, tools_at=None, tools_redispatched=False, polls=0, phase_started_at=None, submit_sent_at=None,
         api_failures=0, busy_waits=0, threads_lost=batch.threads_lost + 1))
 
 

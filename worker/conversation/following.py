@@ -41,7 +41,7 @@ def on_run_state(ctx: Context, batch: Batch, run: RunState, changed: bool) -> Tr
         # submitted by an attempt whose answer was lost): follow that one.
         log.info("run continued elsewhere", conversation_id=batch.conversation_id,
                  run_id=batch.run_id, next_run_id=run.id)
-        batch, changed = batch.evolve(run_id=run.id, tools_key=None), True
+        batch, changed = batch.evolve(run_id=run.id, tools_key=None, submit_sent_at=None), True
     if run.terminal:
         return endings.finish(ctx, batch, run)
     timeout = ctx.settings.run_timeout_seconds
@@ -65,6 +65,8 @@ def _observe(ctx: Context, batch: Batch, run: RunState, now: float) -> None:
         return  # a run held by the API circuit says nothing about how long runs take
     age = now - batch.phase_started_at
     if run.needs_worker:
+        if batch.submit_sent_at is not None:
+            return  # seen ended before: waiting for a lost submission's run to show
         ctx.planner.ended(batch.batch_id, age)
         ctx.share_phase_durations()
     else:

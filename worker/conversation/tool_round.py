@@ -9,12 +9,15 @@ again, and that submission is confirmed, since the first may have gone through.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import structlog
 
 from worker import metrics
-from worker.backends.base import RunState, ToolCall
+from worker.backends.base import RunState, ToolCall, Unseen
 from worker.batch import Batch
 from worker.conversation.context import Context
+from worker.conversation.starting import BUSY_WAIT_MAX_SECONDS
 from worker.conversation.transitions import DispatchTools, Later, Transition, Wait
 from worker.errors import PermanentApiError, TransientApiError
 
@@ -35,16 +38,45 @@ def on_requires_action(ctx: Context, batch: Batch, run: RunState) -> Transition:
     key, now = tools_key(run.id, run.tool_calls), ctx.clock()
     kept = ctx.store.tool_claims.kept_outputs(batch.conversation_id, key)
     if kept is not None:  # the tools ran, their submission failed: submit again, don't rerun
-        after = submit(ctx, batch, kept, again=True)
-        if after is not None:
-            ctx.store.tool_claims.forget(batch.conversation_id, key)
-        return Wait(after or batch.evolve(tools_key=None), ctx.planner.next_delay(0.0, 0))
+        return _submit_kept(ctx, batch, key, kept)
     if batch.tools_key == key and batch.tools_at and now - batch.tools_at < window(ctx):
         return Later(batch, batch.tools_at + window(ctx))  # dispatched: wait for its outputs
     if run.idle and run.usage:  # a response of function calls (Responses): its own usage
         batch = batch.with_usage(run.usage)
     batch = batch.evolve(tools_key=key, tools_at=now, tools_redispatched=batch.tools_key == key)
     return DispatchTools(batch, window(ctx), run.id, run.tool_calls)
+
+
+def _submit_kept(ctx: Context, batch: Batch, key: str, kept: list[dict[str, str]]) -> Transition:
+    """Submit kept outputs again; after an unknown outcome, what it may have started first.
+    Found, it is followed. On a server that would not show it while it runs (Responses
+    without a lock or a listing), it is given the time a create is given (`unseen_wait`)
+    before the outputs go again, and the conversation is then watched for a late copy."""
+    assert batch.thread_id is not None and batch.run_id is not None
+    now, sent_at = ctx.clock(), batch.submit_sent_at
+    if sent_at is not None:
+        found = ctx.backend.find_submission(batch.thread_id, batch.run_id, [o["tool_call_id"] for o in kept], sent_at)
+        if isinstance(found, str):
+            ctx.store.tool_claims.forget(batch.conversation_id, key)
+            log.info("earlier tool output submission found", conversation_id=batch.conversation_id,
+                     run_id=batch.run_id, next_run_id=found)
+            return Wait(batch.evolve(run_id=found, tools_key=None, submit_sent_at=None, phase_started_at=now, polls=0),
+                        ctx.planner.next_delay(0.0, 0))
+        if isinstance(found, Unseen):
+            if now < sent_at + ctx.unseen_wait():
+                waits = batch.busy_waits + 1
+                return Wait(batch.evolve(busy_waits=waits),
+                            min(BUSY_WAIT_MAX_SECONDS, ctx.backoff(waits), sent_at + ctx.unseen_wait() - now))
+            log.warning("no sign of an earlier tool output submission: submitting again",
+                        conversation_id=batch.conversation_id, run_id=batch.run_id, waited_s=round(now - sent_at, 1))
+            # Watched after publication as a create made again is (late_copies.py).
+            batch = batch.evolve(created_again=True, create_sent_at=now, busy_waits=0)
+    after = submit(ctx, batch, kept, again=True)
+    if isinstance(after, Batch):
+        ctx.store.tool_claims.forget(batch.conversation_id, key)
+        return Wait(after, ctx.planner.next_delay(0.0, 0))
+    return Wait(batch.evolve(tools_key=None, submit_sent_at=now if after.maybe_applied else sent_at),
+                ctx.planner.next_delay(0.0, 0))
 
 
 def run_tools(ctx: Context, conversation_id: str, batch_id: str, run_id: str, calls: list[ToolCall]) -> None:
@@ -57,15 +89,16 @@ def run_tools(ctx: Context, conversation_id: str, batch_id: str, run_id: str, ca
         return  # a duplicate delivery: another worker runs (or just ran) these calls
     outputs = _run(ctx, batch, run_id, calls)
     # The API circuit open: not sent now, kept for the poll after the outage.
-    after = None if ctx.circuit.is_open else submit(ctx, batch, outputs, again=batch.tools_redispatched)
-    if after is None:  # kept for the next poll to submit again: the tools do not run twice
+    after = NOT_SENT if ctx.circuit.is_open else submit(ctx, batch, outputs, again=batch.tools_redispatched)
+    if isinstance(after, Failed):  # kept for the next poll to submit again: the tools do not run twice
         s = ctx.settings  # kept as long as the run may wait (its timeout, and a hold)
         ctx.store.tool_claims.keep_outputs(conversation_id, key, outputs,
                                            s.run_timeout_seconds + s.api_outage_hold_seconds)
-        written = ["tools_key"]
-        after = batch.evolve(tools_key=None)
+        written = ["tools_key"] + (["submit_sent_at"] if after.maybe_applied else [])
+        after = batch.evolve(tools_key=None, submit_sent_at=ctx.clock() if after.maybe_applied else None)
     else:
-        written = ["phase_started_at", "polls"] + (["run_id", "unconfirmed"] if after.run_id != run_id else [])
+        moved_on = ["run_id", "unconfirmed"] if after.run_id != run_id else []
+        written = ["phase_started_at", "polls", "submit_sent_at", *moved_on]
     # These fields only, not the whole batch: this runs without the lease.
     fields = {name: value for name, value in after.to_hash().items() if name in written}
     ctx.store.batches.set_fields(batch, fields, due=ctx.clock() + ctx.planner.next_delay(0.0, 0))
@@ -81,9 +114,19 @@ def _run(ctx: Context, batch: Batch, run_id: str, calls: list[ToolCall]) -> list
     return [{"tool_call_id": r.call_id, "output": r.output} for r in results]
 
 
-def submit(ctx: Context, batch: Batch, outputs: list[dict[str, str]], *, again: bool) -> Batch | None:
-    """Submit the outputs; the batch as it goes on, or None when the submission failed
-    (either it went through after all, or the run moved on: the next poll tells).
+@dataclass(frozen=True)
+class Failed:
+    """A submission that failed: it may have gone through all the same (`maybe_applied`:
+    the next poll tells, or looks for it), or the run moved on."""
+
+    maybe_applied: bool
+
+
+NOT_SENT = Failed(maybe_applied=False)
+
+
+def submit(ctx: Context, batch: Batch, outputs: list[dict[str, str]], *, again: bool) -> Batch | Failed:
+    """Submit the outputs; the batch as it goes on, or how the submission failed.
     `again`: an earlier submission of them may have gone through, so a new run this one
     starts is confirmed before it is followed."""
     assert batch.thread_id is not None and batch.run_id is not None
@@ -94,11 +137,11 @@ def submit(ctx: Context, batch: Batch, outputs: list[dict[str, str]], *, again: 
     except (TransientApiError, PermanentApiError) as exc:
         log.warning("tool output submission failed", conversation_id=batch.conversation_id,
                     run_id=batch.run_id, error=str(exc))
-        return None
+        return Failed(isinstance(exc, TransientApiError) and exc.maybe_applied)
     log.info("tool outputs submitted", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
              thread_id=batch.thread_id, run_id=batch.run_id, next_run_id=next_run, outputs=len(outputs),
              tools_ms=int((now - (batch.tools_at or now)) * 1000))
-    after = batch.evolve(phase_started_at=now, polls=0)
+    after = batch.evolve(phase_started_at=now, polls=0, submit_sent_at=None)
     if next_run != batch.run_id:  # the backend goes on in a new run (Responses): follow that one
         after = after.evolve(run_id=next_run, unconfirmed=again)
     return after
