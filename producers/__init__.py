@@ -1,8 +1,9 @@
 """The producer API: hand user messages to the worker (contract section 1), and read the
 replies it publishes with a consumer group (contract section 2)."""
 
-from producers.client import Producer, cancel_conversation, send_user_message
+from producers.client import Producer, SendResult, cancel_conversation, send_user_message
 from producers.replies import Gap, Reply, ReplyReader
 from worker.events import InvalidEvent
 
-__all__ = ["Gap", "InvalidEvent", "Producer", "Reply", "ReplyReader", "cancel_conversation", "send_user_message"]
+__all__ = ["Gap", "InvalidEvent", "Producer", "Reply", "ReplyReader", "SendResult", "cancel_conversation",
+           "send_user_message"]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Self
 
 import redis
 from pydantic import ValidationError
 
+from producers import answers
 from worker.events import CONVERSATION_ID, InboundEvent, InvalidEvent, invalid_from
 from worker.redis_client import make_redis, stream_entries
 from worker.settings import Settings, get_settings
@@ -20,6 +21,15 @@ from worker.store.inbox import Inbox
 # The standard library's logging: silent unless the application configures it (the
 # worker's configure_logging turns `extra` into structured fields).
 log = logging.getLogger("producers")
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What `Producer.send` did: `accepted` is False for a repeat of an event id accepted
+    before (within EVENT_DEDUP_TTL_SECONDS), which was ignored: the first content wins."""
+
+    event_id: str
+    accepted: bool
 
 
 class Producer:
@@ -49,6 +59,14 @@ class Producer:
                           attachments: list[dict[str, Any]] | None = None) -> str:
         """Accept a user message; returns its event id. Raises InvalidEvent (a ValueError)
         naming the field, or a redis error when nothing was accepted (retry with the same id)."""
+        return self.send(conversation_id, content, event_id=event_id, assistant_id=assistant_id,
+                         instructions=instructions, metadata=metadata, attachments=attachments).event_id
+
+    def send(self, conversation_id: str, content: str, *, event_id: str | None = None,
+             assistant_id: str | None = None, instructions: str | None = None,
+             metadata: dict[str, str] | None = None,
+             attachments: list[dict[str, Any]] | None = None) -> SendResult:
+        """`send_user_message`, also saying whether the event was new or a repeat."""
         try:
             event = InboundEvent.model_validate({
                 "event_id": event_id or str(uuid.uuid4()), "conversation_id": conversation_id,
@@ -59,13 +77,14 @@ class Producer:
         accepted = self.inbox.accept(event, self.settings.event_dedup_ttl_seconds)
         log.info("accepted" if accepted else "repeat ignored",
                  extra={"conversation_id": conversation_id, "event_ids": [event.event_id]})
-        return event.event_id
+        return SendResult(event.event_id, accepted)
 
-    def cancel_conversation(self, conversation_id: str) -> None:
-        """End the conversation's active batch (run.cancelled); waiting events run after."""
+    def cancel_conversation(self, conversation_id: str) -> bool:
+        """End the conversation's active batch (run.cancelled follows, asynchronously);
+        waiting events run after. Returns whether a batch was active (False: nothing to do)."""
         if not isinstance(conversation_id, str) or not CONVERSATION_ID.match(conversation_id):
             raise InvalidEvent("conversation_id", "must be 1-128 characters of [A-Za-z0-9._:@-]")
-        self.inbox.request_cancel(conversation_id)
+        return self.inbox.request_cancel(conversation_id)
 
     def outbound_position(self) -> str:
         """The id of the newest outbound entry ("0-0" when empty), to read what follows."""
@@ -74,19 +93,12 @@ class Producer:
 
     def wait_for(self, event_id: str, after: str, timeout: float) -> dict[str, Any] | None:
         """The outbound entry answering `event_id`, published after `after`, or None."""
-        deadline = time.monotonic() + timeout
-        position = after
-        while (remaining := deadline - time.monotonic()) > 0:
-            block_ms = max(1, int(min(remaining, 1.0) * 1000))
-            reply: Any = self.redis.xread({self.settings.outbound_stream: position},
-                                           count=100, block=block_ms)
-            for _, rows in reply or []:
-                for entry_id, fields in stream_entries(rows):
-                    position = entry_id
-                    entry: dict[str, Any] = json.loads(fields[b"data"])
-                    if event_id in entry.get("event_ids", []):
-                        return entry
-        return None
+        return answers.wait_for(self.redis, self.settings.outbound_stream,
+                                lambda entry: event_id in entry.get("event_ids", []), after, timeout)
+
+    def find_answer(self, event_id: str) -> dict[str, Any] | None:
+        """The outbound entry that answered `event_id` already, if the stream still holds it."""
+        return answers.find_answer(self.redis, self.settings.outbound_stream, event_id)
 
 
 @functools.cache
@@ -104,5 +116,5 @@ def send_user_message(conversation_id: str, content: str, event_id: str | None =
         instructions=instructions, metadata=metadata, attachments=attachments)
 
 
-def cancel_conversation(conversation_id: str) -> None:
-    default_producer().cancel_conversation(conversation_id)
+def cancel_conversation(conversation_id: str) -> bool:
+    return default_producer().cancel_conversation(conversation_id)

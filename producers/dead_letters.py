@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from producers.client import Producer
 from worker import keys
 from worker.events import InvalidEvent
@@ -24,8 +26,20 @@ class DeadLetter:
 
 def list_dead_letters(producer: Producer, count: int = 100) -> list[DeadLetter]:
     rows = stream_entries(producer.redis.xrange(keys.DEAD_LETTERS, count=count))
-    return [DeadLetter(entry_id, text(fields.get(b"reason", b"")), text(fields.get(b"raw", b"")))
-            for entry_id, fields in rows]
+    return [_letter(entry_id, fields) for entry_id, fields in rows]
+
+
+def find_dead_letter(producer: Producer, letter_id: str) -> DeadLetter | None:
+    """The dead letter with this id, or None (also for a text that is no stream id)."""
+    try:
+        rows = stream_entries(producer.redis.xrange(keys.DEAD_LETTERS, letter_id, letter_id))
+    except redis.ResponseError:
+        return None  # "Invalid stream ID": it names no dead letter
+    return next((_letter(entry_id, fields) for entry_id, fields in rows), None)
+
+
+def _letter(entry_id: str, fields: dict[bytes, bytes]) -> DeadLetter:
+    return DeadLetter(entry_id, text(fields.get(b"reason", b"")), text(fields.get(b"raw", b"")))
 
 
 def next_event_id(event_id: str) -> str:

@@ -56,6 +56,8 @@ def tail(settings: Settings, group: str | None, consumer: str | None, from_start
         # The reader of our output went away (`| head`): stop quietly; what was not
         # acknowledged is delivered again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (redis.ConnectionError, redis.TimeoutError):
+        raise  # unreachable: one line and exit 69 (worker/commandline.py)
     except redis.RedisError as exc:
         print(f"redis: {exc}", file=sys.stderr)
         return 1

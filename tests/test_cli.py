@@ -37,7 +37,8 @@ def test_a_bad_setting_fails_at_start_with_one_clear_line() -> None:
     done = _run("assistant", "tools", env={"WORKER_THREADS": "many"})
     assert done.returncode == 78
     assert done.stderr.strip().splitlines() == [
-        "invalid setting WORKER_THREADS: Input should be a valid integer, unable to parse string as an integer"]
+        ("assistant-worker: invalid setting WORKER_THREADS: "
+         "Input should be a valid integer, unable to parse string as an integer")]
 
 
 def test_assistant_create_and_push_tools_keep_hosted_tools(emulator: EmulatorServer) -> None:

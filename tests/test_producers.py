@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from producers import InvalidEvent, Producer
+from producers import InvalidEvent, Producer, SendResult
 from tests.stack import Stack, running_stack
 from worker.settings import Settings
 
@@ -26,6 +26,7 @@ def producer(redis_url: str) -> Iterator[Producer]:
     ({"conversation_id": "has space", "content": "x"}, "conversation_id"),
     ({"conversation_id": "x" * 129, "content": "x"}, "conversation_id"),
     ({"conversation_id": "ok", "content": ""}, "content"),
+    ({"conversation_id": "ok", "content": " \n\t "}, "content"),
     ({"conversation_id": "ok", "content": "x" * 256_001}, "content"),
     ({"conversation_id": "ok", "content": "x", "metadata": {"k": 1}}, "metadata.k"),
     ({"conversation_id": "ok", "content": "x", "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
@@ -49,6 +50,17 @@ def test_accept_appends_in_send_order_and_dedups(producer: Producer, redis_clien
     assert [e["content"] for e in inbox] == ["m0", "m1", "m2"]
     assert redis_client.zscore("aw:schedule", "c1") is not None
     assert 0 < redis_client.ttl(f"aw:event:{ids[0]}") <= 7 * 24 * 3600
+
+
+def test_send_says_whether_the_event_was_new_and_cancel_whether_a_batch_was_active(
+        producer: Producer, redis_client: redis.Redis) -> None:
+    assert producer.send("c2", "hello", event_id="e-1") == SendResult("e-1", accepted=True)
+    assert producer.send("c2", "changed", event_id="e-1") == SendResult("e-1", accepted=False)
+    assert producer.send_user_message("c2", "again", event_id="e-1") == "e-1"
+    assert producer.cancel_conversation("c2") is False  # a waiting event is no batch yet
+    assert not redis_client.exists("aw:cancel:c2")
+    redis_client.hset("aw:batch:c2", mapping={"batch_id": "b1", "published": "0"})
+    assert producer.cancel_conversation("c2") is True
 
 
 def test_cancel_validates_the_conversation_id(producer: Producer) -> None:
@@ -88,5 +100,5 @@ def test_cli_send_wait_times_out_with_exit_2(stack: Stack) -> None:
 
 def test_cli_rejects_invalid_input(stack: Stack) -> None:
     done = _cli(stack, "send", "--conversation", "no spaces allowed", "hi")
-    assert done.returncode == 64
+    assert done.returncode == 65
     assert "conversation_id" in done.stderr

@@ -104,4 +104,4 @@ def test_a_base_url_that_is_not_a_url_stops_the_worker_with_one_line() -> None:
     done = run_worker({"OPENAI_BASE_URL": "notaurl"})
     assert done.returncode == 78
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("invalid setting OPENAI_BASE_URL: ") and "notaurl" in line
+    assert line.startswith("assistant-worker: invalid setting OPENAI_BASE_URL: ") and "notaurl" in line

@@ -13,28 +13,53 @@ from pathlib import Path
 from typing import Any
 
 from worker import startup
-from worker.settings import Settings, SettingsError, load_settings
+from worker.commandline import Parser, UsageError, common_options, epilog, execute
+from worker.settings import Settings, load_settings
+
+PROG = "assistant-worker"
+API_SETTINGS = "OPENAI_API_KEY, OPENAI_BASE_URL, API_TIMEOUT_SECONDS"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="assistant-worker")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("run", help="start WORKER_PROCESSES x WORKER_THREADS workers and /metrics")
-    assistant = commands.add_parser("assistant", help="manage the assistant")
-    actions = assistant.add_subparsers(dest="action", required=True)
-    actions.add_parser("create", help="create an assistant from settings and the registered tools")
-    push = actions.add_parser("push-tools", help="merge the registered tools into an assistant")
-    push.add_argument("--assistant-id", help="default: ASSISTANT_ID")
-    actions.add_parser("tools", help="print the registered function definitions")
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 78
+    args = build_parser().parse_args(argv)
+    _import_from_the_current_directory()
+    return execute(PROG, args, lambda: _command(args))
+
+
+def _command(args: argparse.Namespace) -> int:
+    settings = load_settings()
     if args.command == "run":
         return run_workers(settings)
     return manage_assistant(settings, args)
+
+
+def build_parser() -> Parser:
+    common = common_options()
+    parser = Parser(prog=PROG, parents=[common], description="Run the workers; manage the assistant.",
+                    epilog=epilog("those each command's --help names"))
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("run", parents=[common], help="start WORKER_PROCESSES x WORKER_THREADS workers and /metrics",
+                        epilog=epilog("every setting (the README's Settings table)"))
+    assistant = commands.add_parser("assistant", parents=[common], help="manage the assistant",
+                                    epilog=epilog("those each action's --help names"))
+    actions = assistant.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("create", parents=[common], help="create an assistant from settings and the registered tools",
+                       epilog=epilog(f"{API_SETTINGS}, ASSISTANT_NAME, ASSISTANT_MODEL, ASSISTANT_INSTRUCTIONS, "
+                                     "WORKER_TOOL_MODULES"))
+    push = actions.add_parser("push-tools", parents=[common], help="merge the registered tools into an assistant",
+                              epilog=epilog(f"{API_SETTINGS}, ASSISTANT_ID, WORKER_TOOL_MODULES"))
+    push.add_argument("--assistant-id", help="default: ASSISTANT_ID")
+    actions.add_parser("tools", parents=[common], help="print the registered function definitions",
+                       epilog=epilog("WORKER_TOOL_MODULES (importable from the current directory or PYTHONPATH)"))
+    return parser
+
+
+def _import_from_the_current_directory() -> None:
+    """Tool modules (WORKER_TOOL_MODULES) import from where the command runs, as under
+    `python -m`: an installed console script has only its own folder on sys.path."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def run_workers(settings: Settings) -> int:
@@ -103,7 +128,6 @@ def _dramatiq_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
 
 
 def manage_assistant(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.runtime import make_openai
     from worker.tools import definitions, load_tool_modules
 
     load_tool_modules(settings.tool_modules)
@@ -111,6 +135,8 @@ def manage_assistant(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "tools":
         print(json.dumps(functions, indent=2))
         return 0
+    from worker.runtime import make_openai  # the SDK and the rest: not for printing the tools
+
     client = make_openai(settings).with_options(max_retries=2)
     if args.action == "create":
         created = client.beta.assistants.create(
@@ -121,8 +147,7 @@ def manage_assistant(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     assistant_id = args.assistant_id or settings.assistant_id
     if not assistant_id:
-        print("push-tools needs --assistant-id or ASSISTANT_ID", file=sys.stderr)
-        return 64
+        raise UsageError("push-tools needs --assistant-id or ASSISTANT_ID")
     raw = client.beta.assistants.with_raw_response.retrieve(assistant_id)
     existing = json.loads(raw.text).get("tools") or []
     merged = merge_tools(existing, functions)

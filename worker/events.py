@@ -60,6 +60,13 @@ class InboundEvent(BaseModel):
             raise ValueError("must be 1-128 characters of [A-Za-z0-9._:@-]")
         return value
 
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank (it is only whitespace)")
+        return value
+
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, value: dict[str, str]) -> dict[str, str]:
@@ -92,7 +99,7 @@ class InboundEvent(BaseModel):
 def invalid_from(exc: ValidationError) -> InvalidEvent:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "event"
-    return InvalidEvent(field, first["msg"])
+    return InvalidEvent(field, first["msg"].removeprefix("Value error, "))  # pydantic prefixes our validators' reasons
 
 
 def salvage_ids(raw: str | bytes) -> tuple[str | None, list[str]]:

@@ -98,6 +98,15 @@ class Settings(BaseSettings):
             raise ValueError(f"must be an http(s) URL like {OPENAI_API_URL}, got {value!r}")
         return value
 
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, value: str) -> str:
+        # Checked here, so that a typo is one line at start, not an error deep in redis-py.
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(f"must be a redis://, rediss:// or unix:// URL like redis://localhost:6379/0, "
+                             f"got {value!r}")
+        return value
+
     @model_validator(mode="after")
     def _delays_ordered(self) -> Settings:
         if not self.poll_min_delay_seconds <= self.poll_initial_delay_seconds <= self.poll_max_delay_seconds:
@@ -125,7 +134,8 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = ".".join(str(p) for p in first["loc"]).upper() or "settings"
-        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None
+        reason = first["msg"].removeprefix("Value error, ")  # pydantic prefixes our validators' reasons
+        raise SettingsError(f"invalid setting {name}: {reason}") from None
 
 
 @lru_cache(maxsize=1)

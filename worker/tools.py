@@ -83,8 +83,21 @@ def load_tool_modules(modules: Iterable[str]) -> list[str]:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise ToolRegistryError(f"cannot import tool module {module!r}: {exc}") from exc
+            raise ToolRegistryError(_import_failure(module, exc)) from exc
     return sorted(REGISTRY)
+
+
+def _import_failure(module: str, exc: ImportError) -> str:
+    """Why a tool module did not import, and what makes it importable."""
+    what = f"cannot import tool module {module!r} (WORKER_TOOL_MODULES)"
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing and (module == missing or module.startswith(missing + ".")):
+        top = missing.split(".")[0]
+        return (f"{what}: no module named {missing!r} in the current directory or on PYTHONPATH: run "
+                f"from the folder that holds {top}/, or add that folder to PYTHONPATH")
+    if missing:
+        return f"{what}: it imports {missing!r}, which is not installed: install it"
+    return f"{what}: {exc}"
 
 
 def definitions() -> list[dict[str, Any]]:

@@ -115,11 +115,29 @@ def test_begin_step_reads_the_inbox_head_thread_and_cancel_without_a_batch(redis
                                                                           clock: FakeClock) -> None:
     Inbox(redis_client, clock).accept(event(1), 60)
     redis_client.hset(keys.conversation(CID), "thread_id", "thread_9")
-    Inbox(redis_client, clock).request_cancel(CID)
+    redis_client.set(keys.cancel_request(CID), clock())  # left by a batch that ended meanwhile
     begun = begin(schedule)
     assert begun.batch() is None and begun.thread_id == "thread_9" and begun.cancel_at == clock()
     assert [json.loads(raw)["event_id"] for raw in begun.inbox_head] == ["e1"]
     assert not redis_client.exists(keys.cancel_request(CID))  # taken by this step
+
+
+def test_a_cancel_is_recorded_only_while_a_batch_awaits_its_answer(redis_client: redis.Redis, schedule: Schedule,
+                                                                   batches: Batches, clock: FakeClock) -> None:
+    inbox = Inbox(redis_client, clock)
+    assert inbox.request_cancel(CID) is False  # idle: nothing written
+    assert redis_client.keys("aw:*") == []
+    begun, _ = opened(schedule, batches)
+    schedule.end_step(CID, begun.token)
+    redis_client.zadd(keys.SCHEDULE, {CID: clock() + 60})
+    assert inbox.request_cancel(CID) is True
+    assert float(redis_client.get(keys.cancel_request(CID)) or 0) == clock()
+    assert redis_client.zscore(keys.SCHEDULE, CID) == clock()  # due now, not in 60 s
+    assert redis_client.lrange(keys.WAKE, 0, -1) == [b"1"]
+    redis_client.delete(keys.cancel_request(CID))
+    redis_client.hset(keys.batch(CID), "published", "1")  # answered: only its run is being stopped
+    assert inbox.request_cancel(CID) is False
+    assert not redis_client.exists(keys.cancel_request(CID))
 
 
 def test_begin_step_returns_the_open_batch(schedule: Schedule, batches: Batches) -> None:

@@ -22,6 +22,7 @@ class Inbox:
         self.redis = client
         self.clock = clock
         self._accept = LuaScript(client, "accept")
+        self._cancel = LuaScript(client, "cancel")
 
     def accept(self, event: InboundEvent, dedup_ttl: int) -> bool:
         """Dedup, append to the inbox, schedule, in one step. False for a repeated event id."""
@@ -32,16 +33,13 @@ class Inbox:
             args={"conversation_id": cid, "event": event.model_dump_json(), "dedup_ttl": dedup_ttl,
                   "now": self.clock()}))
 
-    def request_cancel(self, conversation_id: str) -> None:
-        """Ask the worker to end the active batch: due now, and a sleeping scheduler woken."""
-        now = self.clock()
-        pipe = self.redis.pipeline()
-        pipe.set(keys.cancel_request(conversation_id), now, ex=CANCEL_REQUEST_TTL_SECONDS)
-        pipe.zadd(keys.SCHEDULE, {conversation_id: now}, lt=True)
-        pipe.zadd(keys.SCHEDULE, {conversation_id: now}, nx=True)
-        pipe.lpush(keys.WAKE, 1)
-        pipe.ltrim(keys.WAKE, 0, 0)
-        pipe.execute()
+    def request_cancel(self, conversation_id: str) -> bool:
+        """Ask the worker to end the active batch (due now, a sleeping scheduler woken);
+        False, and nothing written, when the conversation has no batch left to answer."""
+        return bool(self._cancel(
+            keys={"batch": keys.batch(conversation_id), "cancel_request": keys.cancel_request(conversation_id),
+                  "schedule": keys.SCHEDULE, "wake": keys.WAKE},
+            args={"conversation_id": conversation_id, "now": self.clock(), "ttl": CANCEL_REQUEST_TTL_SECONDS}))
 
     def close(self) -> None:
         """Disconnect the client's pool (it reconnects if used again)."""
