@@ -1,0 +1,1 @@
+"""Examples for the README: `examples.tools` is the walkthrough's tool module."""
