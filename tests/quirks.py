@@ -37,7 +37,7 @@ from typing import Any
 from emulator import EmulatorConfig
 from tests import quirk_stack
 from tests.invariants import find_violations
-from tests.threads import user_texts
+from tests.threads import conversation_items, user_texts
 
 ROOT = Path(__file__).resolve().parent.parent
 WRONG_KEY = "sk-quirks-refused"
@@ -84,6 +84,7 @@ class Report:
     duplicated: int = 0
     out_of_order: int = 0
     appended_twice: int = 0
+    calls_answered_twice: int = 0  # Responses: a tool call's output in a conversation twice
     all_answered: bool = False
     wall_s: float = 0.0  # from the first event sent to the last answer seen (or the deadline)
     faults_injected: dict[str, Any] = field(default_factory=dict)
@@ -95,7 +96,7 @@ class Report:
     revoked_answer_s: float | None = None  # revoked-key: from their send to the last one's answer
 
     def violations(self) -> int:
-        return self.lost + self.duplicated + self.out_of_order + self.appended_twice
+        return self.lost + self.duplicated + self.out_of_order + self.appended_twice + self.calls_answered_twice
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -224,6 +225,10 @@ def _fill(report: Report, stack: quirk_stack.Stack, sent: dict[str, list[str]]) 
     for thread_id in {e["thread_id"] for e in entries if e.get("thread_id")}:
         texts = user_texts(stack.base_url, backend, thread_id)
         report.appended_twice += len(texts) - len(set(texts))
+        if backend == "responses":
+            answered = [i.get("call_id") for i in conversation_items(stack.base_url, thread_id)
+                        if i.get("type") == "function_call_output"]
+            report.calls_answered_twice += len(answered) - len(set(answered))
 
 
 def _start_worker(env: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:

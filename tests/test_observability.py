@@ -235,6 +235,9 @@ def test_logs_are_json_lifecycle_events_without_secrets_or_message_text(observed
     assert len(by_event["published"]) == CONVERSATIONS + 2
     assert all(isinstance(r["run_ms"], int) and isinstance(r["total_ms"], int) for r in by_event["published"])
     assert all("duration_ms" in r for r in by_event["tool called"])
+    assert all("code" in r for r in by_event["published"])  # null for run.completed
+    (rejected,) = by_event["event rejected"]  # the malformed event, with why
+    assert rejected["level"] == "warning" and rejected["conversation_id"] == MALFORMED and rejected["reason"]
     # Dramatiq's own records go through the same JSON pipeline.
     assert any(r.get("logger", "").startswith("dramatiq") for r in records), sorted(by_event)
 
