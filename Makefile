@@ -1,15 +1,23 @@
-# The commands a person types. `make demo` and `make test` install what is missing first.
+# The commands a person types. `make demo` and `make test` install what is missing first
+# (`make demo` only what the demo needs).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: install redis-server prometheus deploy-tools demo lint test coverage chaos quirks stack clean
 
-install: $(VENV)/.installed
+# `make install`: everything (the package and its test extras: pytest, the linters, the
+# manifest checkers). `make demo` and `make stack` install the package alone, into the same
+# venv; the first target that needs the extras adds them.
+install: $(VENV)/.installed-test
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-base
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
@@ -29,7 +37,7 @@ prometheus:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
 	  status=$$?; [ -n "$$added" ] && rm -f $$policy; exit $$status; }
 
-demo: install redis-server
+demo: $(VENV)/.installed-base redis-server
 	$(PY) -m worker.demo
 
 # The CRD schemas for the manifest checks (Node packages, locked in deploy/validate).
@@ -64,7 +72,7 @@ quirks: install redis-server
 	$(PY) -m tests.quirks --case $(CASE) --backend $(BACKEND) --json quirks-$(CASE)-$(BACKEND).json
 
 # A long-running local stack on the Procfile (Redis on 6390, the emulator, a worker).
-stack: install redis-server
+stack: $(VENV)/.installed-base redis-server
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho -e local.env start
 
 clean:

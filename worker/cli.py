@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -10,14 +11,17 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worker import startup
+from worker import lifeline, startup
 from worker.commandline import Parser, UsageError, common_options, epilog, execute
 from worker.settings import Settings, load_settings
 
 PROG = "assistant-worker"
 API_SETTINGS = "OPENAI_API_KEY, OPENAI_BASE_URL, API_TIMEOUT_SECONDS"
+
+if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,18 +68,24 @@ def _import_from_the_current_directory() -> None:
 
 def run_workers(settings: Settings) -> int:
     """Run Dramatiq's worker processes under this process, which serves the metrics."""
-    # Signals are taken over first, so that a SIGTERM during start-up is passed on too.
-    child: subprocess.Popen[bytes] | None = None
-    pending: list[int] = []
+    signals = _Forwarder()  # first, so that a SIGTERM during start-up is passed on too
+    folder = _share_a_metrics_folder()
+    from worker.http import bind_http_server  # imports prometheus_client: after the env
 
-    def forward(signum: int, _frame: object) -> None:
-        if child is None:
-            pending.append(signum)
-        else:
-            child.send_signal(signum)
+    try:  # the port first: a port in use fails alone, with nothing started and nothing to stop
+        server = bind_http_server(settings) if settings.metrics_port else None
+    except OSError as exc:
+        print(f"assistant-worker: {_port_problem(settings.metrics_port, exc)}", file=sys.stderr)
+        return 69 if exc.errno == errno.EADDRINUSE else 78
+    try:
+        _clear_stale_files(folder)
+        return _probe_and_start(settings, signals, server)
+    finally:
+        if server is not None:
+            server.server_close()
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, forward)
+
+def _probe_and_start(settings: Settings, signals: _Forwarder, server: WSGIServer | None) -> int:
     first = startup.probe(settings)
     if first.fatal:
         print(f"assistant-worker: {first.fatal}", file=sys.stderr)
@@ -86,34 +96,103 @@ def run_workers(settings: Settings) -> int:
     if settings.assistant_backend == "assistants" and not settings.assistant_id:
         print("assistant-worker: ASSISTANT_ID is not set: events that name no assistant are rejected",
               file=sys.stderr)
-    _share_a_metrics_folder()
-    from worker.http import start_http_server  # imports prometheus_client: after the env
+    if signals.stopped():
+        return 0
+    return _supervise(settings, signals, server, startup.StartupCheck(settings, first))
+
+
+def _port_problem(port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:  # 69: the port is taken now; the same setting works once it is free
+        return f"METRICS_PORT {port} is in use: stop what listens there or set METRICS_PORT to a free port"
+    return f"METRICS_PORT {port} cannot be served: {exc.strerror or exc}"
+
+
+def _supervise(settings: Settings, signals: _Forwarder, server: WSGIServer | None,
+               check: startup.StartupCheck) -> int:
+    """Start the Dramatiq processes, serve the port, wait; whatever happens, no Dramatiq
+    process outlives this function."""
+    from worker.http import serve_in_background
 
     command, env = _dramatiq_command(settings)
-    child = subprocess.Popen(command, env=env)
-    for early in pending:
-        child.send_signal(early)
-    check = startup.StartupCheck(settings, first)
-    server = start_http_server(settings, child, check) if settings.metrics_port else None
-    code = child.wait()
-    if server is not None:
-        server.shutdown()
-    return code
+    # A session of their own: a signal to this process's group (honcho's stop, Ctrl-C in a
+    # terminal) reaches them once, forwarded, as a pod's SIGTERM does; twice would make each
+    # Dramatiq worker process quit at once ("Killing worker process...") instead of draining.
+    # They die with this process if it is SIGKILLed (lifeline).
+    child = subprocess.Popen(command, env=env, start_new_session=True,
+                             preexec_fn=lifeline.die_with_parent)  # noqa: PLW1509 - one system call, before any thread
+    try:
+        signals.attach(child)
+        if server is None:
+            return child.wait()
+        serve_in_background(server, child, check)
+        try:
+            return child.wait()
+        finally:
+            server.shutdown()
+    finally:
+        _stop(child, settings.worker_shutdown_seconds + 10)
 
 
-def _share_a_metrics_folder() -> None:
-    """One folder for the worker processes' metrics and heartbeats, empty, named in the
-    environment before prometheus_client is first imported (it picks its mode then)."""
-    from worker.health import POD_FOLDER_ENV, PREFIX as HEARTBEAT_PREFIX  # no prometheus_client in there
+def _stop(child: subprocess.Popen[bytes], grace: float) -> None:
+    """After an error: SIGTERM (a drain), then SIGKILL of its whole session after `grace`."""
+    if child.poll() is not None:
+        return
+    child.terminate()
+    try:
+        child.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+class _Forwarder:
+    """The stop signals, taken over: each is passed on to the Dramatiq main process (held
+    until there is one), SIGINT as SIGTERM so that Ctrl-C drains as a pod's stop does."""
+
+    def __init__(self) -> None:
+        self.child: subprocess.Popen[bytes] | None = None
+        self.pending: list[int] = []
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        signum = signal.SIGTERM if signum == signal.SIGINT else signum
+        if self.child is None:
+            self.pending.append(signum)
+        else:
+            self.child.send_signal(signum)
+
+    def stopped(self) -> bool:
+        """Asked to stop before any worker process started."""
+        return signal.SIGTERM in self.pending
+
+    def attach(self, child: subprocess.Popen[bytes]) -> None:
+        self.child = child  # from here on, a signal goes straight to it
+        for early in self.pending:
+            child.send_signal(early)
+
+
+def _share_a_metrics_folder() -> Path:
+    """One folder for the worker processes' metrics and heartbeats, named in the environment
+    before prometheus_client is first imported (it picks its mode then)."""
+    from worker.health import POD_FOLDER_ENV  # no prometheus_client in there
 
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="aw-prom-")
     Path(metrics_dir).mkdir(parents=True, exist_ok=True)
-    for stale in [*Path(metrics_dir).glob("*.db"), *Path(metrics_dir).glob(f"{HEARTBEAT_PREFIX}*")]:
-        stale.unlink()  # files of a previous run would be added to this one's figures
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     # Dramatiq's own metrics: the same folder.
     os.environ["dramatiq_prom_db"] = metrics_dir  # noqa: SIM112 - Dramatiq reads this lowercase name
     os.environ[POD_FOLDER_ENV] = metrics_dir  # the worker processes' heartbeats go there too
+    return Path(metrics_dir)
+
+
+def _clear_stale_files(folder: Path) -> None:
+    """Files of a previous run would be added to this one's figures. Cleared once the port
+    is ours: a second worker started by mistake on the same folder fails on the port first."""
+    from worker.health import PREFIX as HEARTBEAT_PREFIX
+
+    for stale in [*folder.glob("*.db"), *folder.glob(f"{HEARTBEAT_PREFIX}*")]:
+        stale.unlink()
 
 
 def _dramatiq_command(settings: Settings) -> tuple[list[str], dict[str, str]]:

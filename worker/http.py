@@ -150,9 +150,18 @@ def _reply(start_response: Any, status: str, body: bytes,
     return [body]
 
 
-def start_http_server(settings: Settings, child: subprocess.Popen[bytes] | None,
-                      startup: StartupCheck | None = None) -> WSGIServer:
-    server = make_server("0.0.0.0", settings.metrics_port, make_app(settings, child, startup),
-                         server_class=_ThreadingServer, handler_class=_QuietHandler)
+def bind_http_server(settings: Settings) -> WSGIServer:
+    """METRICS_PORT bound, not served yet: bound before any worker process starts, so that a
+    port in use fails the start alone (OSError) with nothing to stop."""
+    return make_server("0.0.0.0", settings.metrics_port, make_app(settings, None),
+                       server_class=_ThreadingServer, handler_class=_QuietHandler)
+
+
+def serve_in_background(server: WSGIServer, child: subprocess.Popen[bytes] | None,
+                        startup: StartupCheck | None = None) -> None:
+    """Answer on the bound port from a thread (`server.shutdown()` stops it); /healthz
+    watches `child`, the Dramatiq main process, /readyz the start-up probe."""
+    app = server.get_app()
+    assert isinstance(app, PodEndpoints)
+    app.child, app.startup = child, startup
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
-    return server
