@@ -446,7 +446,9 @@ def test_a_lost_tool_submission_that_completes_while_we_submit_again_is_not_repe
     complete, its copy deleted. The outputs and the answer are in the conversation once."""
     # The second submission's poll comes well within the first submission's 3 s.
     config = EmulatorConfig(run_seconds=0.2, after_tools_seconds=3.0)
-    with running_stack(redis_url, config, assistant_backend="responses",
+    # A server known to lock (as OpenAI's): a lost submission is sent again at once, the lock
+    # refusing it while the first runs (where the lock is unknown, the worker probes it first).
+    with running_stack(redis_url, config, assistant_backend="responses", conversation_lock="on",
                        worker_tool_modules="tests.sample_tools") as stack:
         backend = stack.runtime.service().backend
         real_create = backend.create_response

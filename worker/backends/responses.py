@@ -294,12 +294,12 @@ class ResponsesBackend:
         return self.create_response(thread_id, items, instructions, tag).id
 
     def find_submission(self, thread_id: str, run_id: str, call_ids: list[str], sent_at: float) -> str | Unseen | None:
-        """Listed: found by its tag; else a lock would refuse a second one, or it is unseen."""
+        """Listed: found by its tag; else a lock (probed now if unknown) would refuse a second one."""
         listed = self.listing.available()
         body, complete = self.listing.find_submission(run_id, call_ids, sent_at) if listed else (None, False)
         if body is not None or complete:
             return str(body["id"]) if body is not None else None
-        return None if self.locks() else Unseen()
+        return None if self.lock.locks(probe=True) else Unseen()
 
     def cancel_run(self, thread_id: str, run_id: str) -> None:
         if items_marker(run_id) is None:  # else its response id is unknown: wait for it to end
