@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 
 import dramatiq
@@ -69,6 +70,7 @@ class Runtime:
     actors: Actors = field(init=False)
     circuit: Circuit = field(default_factory=lambda: Circuit(on_change=metrics.observe_circuit))
     _service: ConversationService | None = None
+    _building: threading.Lock = field(default_factory=threading.Lock)
 
     def observe_api(self, operation: str, outcome: str) -> None:
         """Every API call's outcome: counted, and fed to the process's circuit breaker."""
@@ -76,24 +78,32 @@ class Runtime:
         self.circuit.record(operation, outcome)
 
     def service(self) -> ConversationService:
-        """The process's service, built on first use (after a fork, not before)."""
-        if self._service is None:
-            self._service = ConversationService(
-                self.store, make_backend(self.settings, self.store.redis, self.observe_api), self.settings,
-                dispatch_tools=self.actors.dispatch_tools,
-                tool_runner=ToolRunner(self.settings.tool_timeout_seconds,
-                                       self.settings.tool_output_max_chars),
-                circuit=self.circuit)
-            self._service.seed_planner()
-        return self._service
+        """The process's service, built on first use (after a fork, not before) by one thread:
+        the worker threads' first messages arrive together, and a second service built
+        meanwhile would be dropped with its API connections open."""
+        service = self._service
+        if service is not None:
+            return service
+        with self._building:
+            if self._service is None:
+                built = ConversationService(
+                    self.store, make_backend(self.settings, self.store.redis, self.observe_api), self.settings,
+                    dispatch_tools=self.actors.dispatch_tools,
+                    tool_runner=ToolRunner(self.settings.tool_timeout_seconds,
+                                           self.settings.tool_output_max_chars),
+                    circuit=self.circuit)
+                built.seed_planner()  # before any thread plans a poll with it
+                self._service = built
+            return self._service
 
     def close(self) -> None:
         """Close this process's API and Redis connections (Dramatiq's broker is closed by its
         owner). A later use reconnects; nothing is left for the garbage collector to close."""
-        if self._service is not None:
-            self._service.backend.close()
-            self._service.tool_runner.shutdown()
-            self._service = None
+        with self._building:
+            service, self._service = self._service, None
+        if service is not None:
+            service.backend.close()
+            service.tool_runner.shutdown()
         metrics.observe_circuit(False)  # the gauge's file outlives a stopped process
         self.store.close()
 
