@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.fake_backend import FakeBackend
+from tests.invariants import delta_violations
 from tests.unit.harness import FakeClock, Harness
 from tests.unit.test_service import LOST
 from worker.errors import TransientApiError
@@ -119,3 +120,19 @@ def test_deltas_off_writes_nothing(make_harness: Callable[..., Harness]) -> None
     harness.run_until_idle()
     assert len(harness.entries()) == 2
     assert harness.redis.keys("assistant:deltas:*") == []
+
+
+def test_the_end_to_end_check_passes_on_polled_runs_and_finds_a_broken_stream(harness: Harness) -> None:
+    contents = {"a": "hello", "b": 'call:add{"a": 1}', "c": "one twice", "d": "fail:server_error"}
+    for cid, content in contents.items():
+        harness.send(cid, content)
+    harness.run_until_idle()
+    streams = {cid: harness.deltas(cid) for cid in contents}
+    assert delta_violations(harness.entries(), streams) == []
+    broken = {**streams, "a": [d for d in streams["a"] if d["type"] != "run.ended"]}
+    assert delta_violations(harness.entries(), broken) != []
+    short = {**streams, "c": [d if d["type"] != "message.delta" else {**d, "text": d["text"][:-1]}
+                              for d in streams["c"]]}
+    assert len(delta_violations(harness.entries(), short)) == 2  # each of its two messages
+    reordered = {**streams, "b": list(reversed(streams["b"]))}
+    assert any("seq" in v for v in delta_violations(harness.entries(), reordered))
