@@ -3,9 +3,8 @@
 A phase never writes the batch itself: it returns one of these, and `ConversationService`
 turns it into the one batch write it names (after the `deltas` it carries, written to the
 conversation's delta stream; an answer's go with it: conversation/deltas.py) and either
-ends the step or goes on. (A phase
-does make API calls, and writes that are not the batch's: a rejected event's dead letter,
-a tool round's kept outputs.)
+ends the step or goes on. (A phase does make API calls, and writes that are not the
+batch's: a rejected event's dead letter, a tool round's kept outputs.)
 """
 
 from __future__ import annotations
