@@ -88,5 +88,6 @@ def _text_violations(entry: dict[str, Any], batch: list[dict[str, Any]]) -> list
     for delta in final_run:
         if delta["type"] == "message.delta":
             texts[delta["message_id"]] = texts.get(delta["message_id"], "") + delta["text"]
-    return [f"{entry['event_ids']}: message {m['id']}: deltas {texts.get(m['id'])!r} != {m['text']!r}"
-            for m in entry["messages"] if texts.get(m["id"]) != m["text"]]
+    # A message without text (an image alone) has no delta: its deltas join to "".
+    return [f"{entry['event_ids']}: message {m['id']}: deltas {texts.get(m['id'], '')!r} != {m['text']!r}"
+            for m in entry["messages"] if texts.get(m["id"], "") != m["text"]]
