@@ -157,7 +157,8 @@ class Batch:
 
 # Fields kept as hash fields of their own (read or written by Lua scripts, or by steps that
 # run without the lease), with their types. (The scripts also keep `fence`, the token of
-# the lease that wrote the batch last.)
+# the lease that wrote the batch last, and the delta stream's `delta_seq` and `delta_run`:
+# lua/deltas.lua.)
 HASH_FIELDS: dict[str, type] = {
     "batch_id": str, "published": bool, "polls": int,
     "tools_key": str, "phase_started_at": float, "run_id": str, "unconfirmed": bool,

@@ -74,3 +74,10 @@ def late_copies(conversation_id: str) -> str:
     """The conversation's watches for a late copy of an answered batch's input (JSON list),
     expiring a while after the last one ends (worker/conversation/late_copies.py)."""
     return f"{PREFIX}latecopy:{conversation_id}"
+
+
+def delta_lengths(conversation_id: str) -> str:
+    """Per message of the active batch's run, the bytes of its text published to the
+    conversation's delta stream (a hash, deleted with the batch): what a catch-up delta
+    leaves out."""
+    return f"{PREFIX}deltalen:{conversation_id}"

@@ -24,13 +24,15 @@ from worker.redis_client import make_redis
 from worker.scheduler import Scheduler, SchedulerMiddleware
 from worker.settings import Settings
 from worker.store.conversation_store import Store
+from worker.store.deltas import DeltaConfig
 from worker.tools import ToolRunner, definitions, load_tool_modules
 from worker.wakeup import WakeableRedisBroker
 
 
 def make_store(settings: Settings, client: redis.Redis | None = None) -> Store:
     return Store(client or make_redis(settings), outbound_stream=settings.outbound_stream,
-                 outbound_maxlen=settings.outbound_maxlen, dead_letter_maxlen=settings.dead_letter_maxlen)
+                 outbound_maxlen=settings.outbound_maxlen, dead_letter_maxlen=settings.dead_letter_maxlen,
+                 deltas=DeltaConfig.from_settings(settings))
 
 
 def make_openai(settings: Settings) -> openai.OpenAI:

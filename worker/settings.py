@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     outbound_maxlen: int = Field(100_000, ge=1)
     event_dedup_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)
     dead_letter_maxlen: int = Field(100_000, ge=1)
+    # The per-conversation delta streams (docs/contract.md, "Deltas")
+    deltas: Literal["on", "off"] = "on"
+    delta_stream_prefix: str = "assistant:deltas:"
+    delta_stream_maxlen: int = Field(1000, ge=1)
+    delta_stream_ttl_seconds: int = Field(
+        3600, ge=1, description="a conversation's delta stream expires this long after its last write")
 
     # Runs
     worker_tool_modules: str = ""

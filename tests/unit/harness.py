@@ -20,6 +20,7 @@ from worker.events import InboundEvent
 from worker.logs import configure_logging
 from worker.settings import Settings
 from worker.store.conversation_store import Store
+from worker.store.deltas import DeltaConfig
 from worker.tools import ToolRunner
 
 START = 1_800_000_000.0
@@ -50,7 +51,8 @@ class Harness:
 
     def __post_init__(self) -> None:
         configure_logging(self.settings)
-        self.store = Store(self.redis, outbound_stream=OUTBOUND, outbound_maxlen=10_000, clock=self.clock)
+        self.store = Store(self.redis, outbound_stream=OUTBOUND, outbound_maxlen=10_000, clock=self.clock,
+                           deltas=DeltaConfig.from_settings(self.settings))
         runner = ToolRunner(self.settings.tool_timeout_seconds, self.settings.tool_output_max_chars)
         self.circuit = Circuit(self.clock)
         self.backend.observe = self.circuit.record  # fed every call's outcome, as in a worker
@@ -101,6 +103,10 @@ class Harness:
     # --- reading --------------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
         return [json.loads(fields[b"data"]) for _, fields in self.redis.xrange(OUTBOUND)]
+
+    def deltas(self, cid: str) -> list[dict[str, Any]]:
+        """The conversation's delta stream, oldest first."""
+        return self.store.deltas.read(cid)
 
     def batch(self, cid: str) -> Batch | None:
         return self.store.batches.load(cid)

@@ -27,7 +27,17 @@ from worker import metrics
 from worker.backends.base import RunBackend, ToolCall
 from worker.batch import Batch, Phase
 from worker.circuit import Circuit
-from worker.conversation import endings, following, holding, late_copies, opening, starting, stopping, tool_round
+from worker.conversation import (
+    deltas,
+    endings,
+    following,
+    holding,
+    late_copies,
+    opening,
+    starting,
+    stopping,
+    tool_round,
+)
 from worker.conversation.context import Context, ToolDispatch
 from worker.conversation.transitions import (
     Answer,
@@ -174,6 +184,7 @@ class ConversationService:
     def _apply(self, cid: str, step: Step, t: Transition) -> Outcome:
         """The store write a transition names, and where it leaves the step."""
         batches, now = self.store.batches, self.ctx.clock()
+        self._write_deltas(step, t)
         ended = Outcome(ended=True)
         if isinstance(t, Open):
             if not batches.open(t.batch, taken=t.taken, token=step.token):
@@ -210,10 +221,17 @@ class ConversationService:
             self.store.schedule.put(cid, now)  # an event arrived meanwhile
         return ended
 
+    def _write_deltas(self, step: Step, t: Transition) -> None:
+        """A transition's deltas go first: a step that dies after them repeats them (its
+        run.started is written once per run, deltas.lua), not loses them."""
+        if isinstance(t, Checkpoint | Wait | DispatchTools) and t.deltas:
+            self.store.deltas.write(t.batch, t.deltas, token=step.token)
+
     def _publish(self, step: Step, t: Answer | Finish) -> Outcome:
         release = isinstance(t, Finish)
         result = self.store.outbound.publish(t.batch, t.entry.to_json() if t.entry else "",
-                                             token=step.token, release=release)
+                                             token=step.token, release=release,
+                                             deltas=deltas.answered(t.batch, t.entry) if t.entry else ())
         if not result.accepted:
             return Outcome(ended=True)  # a newer lease holder owns the batch now
         if result.published and t.entry is not None:

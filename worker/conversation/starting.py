@@ -16,7 +16,7 @@ import structlog
 
 from worker.backends.base import Appended, Busy, RunRequest, RunState, Started, ThreadOpened, Unseen
 from worker.batch import Batch, Phase
-from worker.conversation import endings, holding
+from worker.conversation import deltas, endings, holding
 from worker.conversation.context import Context
 from worker.conversation.reconcile import may_exist_already
 from worker.conversation.transitions import Checkpoint, Step, Transition, Wait
@@ -102,9 +102,10 @@ def adopt(ctx: Context, batch: Batch, started: Started) -> Transition:
     log.info("run adopted" if started.adopted else "run created", conversation_id=batch.conversation_id,
              event_ids=batch.event_ids, thread_id=batch.thread_id, run_id=run.id, attempt=batch.run_attempt,
              appended=len(batch.events), waited_ms=int((now - batch.oldest_sent_at) * 1000))
+    started_delta = deltas.run_started(batch)  # a retried run's again, with its own id
     if run.needs_worker and run.confirmed:  # recorded first, then acted on in this step
-        return Checkpoint(batch, known_run=run)
-    return Wait(batch, ctx.poll_delay(batch, run))
+        return Checkpoint(batch, known_run=run, deltas=started_delta)
+    return Wait(batch, ctx.poll_delay(batch, run), deltas=started_delta)
 
 
 def _busy(ctx: Context, batch: Batch, foreign: RunState | None) -> Transition:

@@ -16,6 +16,7 @@ import structlog
 from worker import metrics
 from worker.backends.base import RunState, ToolCall, Unseen
 from worker.batch import Batch
+from worker.conversation import deltas
 from worker.conversation.context import Context
 from worker.conversation.starting import BUSY_WAIT_MAX_SECONDS
 from worker.conversation.transitions import DispatchTools, Later, Transition, Wait
@@ -43,8 +44,10 @@ def on_requires_action(ctx: Context, batch: Batch, run: RunState) -> Transition:
         return Later(batch, batch.tools_at + window(ctx))  # dispatched: wait for its outputs
     if run.idle and run.usage:  # a response of function calls (Responses): its own usage
         batch = batch.with_usage(run.usage)
-    batch = batch.evolve(tools_key=key, tools_at=now, tools_redispatched=batch.tools_key == key)
-    return DispatchTools(batch, window(ctx), run.id, run.tool_calls)
+    again = batch.tools_key == key  # dispatched before: its tool.calls is out already
+    batch = batch.evolve(tools_key=key, tools_at=now, tools_redispatched=again)
+    return DispatchTools(batch, window(ctx), run.id, run.tool_calls,
+                         deltas=() if again else deltas.tool_calls(batch, run.tool_calls))
 
 
 def _submit_kept(ctx: Context, batch: Batch, key: str, kept: list[dict[str, str]]) -> Transition:

@@ -1,9 +1,10 @@
 """What a phase decides, as values: the service applies them (the store's writes) in order.
 
 A phase never writes the batch itself: it returns one of these, and `ConversationService`
-turns it into the one batch write it names and either ends the step or goes on. (A phase
-does make API calls, and writes that are not the batch's: a rejected event's dead letter,
-a tool round's kept outputs.)
+turns it into the one batch write it names (after the `deltas` it carries, written to the
+conversation's delta stream; an answer's go with it: conversation/deltas.py) and either
+ends the step or goes on. (A phase does make API calls, and writes that are not the
+batch's: a rejected event's dead letter, a tool round's kept outputs.)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from worker.backends.base import RunState, ToolCall
 from worker.batch import Batch
 from worker.events import OutboundEntry
+from worker.store.deltas import Delta
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class Checkpoint:
     batch: Batch
     known_run: RunState | None = None
     create_now: bool = False  # handed to the next phase (Step.create_now)
+    deltas: tuple[Delta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class Wait:
 
     batch: Batch
     delay: float
+    deltas: tuple[Delta, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class DispatchTools:
     delay: float
     run_id: str
     calls: list[ToolCall] = field(default_factory=list)
+    deltas: tuple[Delta, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import redis
 
 from worker import keys
 from worker.batch import Batch
+from worker.store.deltas import Delta, DeltaConfig, DeltaStreams
 from worker.store.scripts import Arg, LuaScript
 
 
@@ -26,8 +27,9 @@ def _pairs(fields: dict[str, str]) -> list[Arg]:
 
 class Outbound:
     def __init__(self, client: redis.Redis, *, stream: str, maxlen: int, dead_letter_maxlen: int,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], deltas: DeltaStreams | None = None) -> None:
         self.redis = client
+        self.deltas = deltas or DeltaStreams(client, DeltaConfig())
         self.stream = stream
         self.maxlen = maxlen
         self.dead_letter_maxlen = dead_letter_maxlen
@@ -36,17 +38,22 @@ class Outbound:
         self._reject_head = LuaScript(client, "reject_head")
         self._reject_in_batch = LuaScript(client, "reject_in_batch")
 
-    def publish(self, batch: Batch, entry_json: str, *, token: int, release: bool) -> Published:
-        """Publish the batch's entry once (an empty entry publishes nothing). `release`: the
-        batch ends; else it stays, written as `batch` (stopping its run)."""
-        cid = batch.conversation_id
+    def publish(self, batch: Batch, entry_json: str, *, token: int, release: bool,
+                deltas: Sequence[Delta] = ()) -> Published:
+        """Publish the batch's entry once (an empty entry publishes nothing), and with it
+        `deltas` (its delta stream's last). `release`: the batch ends; else it stays,
+        written as `batch` (stopping its run)."""
+        cid, streams = batch.conversation_id, self.deltas
         result = int(self._publish(
             keys={"batch": keys.batch(cid), "outbound": self.stream, "schedule": keys.SCHEDULE,
                   "inbox": keys.inbox(cid), "batch_data": keys.batch_data(cid), "lock": keys.lock(cid),
-                  "conversation": keys.conversation(cid)},
+                  "conversation": keys.conversation(cid), "delta_stream": streams.key(cid),
+                  "delta_lengths": keys.delta_lengths(cid)},
             args={"batch_id": batch.batch_id, "entry": entry_json, "maxlen": self.maxlen,
                   "release": int(release), "conversation_id": cid, "next_due": self.clock(),
                   "token": token, "run_id": batch.run_id, "data": "" if release else batch.data_json(),
+                  "deltas": streams.encode(deltas) if entry_json else "", "delta_maxlen": streams.config.maxlen,
+                  "delta_ttl": streams.config.ttl_seconds,
                   "fields": [] if release else _pairs({k: v for k, v in batch.to_hash().items() if k != "published"})}))
         if result < 0:
             return Published(False, False, False, False)
