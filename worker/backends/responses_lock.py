@@ -14,6 +14,7 @@ per CAPABILITY_TTL_SECONDS for the fleet. The `conversation_lock` setting forces
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ class LockProbe:
         self.new_conversation = new_conversation
         self.create = create
         self.cancel = cancel
+        self._probing = threading.Lock()
 
     def locks(self, *, probe: bool) -> bool:
         """Whether the server locks: set, learnt, or (`probe`) probed now; else assumed not."""
@@ -45,7 +47,9 @@ class LockProbe:
             return learnt.mode == "on"
         if learnt.value is not None or not probe:
             return bool(learnt.value)
-        return self._probe()
+        with self._probing:  # one probe per process, however many threads meet the unknown
+            again = self.known.get(Capability.CONVERSATION_LOCK)
+            return again.value if again.value is not None else self._probe()
 
     def _probe(self) -> bool:
         conversation = self.new_conversation()

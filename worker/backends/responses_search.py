@@ -11,6 +11,7 @@ probes once per CAPABILITY_TTL_SECONDS; the `list_responses` setting forces it.
 
 from __future__ import annotations
 
+import threading
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -29,15 +30,19 @@ class ResponseListing:
     def __init__(self, api: ApiCalls, known: CapabilityStore) -> None:
         self.api = api
         self.known = known
+        self._probing = threading.Lock()
 
     def available(self) -> bool:
-        """Whether the server lists responses: set, learnt, or probed now (once)."""
+        """Whether the server lists responses: set, learnt, or probed now (once per process:
+        its threads meeting the unknown together wait for one probe)."""
         learnt = self.known.get(Capability.LIST_RESPONSES)
         if learnt.mode != "auto":
             return learnt.mode == "on"
         if learnt.value is not None:
             return learnt.value
-        return self._probe()
+        with self._probing:
+            again = self.known.get(Capability.LIST_RESPONSES)
+            return again.value if again.value is not None else self._probe()
 
     def _probe(self) -> bool:
         try:
