@@ -55,15 +55,27 @@ def copies(cut: list[Span], texts: list[str]) -> list[Span]:
             if [item_text(i).strip() for i in span if is_user_message(i)] == wanted]
 
 
-def kept_copy(cut: list[Span], kept: set[str]) -> Span | None:
-    """The span of the kept copy: the one holding a kept item, followed back through tool
-    rounds to the span whose function calls they answer."""
+def kept_chain(cut: list[Span], kept: set[str]) -> list[Span]:
+    """The spans of the kept answer: the one holding a kept item, then back through tool
+    rounds, each span to the one whose function calls it answers (at most every span once)."""
     span = next((s for s in cut if kept & _ids(s)), None)
-    while span and span[0].get("type") == "function_call_output":
+    chain: list[Span] = []
+    while span is not None and len(chain) < len(cut):
+        chain.append(span)
+        if span[0].get("type") != "function_call_output":
+            break
         answered = {str(i.get("call_id")) for i in span if i.get("type") == "function_call_output"}
         span = next((s for s in cut if any(i.get("type") == "function_call" and str(i.get("call_id")) in answered
                                            for i in s)), None)
-    return span
+    return chain
+
+
+def kept_copy(cut: list[Span], kept: set[str]) -> Span | None:
+    """The span of the kept copy of the input: where the kept chain begins (None when it
+    cannot be followed back to the user's messages)."""
+    chain = kept_chain(cut, kept)
+    first = chain[-1] if chain else None
+    return None if first is None or first[0].get("type") == "function_call_output" else first
 
 
 def answer_copies(cut: list[Span], kept: set[str]) -> list[Span]:
@@ -74,9 +86,9 @@ def answer_copies(cut: list[Span], kept: set[str]) -> list[Span]:
         answered = frozenset(str(i.get("call_id")) for i in span if i.get("type") == "function_call_output")
         if answered:
             groups.setdefault(answered, []).append(span)
-    extra: list[Span] = []
+    chain, extra = kept_chain(cut, kept), []
     for same in groups.values():
-        keep = next((span for span in same if _in_kept_chain(cut, span, kept)), same[0])
+        keep = next((span for span in same if any(span is link for link in chain)), same[0])
         extra += [span for span in same if span is not keep]
     return extra
 
@@ -105,19 +117,6 @@ def _delete(extra: list[Span], delete: Callable[[str], None]) -> int:
             except TransientApiError:
                 left += 1  # tried again at the next look
     return left
-
-
-def _in_kept_chain(cut: list[Span], span: Span, kept: set[str]) -> bool:
-    """Whether the kept items are in this span or in a later tool round that answers it."""
-    for _ in cut:  # a chain is never longer than the spans (and a strange one never loops)
-        if not span:
-            return False
-        if kept & _ids(span):
-            return True
-        calls = {str(i.get("call_id")) for i in span if i.get("type") == "function_call"}
-        span = next((s for s in cut if calls and any(
-            i.get("type") == "function_call_output" and str(i.get("call_id")) in calls for i in s)), [])
-    return False
 
 
 def _ids(span: Span) -> set[str]:

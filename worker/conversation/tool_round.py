@@ -66,10 +66,10 @@ def _submit_kept(ctx: Context, batch: Batch, key: str, kept: list[dict[str, str]
             return Wait(batch.evolve(run_id=found, tools_key=None, submit_sent_at=None, phase_started_at=now, polls=0),
                         ctx.planner.next_delay(0.0, 0))
         if isinstance(found, Unseen):
-            if now < sent_at + ctx.unseen_wait():
+            until = sent_at + ctx.unseen_wait()
+            if now < until:
                 waits = batch.busy_waits + 1
-                return Wait(batch.evolve(busy_waits=waits),
-                            min(BUSY_WAIT_MAX_SECONDS, ctx.backoff(waits), sent_at + ctx.unseen_wait() - now))
+                return Wait(batch.evolve(busy_waits=waits), min(BUSY_WAIT_MAX_SECONDS, ctx.backoff(waits), until - now))
             log.warning("no sign of an earlier tool output submission: submitting again",
                         conversation_id=batch.conversation_id, run_id=batch.run_id, waited_s=round(now - sent_at, 1))
             # Watched after publication as a create made again is (late_copies.py).
