@@ -40,6 +40,8 @@ from worker.backends.base import (
     RunStart,
     RunState,
     Started,
+    StreamTarget,
+    Submitted,
     ThreadOpened,
     ToolCall,
     Unseen,
@@ -207,8 +209,8 @@ class FakeBackend:
         return state
 
     def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, str]],
-                            instructions: str | None = None) -> str:
-        def submit() -> str:
+                            instructions: str | None = None, stream_to: StreamTarget | None = None) -> Submitted:
+        def submit() -> Submitted:
             run = self._run(run_id)
             self._state(run)
             waiting = {c.id for c in run.tool_calls} if run.status == "requires_action" else set()
@@ -218,9 +220,12 @@ class FakeBackend:
             text = tool_results_reply(run.plan.prefix, [(names[o["tool_call_id"]], o["output"]) for o in outputs])
             run.status, run.created_at, run.tool_calls = "in_progress", self.clock(), []
             run.plan = Plan("completed", replies=(text,), prefix=run.plan.prefix)
-            return run_id
-        result: str = self._call("submit_tool_outputs", submit)
+            return Submitted(run_id)
+        result: Submitted = self._call("submit_tool_outputs", submit)
         return result
+
+    def follow_stream(self, thread_id: str, run_id: str, cursor: str | None, target: StreamTarget) -> None:
+        return None  # the fake never streams
 
     def find_submission(self, thread_id: str, run_id: str, call_ids: list[str], sent_at: float) -> Any:
         # A submission that went through moves its run on at once (as on Assistants): a

@@ -64,6 +64,14 @@ class Batch:
     # The same for the tool round's submission: when the latest that may have gone through
     # unseen was sent (written by the tools actor too: a hash field).
     submit_sent_at: float | None = None
+    # The run's event stream (worker/streams/): its owner ("process generation": the reader
+    # whose writes are accepted; written by steps and the tools actor), and what only the
+    # reader writes: the state it stored for the next step (JSON), that state's owner and
+    # time ("owner time"), and its cursor ("response_id sequence_number", Responses).
+    stream_owner: str | None = None
+    stream_run: str | None = None
+    stream_ended: str | None = None
+    stream_cursor: str | None = None
 
     @classmethod
     def new(cls, batch_id: str, conversation_id: str, events: list[InboundEvent], **kwargs: Any) -> Batch:
@@ -165,7 +173,10 @@ HASH_FIELDS: dict[str, type] = {
     "stop_requested": bool, "appended_events": int, "threads_lost": int,  # newer than the previous release
     "held_at": float, "held_seconds": float,  # newer too
     "create_sent_at": float, "created_again": bool, "submit_sent_at": float,
+    "stream_owner": str, "stream_run": str, "stream_ended": str, "stream_cursor": str,
 }
+# Hash fields a step never writes back: publishing sets `published`, a stream's reader the rest.
+NOT_SAVED = frozenset({"published", "stream_run", "stream_ended", "stream_cursor"})
 _DOCUMENT_NAMES = {"phase": "state"}  # attribute -> key in the JSON document
 _ATTRIBUTE_NAMES = {v: k for k, v in _DOCUMENT_NAMES.items()}
 _DOCUMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(Batch)) - set(HASH_FIELDS) - {"events_json"}

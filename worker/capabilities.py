@@ -39,6 +39,7 @@ class Capability(StrEnum):
     THREAD_AND_RUN = "create_thread_and_run"  # a thread and its first run in one call
     LIST_RESPONSES = "list_responses"  # GET /responses lists responses (not in OpenAI's spec)
     CONVERSATION_LOCK = "conversation_lock"  # a running response locks its conversation
+    STREAM = "streaming"  # runs (responses) are followed by their event stream
 
 
 # What a capability is taken to be until learnt: the richer request shape is tried first,

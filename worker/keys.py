@@ -81,3 +81,9 @@ def delta_lengths(conversation_id: str) -> str:
     conversation's delta stream (a hash, deleted with the batch): what a catch-up delta
     leaves out."""
     return f"{PREFIX}deltalen:{conversation_id}"
+
+
+def streamer(process_id: str) -> str:
+    """A worker process's heartbeat while its stream loop runs (worker/streams/): the streams
+    it owns are taken over once it expires."""
+    return f"{PREFIX}streamer:{process_id}"

@@ -140,3 +140,15 @@ class ClusterCollector(Collector):
         for queue, now, delayed in zip(self.queues, lengths[0::2], lengths[1::2], strict=True):
             queued.add_metric([queue], now + delayed)
         yield queued
+
+
+# Runs followed by their event stream (worker/streams/).
+STREAM_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 20, 30, 60)
+STREAM_FIRST_DELTA = Histogram("assistant_stream_first_delta_seconds",
+                               "A streamed run's start to its first delta written.", buckets=STREAM_BUCKETS)
+# "livesum": the pod's streams are those of its live processes.
+STREAMS_OPEN = Gauge("assistant_streams_open", "Run streams open now.", multiprocess_mode="livesum")
+STREAM_BREAKS = Counter("assistant_stream_breaks", "Streams that broke before their run's end, by what followed.",
+                        ["outcome"])
+RUN_ENDS_DETECTED = Counter("assistant_run_ends_detected",
+                            "Run phases seen to need the worker (tool calls, an ending), by how.", ["by"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dramatiq
@@ -17,6 +18,7 @@ from worker.backends.api import ApiObserver
 from worker.backends.assistants import AssistantsBackend
 from worker.backends.base import RunBackend
 from worker.backends.responses import ResponsesBackend
+from worker.backends.run_reader import sdk_headers
 from worker.capabilities import CapabilityStore
 from worker.circuit import Circuit
 from worker.conversation.service import ConversationService
@@ -25,6 +27,7 @@ from worker.scheduler import Scheduler, SchedulerMiddleware
 from worker.settings import Settings
 from worker.store.conversation_store import Store
 from worker.store.deltas import DeltaConfig
+from worker.streams.streams import Streams
 from worker.tools import ToolRunner, definitions, load_tool_modules
 from worker.wakeup import WakeableRedisBroker
 
@@ -42,16 +45,16 @@ def make_openai(settings: Settings) -> openai.OpenAI:
 
 
 def make_backend(settings: Settings, client: redis.Redis | None = None,
-                 observe: ApiObserver = metrics.observe_api) -> RunBackend:
+                 observe: ApiObserver = metrics.observe_api, streams: Streams | None = None) -> RunBackend:
     """The API behind the worker (ASSISTANT_BACKEND); tool modules are loaded by then.
     `observe` sees every API call's outcome; what the backend learns about the server is
-    kept in `client`'s Redis (capabilities.py)."""
+    kept in `client`'s Redis (capabilities.py). `streams`: the process's run streams."""
     known = CapabilityStore.from_settings(settings, client)
     if settings.assistant_backend == "responses":
         return ResponsesBackend(make_openai(settings), model=settings.responses_model,
                                 instructions=settings.responses_instructions, tools=definitions(),
-                                observe=observe, known=known)
-    return AssistantsBackend(make_openai(settings), observe=observe, known=known)
+                                observe=observe, known=known, streams=streams)
+    return AssistantsBackend(make_openai(settings), observe=observe, known=known, streams=streams)
 
 
 def make_broker(settings: Settings) -> RedisBroker:
@@ -73,6 +76,17 @@ class Runtime:
     circuit: Circuit = field(default_factory=lambda: Circuit(on_change=metrics.observe_circuit))
     _service: ConversationService | None = None
     _building: threading.Lock = field(default_factory=threading.Lock)
+    streams: Streams | None = None  # the process's run streams, from its boot (STREAMING not off)
+
+    def start_streams(self) -> None:
+        """At the worker process's boot (after the fork, before any step): its stream loop."""
+        if self.settings.streaming == "off" or self.streams is not None:
+            return
+        client = make_openai(self.settings)
+        streams = Streams(self.settings, self.store.redis, self.store.deltas, sdk_headers(client), self.observe_api)
+        client.close()
+        streams.start()
+        self.streams = streams
 
     def observe_api(self, operation: str, outcome: str) -> None:
         """Every API call's outcome: counted, and fed to the process's circuit breaker."""
@@ -89,7 +103,8 @@ class Runtime:
         with self._building:
             if self._service is None:
                 built = ConversationService(
-                    self.store, make_backend(self.settings, self.store.redis, self.observe_api), self.settings,
+                    self.store, make_backend(self.settings, self.store.redis, self.observe_api, self.streams),
+                    self.settings,
                     dispatch_tools=self.actors.dispatch_tools,
                     tool_runner=ToolRunner(self.settings.tool_timeout_seconds,
                                            self.settings.tool_output_max_chars),
@@ -103,6 +118,9 @@ class Runtime:
         owner). A later use reconnects; nothing is left for the garbage collector to close."""
         with self._building:
             service, self._service = self._service, None
+            streams, self.streams = self.streams, None
+        if streams is not None:  # handed over first: their batches are due at once elsewhere
+            streams.close()
         if service is not None:
             service.backend.close()
             service.tool_runner.shutdown()
@@ -115,12 +133,24 @@ class Runtime:
                          lease_seconds=s.lease_seconds, interval=s.scheduler_interval_seconds)
 
 
+class StreamsMiddleware(dramatiq.Middleware):
+    """Starts the process's stream loop when its Dramatiq worker boots (streams.py); the
+    runtime's close hands its streams over."""
+
+    def __init__(self, start: Callable[[], None]) -> None:
+        self.start = start
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.start()
+
+
 def build_runtime(settings: Settings) -> Runtime:
     load_tool_modules(settings.tool_modules)
     broker = make_broker(settings)
     runtime = Runtime(settings=settings, broker=broker, store=make_store(settings))
     scheduling = SchedulerMiddleware(runtime.scheduler, on_shutdown=runtime.close)
     broker.add_middleware(scheduling)
+    broker.add_middleware(StreamsMiddleware(runtime.start_streams))
     folder = os.environ.get(health.POD_FOLDER_ENV)
     if folder:  # under `assistant-worker run`: the pod's /metrics and /healthz read this folder
         from worker.dramatiq_metrics import DramatiqMetrics

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     create_thread_and_run: CapabilityMode = "auto"
     list_responses: CapabilityMode = "auto"  # Responses: GET /responses lists them (probed once)
     conversation_lock: CapabilityMode = "auto"  # Responses: a running response locks its conversation
+    # Runs followed by their event stream (worker/streams/): auto learns whether the server streams
+    streaming: CapabilityMode = "auto"
+    stream_max_open: int = Field(2000, ge=1, description="streams open per worker process; beyond it runs are polled")
+    stream_safety_poll_seconds: float = Field(30.0, gt=0, description="the poll kept while a run's stream is healthy")
     capability_ttl_seconds: float = Field(6 * 3600.0, gt=0, description="a learnt capability is tried again after this")
 
     # Assistant creation (`assistant-worker assistant create`)

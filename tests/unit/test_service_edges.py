@@ -8,7 +8,7 @@ import redis
 
 from tests.unit.harness import START, Harness
 from worker import keys
-from worker.backends.base import RunState, ToolCall
+from worker.backends.base import RunState, Submitted, ToolCall
 from worker.batch import Batch, Phase
 from worker.conversation import service as service_module
 from worker.conversation.transitions import Checkpoint, Finish, Open, Step
@@ -100,7 +100,7 @@ def test_a_tool_round_that_starts_a_new_run_is_followed_there(harness: Harness) 
                                                    tool_calls=[call], idle=True, usage={"total_tokens": 5}))
     harness.service.advance(CID)
     ((_, batch_id, run_id, calls),) = harness.dispatched
-    harness.backend.reply_next("submit_tool_outputs", "run_next")
+    harness.backend.reply_next("submit_tool_outputs", Submitted("run_next"))
     harness.service.run_tools(CID, batch_id, run_id, calls)
     batch = harness.batch(CID)
     assert batch is not None and batch.run_id == "run_next" and not batch.unconfirmed

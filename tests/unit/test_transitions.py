@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.unit.harness import START, Harness
-from worker.backends.base import Busy, RunState, Started, ThreadOpened, ToolCall, Unseen
+from worker.backends.base import Busy, RunState, Started, Submitted, ThreadOpened, ToolCall, Unseen
 from worker.batch import Batch, Phase
 from worker.conversation import tool_round
 from worker.conversation.service import HANDLERS
@@ -303,7 +303,7 @@ def test_a_kept_submission_is_submitted_without_running_the_tools(harness: Harne
     key = tool_round.tools_key("run_1", [CALL])
     harness.store.tool_claims.keep_outputs(CID, key, [{"tool_call_id": "call_1", "output": "3"}], 60)
     harness.backend.reply_next("get_run", run("requires_action", tool_calls=[CALL]))
-    harness.backend.reply_next("submit_tool_outputs", "run_1")
+    harness.backend.reply_next("submit_tool_outputs", Submitted("run_1"))
     transition = harness.service._handle(Step(1), batch)
     assert isinstance(transition, Wait) and transition.batch.phase_started_at == START
     assert harness.store.tool_claims.kept_outputs(CID, key) is None

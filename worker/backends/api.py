@@ -63,7 +63,7 @@ class ApiCalls:
             self._observe(operation, "connection_error")
             raise TransientApiError(f"{operation}: {exc}") from None
         if status >= 400 or not isinstance(body, dict):
-            self._observe(operation, _outcome(status) if status >= 400 else "client_error")
+            self._observe(operation, status_outcome(status) if status >= 400 else "client_error")
             raise translate(status, body, headers, is_post=False)
         self._observe(operation, "ok")
         self.ok_calls += 1
@@ -73,7 +73,7 @@ class ApiCalls:
         try:
             result = call()
         except openai.APIStatusError as exc:
-            self._observe(operation, _outcome(exc.status_code))
+            self._observe(operation, status_outcome(exc.status_code))
             raise translate(exc.status_code, exc.body, exc.response.headers, is_post,
                             fallback=str(exc)) from None
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
@@ -84,7 +84,7 @@ class ApiCalls:
         return result
 
 
-def _outcome(status: int) -> str:
+def status_outcome(status: int) -> str:
     if status == 429:
         return "rate_limited"
     return "server_error" if status >= 500 else "client_error"

@@ -25,32 +25,39 @@ from worker.backends.base import (
     RunStart,
     RunState,
     Started,
+    StreamTarget,
+    Submitted,
     ThreadOpened,
     ToolCall,
     earlier_run,
 )
 from worker.backends.shapes import ShapeFailures
+from worker.backends.streaming import StreamedCalls, streamed
 from worker.capabilities import Capability, CapabilityStore
 from worker.errors import RouteNotFoundError, ThreadBusyError
+from worker.streams.events import AssistantsEvents
+from worker.streams.streams import Streams
 
 log = structlog.get_logger(__name__)
 
 
 class AssistantsBackend:
     def __init__(self, client: openai.OpenAI, observe: ApiObserver | None = None,
-                 known: CapabilityStore | None = None) -> None:
+                 known: CapabilityStore | None = None, streams: Streams | None = None) -> None:
         self.api = ApiCalls(client, observe)
         self.client = self.api.client
         self._runs = self.client.beta.threads.runs.with_raw_response
         self.known = known or CapabilityStore(None, str(client.base_url), {}, ttl_seconds=3600.0)
         self._shapes = ShapeFailures(self.api, self.known)
+        self.streamed = StreamedCalls(streams, self.known)
 
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(needs_assistant=True,
                             thread_with_first_run=self.known.supports(Capability.THREAD_AND_RUN),
                             messages_with_run=self.known.supports(Capability.MULTI_MESSAGE_RUNS),
-                            lists_runs=True, tool_round_starts_run=False)
+                            lists_runs=True, tool_round_starts_run=False,
+                            stream=self.streamed.wanted(StreamTarget("", "", [])))
 
     # --- the interface -----------------------------------------------------------------
     def start_run(self, request: RunRequest) -> RunStart:
@@ -95,6 +102,10 @@ class AssistantsBackend:
         if messages:
             body["additional_messages"] = messages
         with self._shapes.watch(len(messages)):
+            opened = self.streamed.post("runs.create", f"threads/{request.thread}/runs", body, request.stream_to,
+                                        AssistantsEvents, _streamed_run)
+            if opened is not None:
+                return streamed(_run_state(opened.object, None), opened)
             raw = self.api.call("runs.create", True, lambda: self._runs.create(request.thread, **body))
         return _run_state(json_object(raw), raw.headers)
 
@@ -122,6 +133,10 @@ class AssistantsBackend:
         body["thread"] = {"metadata": _thread_metadata(conversation_id), "messages": messages}
         try:
             with self._shapes.watch(len(messages)):
+                opened = self.streamed.post("threads.create_and_run", "threads/runs", body, request.stream_to,
+                                            AssistantsEvents, _streamed_run)
+                if opened is not None:
+                    return str(opened.object["thread_id"]), streamed(_run_state(opened.object, None), opened)
                 raw = self.api.call("threads.create_and_run", True,
                                     lambda: self.client.beta.threads.with_raw_response.create_and_run(**body))
         except RouteNotFoundError as exc:
@@ -153,11 +168,20 @@ class AssistantsBackend:
         return _run_state(body, headers)
 
     def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, str]],
-                            instructions: str | None = None) -> str:
+                            instructions: str | None = None, stream_to: StreamTarget | None = None) -> Submitted:
         """The same run goes on (with its own instructions)."""
+        path = f"threads/{thread_id}/runs/{run_id}/submit_tool_outputs"
+        opened = self.streamed.post("runs.submit_tool_outputs", path, {"tool_outputs": outputs}, stream_to,
+                                    AssistantsEvents, _streamed_run)
+        if opened is not None:
+            return Submitted(run_id, opened.owner)
         self.api.call("runs.submit_tool_outputs", True, lambda: self._runs.submit_tool_outputs(
             run_id, thread_id=thread_id, tool_outputs=outputs))  # type: ignore[arg-type]  # dicts of the SDK's TypedDict shape
-        return run_id
+        return Submitted(run_id)
+
+    def follow_stream(self, thread_id: str, run_id: str, cursor: str | None, target: StreamTarget) -> None:
+        """A run's stream cannot be re-attached: it is polled."""
+        return None
 
     def find_submission(self, thread_id: str, run_id: str, call_ids: list[str], sent_at: float) -> None:
         """A submission that went through moves its run on at once: one still waiting for
@@ -221,6 +245,10 @@ def _user_message(event: Any) -> dict[str, Any]:
     if event.attachments:
         message["attachments"] = [a.model_dump(mode="json") for a in event.attachments]
     return message
+
+
+def _streamed_run(run: dict[str, Any]) -> RunState:
+    return _run_state(run, None)
 
 
 def _run_state(run: dict[str, Any], headers: Any) -> RunState:

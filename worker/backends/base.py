@@ -95,6 +95,8 @@ class RunState:
     # False: created while an earlier create of the same input may have gone through; the
     # caller follows it through `confirm_run` until it is confirmed or replaced.
     confirmed: bool = True
+    # Followed by its event stream, opened by this call: the stream's owner (worker/streams/).
+    stream_owner: str | None = None
 
     @property
     def active(self) -> bool:
@@ -108,6 +110,25 @@ class RunState:
     def needs_worker(self) -> bool:
         """Ended, or waiting for tool outputs: the worker acts."""
         return self.terminal or self.status == "requires_action"
+
+
+@dataclass(frozen=True)
+class StreamTarget:
+    """The batch a run's stream writes for (worker/streams/): its deltas' conversation,
+    batch and events."""
+
+    conversation_id: str
+    batch_id: str
+    event_ids: list[str]
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A tool round's outputs went in: the run to follow next (the same id, or a new run's
+    when `tool_round_starts_run`), and the stream that follows it, if one does."""
+
+    run_id: str
+    stream_owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,6 +150,7 @@ class RunRequest:
     # or none may have gone through). Else such a backend answers `Unseen`.
     repeat_ok: bool = False
     opened_at: float | None = None  # when the batch opened: its creates are not older
+    stream_to: StreamTarget | None = None  # follow the run by its stream, where it can be
 
     @property
     def thread(self) -> str:
@@ -221,9 +243,15 @@ class RunBackend(Protocol):
         ...
 
     def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, str]],
-                            instructions: str | None = None) -> str:
-        """Submit a tool round's outputs; returns the run to follow next (the same id, or a
-        new run's when `tool_round_starts_run`). May have been applied when it raises."""
+                            instructions: str | None = None, stream_to: StreamTarget | None = None) -> Submitted:
+        """Submit a tool round's outputs; the run to follow next. May have been applied when
+        it raises. `stream_to`: follow the next run by its stream, where it can be."""
+        ...
+
+    def follow_stream(self, thread_id: str, run_id: str, cursor: str | None, target: StreamTarget) -> str | None:
+        """Re-attach to the stream of a run whose reader broke off or died (`cursor`: what
+        the batch stored, "run_id sequence_number"); the new stream's owner, or None when
+        the run is to be polled (Assistants cannot re-attach)."""
         ...
 
     def find_submission(self, thread_id: str, run_id: str, call_ids: list[str],

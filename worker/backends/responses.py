@@ -46,13 +46,12 @@ waits for it to end).
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from typing import Any
 
 import openai
 import structlog
 
-from worker.backends import responses_copies
+from worker.backends import responses_confirm, responses_copies
 from worker.backends.api import (
     ApiCalls,
     ApiObserver,
@@ -65,6 +64,8 @@ from worker.backends.base import (
     RunStart,
     RunState,
     Started,
+    StreamTarget,
+    Submitted,
     ThreadOpened,
     Unseen,
 )
@@ -84,6 +85,7 @@ from worker.backends.responses_items import (
 )
 from worker.backends.responses_lock import LockProbe
 from worker.backends.responses_search import METADATA_VALUE_CHARS, ResponseListing, submission_tag
+from worker.backends.streaming import StreamedCalls, streamed
 from worker.capabilities import Capability, CapabilityStore
 from worker.errors import (
     InvalidRequestError,
@@ -91,6 +93,8 @@ from worker.errors import (
     ThreadBusyError,
     TransientApiError,
 )
+from worker.streams.events import ResponsesEvents
+from worker.streams.streams import Streams
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +102,7 @@ log = structlog.get_logger(__name__)
 class ResponsesBackend:
     def __init__(self, client: openai.OpenAI, *, model: str, instructions: str | None,
                  tools: list[dict[str, Any]], observe: ApiObserver | None = None,
-                 known: CapabilityStore | None = None) -> None:
+                 known: CapabilityStore | None = None, streams: Streams | None = None) -> None:
         self.api = ApiCalls(client, observe)
         self.client = self.api.client
         self.model = model
@@ -107,6 +111,7 @@ class ResponsesBackend:
         self.reads = ConversationReads(self.api)
         self.known = known or CapabilityStore(None, str(client.base_url), {}, ttl_seconds=3600.0)
         self.listing = ResponseListing(self.api, self.known)
+        self.streamed = StreamedCalls(streams, self.known)
         self.lock = LockProbe(self.known, lambda: self.create_thread("probe:conversation_lock"),
                               self.create_response, self._cancel)
 
@@ -115,7 +120,8 @@ class ResponsesBackend:
         # Model, instructions, tools from the settings; a conversation's responses are not listed.
         unseen = not self.locks() and not self.known.supports(Capability.LIST_RESPONSES, default=False)
         return Capabilities(needs_assistant=False, thread_with_first_run=False, messages_with_run=True,
-                            lists_runs=False, tool_round_starts_run=True, leaves_late_copies=unseen)
+                            lists_runs=False, tool_round_starts_run=True, leaves_late_copies=unseen,
+                            stream=self.streamed.wanted(StreamTarget("", "", [])))
 
     def locks(self) -> bool:
         """Whether a running response locks its conversation (assumed not until known)."""
@@ -173,7 +179,7 @@ class ResponsesBackend:
                 items = []
             metadata["since"] = last  # what an earlier create adds from now on comes after it
         try:
-            created = self.create_response(request.thread, items, request.instructions, metadata)
+            created = self.create_response(request.thread, items, request.instructions, metadata, request.stream_to)
         except InvalidRequestError as exc:
             if "no tool output found" not in str(exc).lower():
                 raise
@@ -191,7 +197,8 @@ class ResponsesBackend:
         abandoned = [{"type": "function_call_output", "call_id": call.id,
                       "output": "abandoned: the conversation moved on"} for call in pending]
         try:
-            return self.create_response(request.thread, abandoned + items, request.instructions, metadata)
+            return self.create_response(request.thread, abandoned + items, request.instructions, metadata,
+                                        request.stream_to)
         except InvalidRequestError as exc:  # the API counts the input items: ours come after those
             if exc.event_index is not None:
                 exc.event_index = exc.event_index - len(abandoned) if exc.event_index >= len(abandoned) else None
@@ -224,40 +231,8 @@ class ResponsesBackend:
 
     def _confirm(self, thread_id: str, since: str, expected: InputMatcher, state: RunState, output_ids: list[str],
                  *, in_conversation: bool) -> RunState:
-        """A response's input reaches the conversation once. Items after `since` are those
-        added since the look before this response was created: a copy of the `expected`
-        input among them that is not this response's own was added by an earlier response
-        of ours. Then this one is cancelled or, once it added its own copy (its input and
-        output: `in_conversation`), that copy is deleted, and the earlier one is followed."""
-        items = self.reads.items_after(thread_id, since)
-        matches = expected.matches(items)
-        if not matches:
-            return state  # nothing of ours there but what this response may add: follow it
-        end = matches[0] + len(expected.keys)  # items are added in completion order: the first copy is the earliest
-        own = set(output_ids)
-        if in_conversation:
-            answer = list(itertools.takewhile(lambda i: expected.key(i) is None, items[end:]))
-            if own & {str(i.get("id")) for i in answer} or (not own and len(matches) == 1):
-                return state  # the first copy is this response's own: it is the only one
-        elif state.active:
-            try:
-                status = self._cancel(state.id)
-            except (TransientApiError, PermanentApiError) as exc:  # refused in progress, or failed
-                log.info("a second response for the same input is not cancelled yet", conversation=thread_id,
-                         response_id=state.id, error=str(exc))
-                return dataclasses.replace(state, confirmed=False)  # look again at the next poll
-            if status != "cancelled":
-                return dataclasses.replace(state, confirmed=False)
-        # What this response added after the earlier copy: its output and its input items.
-        rest = items[end:]
-        to_delete = [str(i["id"]) for i in rest if str(i.get("id")) in own] + \
-                    [str(i["id"]) for i in rest if in_conversation and expected.key(i) is not None]
-        for item_id in to_delete:
-            self._delete_item(thread_id, item_id)
-        log.info("a second response for the same input was dropped", conversation=thread_id,
-                 response_id=state.id, deleted_items=len(to_delete))
-        answer = [i for i in rest if expected.key(i) is None and str(i.get("id")) not in own]
-        return items_state(str(items[end - 1]["id"]), answer)
+        return responses_confirm.confirm(self.reads, self._cancel, self._delete_item, thread_id, since, expected,
+                                         state, output_ids, in_conversation=in_conversation)
 
     def find_run(self, request: RunRequest) -> RunState | None:
         return self.search(request, probe=False)[0]
@@ -288,10 +263,20 @@ class ResponsesBackend:
         return state
 
     def submit_tool_outputs(self, thread_id: str, run_id: str, outputs: list[dict[str, str]],
-                            instructions: str | None = None) -> str:
+                            instructions: str | None = None, stream_to: StreamTarget | None = None) -> Submitted:
         items = [{"type": "function_call_output", "call_id": o["tool_call_id"], "output": o["output"]} for o in outputs]
         tag = submission_tag(run_id, [o["tool_call_id"] for o in outputs])
-        return self.create_response(thread_id, items, instructions, tag).id
+        created = self.create_response(thread_id, items, instructions, tag, stream_to)
+        return Submitted(created.id, created.stream_owner)
+
+    def follow_stream(self, thread_id: str, run_id: str, cursor: str | None, target: StreamTarget) -> str | None:
+        """Re-attach from the cursor (the events after its sequence number are replayed)."""
+        if items_marker(run_id) is not None:
+            return None  # known by its items only: no id to re-attach to
+        response_id, _, seq = (cursor or "").partition(" ")
+        after = f"&starting_after={seq}" if response_id == run_id and seq else ""
+        return self.streamed.resume(f"responses/{run_id}?stream=true{after}", target, ResponsesEvents,
+                                    _streamed_response, run_id)
 
     def find_submission(self, thread_id: str, run_id: str, call_ids: list[str], sent_at: float) -> str | Unseen | None:
         """Listed: found by its tag; else a lock (probed now if unknown) would refuse a second one."""
@@ -335,13 +320,22 @@ class ResponsesBackend:
 
     # --- plumbing --------------------------------------------------------------------
     def create_response(self, conversation: str, items: list[dict[str, Any]], instructions: str | None,
-                        metadata: dict[str, str]) -> RunState:
-        """One background response on the conversation (a POST: may be applied when it raises)."""
+                        metadata: dict[str, str], stream_to: StreamTarget | None = None) -> RunState:
+        """One background response on the conversation (a POST: may be applied when it raises),
+        followed by its stream where it can be (`stream_to`)."""
         body: dict[str, Any] = {"model": self.model, "background": True, "store": True,
                                 "conversation": conversation, "input": items, "metadata": metadata}
         if instructions or self.instructions:
             body["instructions"] = instructions or self.instructions
         if self.tools:
             body["tools"] = self.tools
+        opened = self.streamed.post("responses.create", "responses", body, stream_to, ResponsesEvents,
+                                    _streamed_response)
+        if opened is not None:
+            return streamed(response_state(opened.object, None), opened)
         raw = self.api.call("responses.create", True, lambda: self.client.responses.with_raw_response.create(**body))
         return response_state(json_object(raw), raw.headers)
+
+
+def _streamed_response(body: dict[str, Any]) -> RunState:
+    return response_state(body, None)

@@ -27,17 +27,25 @@ else:
     except ImportError:  # pragma: no cover - depends on the installed SDK
         import httpx as httpx_lib
 
+__all__ = ["ConnectionProblem", "RunReader", "httpx_lib", "sdk_headers"]
+
 # What a reader raises when the server cannot be reached or the connection broke.
 ConnectionProblem = (OSError, http.client.HTTPException, httpx_lib.TransportError)
+
+
+def sdk_headers(client: openai.OpenAI) -> dict[str, str]:
+    """The headers the SDK sends (its key included), for requests made beside it."""
+    headers = {k: v for k, v in client.default_headers.items() if isinstance(v, str)}
+    headers["Authorization"] = f"Bearer {client.api_key}"
+    headers["OpenAI-Beta"] = "assistants=v2"
+    return headers
 
 
 class RunReader:
     """GET requests against the API, for the poll loop. Thread-safe."""
 
     def __init__(self, client: openai.OpenAI) -> None:
-        headers = {k: v for k, v in client.default_headers.items() if isinstance(v, str)}
-        headers["Authorization"] = f"Bearer {client.api_key}"
-        headers["OpenAI-Beta"] = "assistants=v2"
+        headers = sdk_headers(client)
         self._headers = headers
         self._base = urllib.parse.urlsplit(str(client.base_url))
         self._prefix = self._base.path.rstrip("/") + "/"

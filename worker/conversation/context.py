@@ -11,7 +11,7 @@ import redis
 import structlog
 
 from worker import polling
-from worker.backends.base import RunBackend, RunRequest, RunState, ToolCall
+from worker.backends.base import RunBackend, RunRequest, RunState, StreamTarget, ToolCall
 from worker.batch import Batch
 from worker.circuit import Circuit
 from worker.polling import PollPlanner
@@ -77,6 +77,7 @@ class Context:
             batch_id=batch.batch_id, attempt=batch.run_attempt, events=batch.events, append=append,
             appended=batch.appended_events, reconciling=reconciling, repeat_ok=repeat_ok,
             opened_at=batch.created_at or None,
+            stream_to=StreamTarget(batch.conversation_id, batch.batch_id, batch.event_ids),
             after_run_id=self.store.batches.last_run_id(batch.conversation_id) if looks else None)
 
     # --- the fleet's run durations ------------------------------------------------------

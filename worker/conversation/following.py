@@ -1,4 +1,5 @@
-"""RUNNING: follow the run by polling it, until it needs the worker (tools) or ends."""
+"""RUNNING: follow the run, by what its stream stored or by polling it, until it needs the
+worker (tools) or ends (a streamed run: conversation/streamed.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import structlog
 from worker import metrics
 from worker.backends.base import RunState
 from worker.batch import Batch
-from worker.conversation import endings, tool_round
+from worker.conversation import endings, streamed, tool_round
 from worker.conversation.context import Context
 from worker.conversation.transitions import Polled, Step, Transition, Wait
 
@@ -17,20 +18,40 @@ log = structlog.get_logger("worker.conversation")
 
 
 def handle(ctx: Context, step: Step, batch: Batch) -> Transition:
-    thread_id, run_id = batch.thread_id, batch.run_id
-    assert thread_id is not None and run_id is not None, "a running batch knows its run"
+    assert batch.thread_id is not None and batch.run_id is not None, "a running batch knows its run"
     run = step.known_run
     changed = batch.api_failures > 0  # a plain poll writes only its count
+    if run is None and batch.stream_owner:
+        found = streamed.stored(batch)
+        if found is not None and found.run is not None:  # the stream's own word: no poll
+            metrics.RUN_ENDS_DETECTED.labels(by="stream").inc()
+            return on_run_state(ctx, batch.evolve(stream_owner=None, api_failures=0), found.run, True)
+        if found is not None:
+            batch, changed = streamed.take_over(ctx, batch, found.broken or "broken"), True
+            if batch.stream_owner:
+                return Wait(batch.evolve(api_failures=0), ctx.settings.stream_safety_poll_seconds)
     if run is None:
+        run = _poll(ctx, batch)
         if batch.unconfirmed:
-            run = ctx.backend.confirm_run(ctx.run_request(batch, reconciling=True), run_id)
             batch, changed = batch.evolve(unconfirmed=not run.confirmed), True
-        else:
-            run = ctx.backend.get_run(thread_id, run_id)
-        metrics.RUN_POLLS.inc()
+        if run.needs_worker:
+            metrics.RUN_ENDS_DETECTED.labels(by="poll").inc()
+            if batch.stream_owner:  # seen before its stream said so: its reader writes no more
+                batch, changed = batch.evolve(stream_owner=None), True
     if batch.api_failures:
         batch = batch.evolve(api_failures=0)
     return on_run_state(ctx, batch, run, changed)
+
+
+def _poll(ctx: Context, batch: Batch) -> RunState:
+    thread_id, run_id = batch.thread_id, batch.run_id
+    assert thread_id is not None and run_id is not None
+    if batch.unconfirmed:
+        run = ctx.backend.confirm_run(ctx.run_request(batch, reconciling=True), run_id)
+    else:
+        run = ctx.backend.get_run(thread_id, run_id)
+    metrics.RUN_POLLS.inc()
+    return run
 
 
 def on_run_state(ctx: Context, batch: Batch, run: RunState, changed: bool) -> Transition:
@@ -49,7 +70,9 @@ def on_run_state(ctx: Context, batch: Batch, run: RunState, changed: bool) -> Tr
         return endings.cancel(ctx, batch, "timeout", f"the run did not finish within {timeout:g} s")
     if run.status == "requires_action":
         return tool_round.on_requires_action(ctx, batch, run)
-    delay = ctx.poll_delay(batch, run)
+    if streamed.owner_lost(ctx, batch):
+        batch, changed = streamed.take_over(ctx, batch, "its owner's heartbeat expired"), True
+    delay = streamed.delay(ctx, batch, run)
     if not changed:
         return Polled(batch, delay)  # the count goes up in Redis (record_poll.lua)
     return Wait(batch.evolve(polls=batch.polls + 1), delay)

@@ -16,7 +16,7 @@ import structlog
 
 from worker.backends.base import Appended, Busy, RunRequest, RunState, Started, ThreadOpened, Unseen
 from worker.batch import Batch, Phase
-from worker.conversation import deltas, endings, holding
+from worker.conversation import deltas, endings, holding, streamed
 from worker.conversation.context import Context
 from worker.conversation.reconcile import may_exist_already
 from worker.conversation.transitions import Checkpoint, Step, Transition, Wait
@@ -98,14 +98,16 @@ def adopt(ctx: Context, batch: Batch, started: Started) -> Transition:
     batch = batch.evolve(
         phase=Phase.RUNNING, thread_id=started.thread_id, run_id=run.id, unconfirmed=not run.confirmed,
         messages_appended=True, api_failures=0, busy_waits=0, polls=0,
-        run_started_at=batch.run_started_at or now, phase_started_at=now)
+        run_started_at=batch.run_started_at or now, phase_started_at=now,
+        # A second copy's deltas are held: its stream is not recorded until it is confirmed.
+        stream_owner=run.stream_owner if run.confirmed else None)
     log.info("run adopted" if started.adopted else "run created", conversation_id=batch.conversation_id,
              event_ids=batch.event_ids, thread_id=batch.thread_id, run_id=run.id, attempt=batch.run_attempt,
              appended=len(batch.events), waited_ms=int((now - batch.oldest_sent_at) * 1000))
     started_delta = deltas.run_started(batch)  # a retried run's again, with its own id
     if run.needs_worker and run.confirmed:  # recorded first, then acted on in this step
         return Checkpoint(batch, known_run=run, deltas=started_delta)
-    return Wait(batch, ctx.poll_delay(batch, run), deltas=started_delta)
+    return Wait(batch, streamed.delay(ctx, batch, run), deltas=started_delta)
 
 
 def _busy(ctx: Context, batch: Batch, foreign: RunState | None) -> Transition:

@@ -16,7 +16,7 @@ import structlog
 from worker import metrics
 from worker.backends.base import RunState, ToolCall, Unseen
 from worker.batch import Batch
-from worker.conversation import deltas
+from worker.conversation import deltas, streamed
 from worker.conversation.context import Context
 from worker.conversation.starting import BUSY_WAIT_MAX_SECONDS
 from worker.conversation.transitions import DispatchTools, Later, Transition, Wait
@@ -77,7 +77,7 @@ def _submit_kept(ctx: Context, batch: Batch, key: str, kept: list[dict[str, str]
     after = submit(ctx, batch, kept, again=True)
     if isinstance(after, Batch):
         ctx.store.tool_claims.forget(batch.conversation_id, key)
-        return Wait(after, ctx.planner.next_delay(0.0, 0))
+        return Wait(after, _next_look(ctx, after))
     return Wait(batch.evolve(tools_key=None, submit_sent_at=now if after.maybe_applied else sent_at),
                 ctx.planner.next_delay(0.0, 0))
 
@@ -101,10 +101,18 @@ def run_tools(ctx: Context, conversation_id: str, batch_id: str, run_id: str, ca
         after = batch.evolve(tools_key=None, submit_sent_at=ctx.clock() if after.maybe_applied else None)
     else:
         moved_on = ["run_id", "unconfirmed"] if after.run_id != run_id else []
-        written = ["phase_started_at", "polls", "submit_sent_at", *moved_on]
+        written = ["phase_started_at", "polls", "submit_sent_at", "stream_owner", *moved_on]
     # These fields only, not the whole batch: this runs without the lease.
     fields = {name: value for name, value in after.to_hash().items() if name in written}
-    ctx.store.batches.set_fields(batch, fields, due=ctx.clock() + ctx.planner.next_delay(0.0, 0))
+    ctx.store.batches.set_fields(batch, fields, due=ctx.clock() + _next_look(ctx, after))
+
+
+def _next_look(ctx: Context, batch: Batch) -> float:
+    """After a submission: the first poll of the run it goes on with, or, when a stream
+    follows that run, the safety poll (its reader makes the batch due when it ends)."""
+    if batch.stream_owner:
+        return ctx.settings.stream_safety_poll_seconds
+    return ctx.planner.next_delay(0.0, 0)
 
 
 def _run(ctx: Context, batch: Batch, run_id: str, calls: list[ToolCall]) -> list[dict[str, str]]:
@@ -135,16 +143,19 @@ def submit(ctx: Context, batch: Batch, outputs: list[dict[str, str]], *, again: 
     assert batch.thread_id is not None and batch.run_id is not None
     now = ctx.clock()
     try:
-        next_run = ctx.backend.submit_tool_outputs(batch.thread_id, batch.run_id, outputs,
-                                                   batch.first.instructions)
+        submitted = ctx.backend.submit_tool_outputs(batch.thread_id, batch.run_id, outputs, batch.first.instructions,
+                                                    stream_to=streamed.target(batch))
     except (TransientApiError, PermanentApiError) as exc:
         log.warning("tool output submission failed", conversation_id=batch.conversation_id,
                     run_id=batch.run_id, error=str(exc))
         return Failed(isinstance(exc, TransientApiError) and exc.maybe_applied)
+    next_run = submitted.run_id
     log.info("tool outputs submitted", conversation_id=batch.conversation_id, event_ids=batch.event_ids,
              thread_id=batch.thread_id, run_id=batch.run_id, next_run_id=next_run, outputs=len(outputs),
-             tools_ms=int((now - (batch.tools_at or now)) * 1000))
-    after = batch.evolve(phase_started_at=now, polls=0, submit_sent_at=None)
+             tools_ms=int((now - (batch.tools_at or now)) * 1000), streamed=submitted.stream_owner is not None)
+    # A second copy's deltas are held: its stream is not recorded until it is confirmed.
+    owner = submitted.stream_owner if not (again and next_run != batch.run_id) else None
+    after = batch.evolve(phase_started_at=now, polls=0, submit_sent_at=None, stream_owner=owner)
     if next_run != batch.run_id:  # the backend goes on in a new run (Responses): follow that one
         after = after.evolve(run_id=next_run, unconfirmed=again)
     return after

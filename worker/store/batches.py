@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import redis
 
 from worker import keys
-from worker.batch import Batch
+from worker.batch import NOT_SAVED, Batch
 from worker.redis_client import text
 from worker.store.scripts import Arg, LuaScript
 
@@ -54,10 +54,10 @@ class Batches:
 
     def save(self, batch: Batch, *, token: int, due: float | None = None, release: bool = False) -> Write:
         """Write the batch's progress, and with it its next due time, the batch's thread as
-        the conversation's, and (`release`) the lease's release. `published` is left alone:
-        only publishing sets it."""
+        the conversation's, and (`release`) the lease's release. `published` is left alone
+        (only publishing sets it), and so is what a run's stream reader writes."""
         cid = batch.conversation_id
-        fields = {k: v for k, v in batch.to_hash().items() if k != "published"}
+        fields = {k: v for k, v in batch.to_hash().items() if k not in NOT_SAVED}
         written = bool(self._save(
             keys={"batch": keys.batch(cid), "schedule": keys.SCHEDULE, "lock": keys.lock(cid),
                   "conversation": keys.conversation(cid), "batch_data": keys.batch_data(cid)},

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import redis
+    import redis.asyncio
 
 Arg = str | int | float | bytes
 
@@ -58,9 +59,10 @@ def names() -> list[str]:
 
 
 class LuaScript:
-    """One registered script, called with its keys and arguments by name."""
+    """One registered script, called with its keys and arguments by name (with an asyncio
+    client, the call returns its awaitable)."""
 
-    def __init__(self, client: redis.Redis, name: str) -> None:
+    def __init__(self, client: redis.Redis | redis.asyncio.Redis, name: str) -> None:
         self.source = source(name)
         self._script = client.register_script(self.source.text)
         self._key_names = frozenset(self.source.keys)

@@ -1,0 +1,111 @@
+"""What each API's stream events mean to the worker: text to publish, the run's object, an
+ending, a cursor. One translator per stream, since a message's parts are counted across
+its events (a new part of a message starts with "\n", as the outbound entry joins parts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from worker.streams.sse import Event
+
+ASSISTANTS_ENDINGS = frozenset({"thread.run.requires_action", "thread.run.completed", "thread.run.failed",
+                                "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete"})
+RESPONSES_ENDINGS = frozenset({"response.completed", "response.failed", "response.incomplete",
+                               "response.cancelled"})
+
+
+@dataclass(frozen=True)
+class Text:
+    message_id: str
+    text: str
+
+
+@dataclass
+class Update:
+    """What one event brought."""
+
+    texts: list[Text] = field(default_factory=list)
+    run: dict[str, Any] | None = None  # the run's (response's) object, when the event carries it
+    ended: bool = False  # `run` is in a state the worker acts on: the stream has nothing more
+    cursor: int | None = None  # Responses: the event's sequence_number
+    done: bool = False  # the stream's own end marker
+    error: str | None = None  # an error event: the stream is broken
+
+
+class Translator(Protocol):
+    def read(self, event: Event) -> Update: ...
+
+
+class _Parts:
+    """The content parts seen per message: a delta of a new part after some text starts with "\\n"."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def text(self, message_id: str, index: int, value: str) -> Text:
+        last = self._seen.get(message_id)
+        self._seen[message_id] = index if last is None else max(last, index)
+        return Text(message_id, "\n" + value if last is not None and index > last else value)
+
+
+class AssistantsEvents:
+    """Assistants v2: `thread.run.*` events carry the run, `thread.message.delta` its text."""
+
+    def __init__(self) -> None:
+        self._parts = _Parts()
+
+    def read(self, event: Event) -> Update:
+        name, data = event.name, event.data
+        if name == "done":
+            return Update(done=True)
+        if name == "error" or not isinstance(data, dict):
+            return Update(error=_error_text(data)) if name == "error" else Update()
+        if name == "thread.message.delta":
+            return Update(texts=self._texts(data))
+        if name.startswith("thread.run.") and not name.startswith("thread.run.step."):
+            return Update(run=data, ended=name in ASSISTANTS_ENDINGS)
+        return Update()
+
+    def _texts(self, data: dict[str, Any]) -> list[Text]:
+        message_id = str(data.get("id") or "")
+        texts = []
+        for part in (data.get("delta") or {}).get("content") or []:
+            if isinstance(part, dict) and part.get("type") == "text":
+                value = str((part.get("text") or {}).get("value") or "")
+                texts.append(self._parts.text(message_id, int(part.get("index") or 0), value))
+        return [t for t in texts if t.text]
+
+
+class ResponsesEvents:
+    """Responses: every event names itself in `type` and counts in `sequence_number`."""
+
+    def __init__(self) -> None:
+        self._parts = _Parts()
+
+    def read(self, event: Event) -> Update:
+        data = event.data
+        if not isinstance(data, dict):
+            return Update(done=data == "[DONE]")
+        kind = str(data.get("type") or event.name)
+        seq = data.get("sequence_number")
+        update = Update(cursor=seq if isinstance(seq, int) else None)
+        if kind == "error":
+            update.error = _error_text(data)
+        elif kind == "response.output_text.delta":
+            value = str(data.get("delta") or "")
+            if value:
+                update.texts.append(self._parts.text(str(data.get("item_id") or ""),
+                                                     int(data.get("content_index") or 0), value))
+        elif kind.startswith("response.") and isinstance(data.get("response"), dict):
+            update.run, update.ended = data["response"], kind in RESPONSES_ENDINGS
+        return update
+
+
+def _error_text(data: Any) -> str:
+    if isinstance(data, dict):
+        inner = data.get("error", data)
+        if isinstance(inner, dict):
+            return str(inner.get("message") or inner.get("code") or inner)
+    return str(data)[:200]

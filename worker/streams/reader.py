@@ -1,0 +1,152 @@
+"""One run's event stream, read on the process's loop: its text goes to the conversation's
+delta stream as it comes, and the state the worker acts on (tool calls, an ending) is
+stored with the batch for the next step, which is due at once. A stream that breaks stores
+that it broke: the next step re-attaches (Responses) or polls. Every write is fenced by
+the stream's owner: a reader that lost its stream (taken over, its batch answered) stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from worker import metrics
+from worker.backends.base import RunState, StreamTarget
+from worker.store.deltas import Delta
+from worker.streams import state
+from worker.streams.events import Text, Translator, Update
+from worker.streams.sse import Event
+
+log = structlog.get_logger("worker.streams")
+
+LOST, NOT_RECORDED = -1, -2  # stream_write.lua / stream_state.lua refusals
+RECORD_WAIT_SECONDS = 30.0  # a stream whose owner is never recorded (its step died) is dropped
+RECORD_RETRY_SECONDS = 0.02
+
+
+class Sink(Protocol):
+    """Where a reader writes (worker/streams/streams.py)."""
+
+    async def write(self, target: StreamTarget, owner: str, cursor: str, deltas: list[Delta]) -> int: ...
+
+    async def store(self, target: StreamTarget, owner: str, document: str) -> int: ...
+
+
+@dataclass
+class StreamSpec:
+    """What a reader needs of the call that opened its stream."""
+
+    target: StreamTarget
+    owner: str
+    translator: Translator
+    parse: Callable[[dict[str, Any]], RunState]
+    opened_at: float
+    run_id: str | None = None  # known before the first event (a re-attach, a tool round)
+
+
+class StreamReader:
+    def __init__(self, sink: Sink, spec: StreamSpec, events: AsyncIterator[Event]) -> None:
+        self.sink = sink
+        self.spec = spec
+        self._events = events
+        self.run_id = spec.run_id
+        self.cursor: int | None = None
+        self._pending: list[Delta] = []
+        self._recorded = False  # the batch named this reader its stream's owner
+        self._texts = 0
+
+    async def first(self) -> Update:
+        """Read up to the first event that carries the run (a create's answer)."""
+        async for event in self._events:
+            update = self.spec.translator.read(event)
+            self._take(update)
+            if update.run is not None or update.error or update.done:
+                return update
+        return Update(error="the stream ended before the run was created")
+
+    async def follow(self, first: Update | None) -> None:
+        """Read to the run's state the worker acts on, or to a break."""
+        if first is not None and await self._acted_on(first):
+            return
+        async for event in self._events:
+            update = self.spec.translator.read(event)
+            self._take(update)
+            if await self._acted_on(update):
+                return
+        await self._broken("the stream ended before the run did")
+
+    def _take(self, update: Update) -> None:
+        if update.run is not None and update.run.get("id"):
+            self.run_id = str(update.run["id"])
+        if update.cursor is not None:
+            self.cursor = update.cursor
+        self._pending.extend(self._delta(t) for t in update.texts)
+
+    async def _acted_on(self, update: Update) -> bool:
+        """Write what the update brought; True when the reader is done."""
+        if update.error:
+            await self._broken(update.error)
+            return True
+        if self._pending and not await self._flush():
+            return True
+        if update.ended and update.run is not None:
+            await self._store(state.encode_run(self.spec.parse(update.run)))
+            return True
+        if update.done:
+            await self._broken("the stream ended before the run did")
+            return True
+        return False
+
+    async def broken_off(self, reason: str) -> None:
+        """The connection failed (or the process hands its streams over)."""
+        if self._pending:
+            await self._flush()
+        await self._broken(reason)
+
+    async def _broken(self, reason: str) -> None:
+        log.info("stream broken", conversation_id=self.spec.target.conversation_id, run_id=self.run_id, reason=reason)
+        await self._store(state.encode_broken(reason))
+
+    async def _flush(self) -> bool:
+        """Write the pending deltas with the cursor; False when the stream is not ours."""
+        deadline = time.monotonic() + RECORD_WAIT_SECONDS
+        while True:
+            cursor = f"{self.run_id} {self.cursor}" if self.cursor is not None and self.run_id else ""
+            written = await self.sink.write(self.spec.target, self.spec.owner, cursor, self._pending)
+            if written >= 0:
+                self._observe_first(written)
+                self._pending, self._recorded = [], True
+                return True
+            if not await self._may_wait(written, deadline):
+                return False
+
+    async def _store(self, document: str) -> None:
+        deadline = time.monotonic() + RECORD_WAIT_SECONDS
+        while (stored := await self.sink.store(self.spec.target, self.spec.owner, document)) < 0:
+            if not await self._may_wait(stored, deadline):
+                return
+
+    async def _may_wait(self, refusal: int, deadline: float) -> bool:
+        """Before the batch records this reader as its owner (the step that opened the
+        stream writes it after the run id came back), its writes wait; after, or once the
+        batch moved on, they are refused for good."""
+        if refusal == LOST or self._recorded or time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(RECORD_RETRY_SECONDS)
+        return True
+
+    def _observe_first(self, written: int) -> None:
+        if written and not self._texts:
+            metrics.STREAM_FIRST_DELTA.observe(max(0.0, time.time() - self.spec.opened_at))
+        self._texts += written
+
+    def _delta(self, text: Text) -> Delta:
+        target, run = self.spec.target, self.run_id or ""
+        fields = {"conversation_id": target.conversation_id, "event_ids": target.event_ids, "run_id": run or None,
+                  "message_id": text.message_id}
+        return Delta("message.delta", run, fields, message_id=text.message_id, text=text.text)

@@ -1,0 +1,245 @@
+"""The process's run streams: opened from a step thread on the process's loop, read there,
+and owned through the batch (`stream_owner`: this process and a generation) while this
+process's heartbeat lives in Redis.
+
+A step calls `open` with the create (or tool-output submission, or re-attach) and gets the
+run's object from the stream's first event; the stream is read on from then on by a
+`StreamReader`. A server that answers JSON instead of an event stream is answered by the
+same call (`Opened.owner` None: nothing streams).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import json
+import os
+import resource
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio
+import structlog
+
+from worker import keys, metrics
+from worker.backends.api import ApiObserver, status_outcome, translate
+from worker.backends.base import RunState, StreamTarget
+from worker.backends.run_reader import httpx_lib
+from worker.errors import TransientApiError
+from worker.settings import Settings
+from worker.store.deltas import Delta, DeltaStreams
+from worker.store.scripts import LuaScript
+from worker.streams import sse
+from worker.streams.events import Translator
+from worker.streams.loop import StreamLoop
+from worker.streams.reader import StreamReader, StreamSpec
+
+log = structlog.get_logger("worker.streams")
+
+HEARTBEAT_SECONDS = 2.0
+HEARTBEAT_TTL_SECONDS = 10.0  # a process silent this long has lost its streams
+HAND_OVER_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    operation: str  # for metrics, as ApiCalls names it
+    method: str
+    path: str  # under the API's base URL
+    body: dict[str, Any] | None
+    target: StreamTarget
+    translator: Translator
+    parse: Callable[[dict[str, Any]], RunState]
+    run_id: str | None = None  # known already (a re-attach, an Assistants tool round)
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Opened:
+    object: dict[str, Any]  # the run (response) the stream's first event, or the JSON answer, carried
+    owner: str | None  # the stream's owner; None: the server answered JSON, nothing streams
+
+
+class Streams:
+    def __init__(self, settings: Settings, client: redis.Redis, deltas: DeltaStreams,
+                 headers: dict[str, str], observe: ApiObserver) -> None:
+        self.settings = settings
+        self.redis = client  # the store's (sync): owners' heartbeats are read from step threads
+        self.deltas = deltas
+        self.headers = headers
+        self.observe = observe
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.loop = StreamLoop()
+        self.open_count = 0
+        self._generations = itertools.count(1)
+        self._readers: dict[StreamReader, asyncio.Task[None]] = {}
+        self._http: httpx_lib.AsyncClient | None = None
+        self._aredis: redis.asyncio.Redis | None = None
+        self._scripts: dict[str, LuaScript] = {}
+        self._beat: asyncio.Task[None] | None = None
+
+    # --- the process's life ------------------------------------------------------------
+    def start(self) -> None:
+        """At process boot: the loop, its clients, the heartbeat."""
+        if self.loop.running:
+            return
+        _raise_file_limit(self.settings.stream_max_open)
+        self.loop.start()
+        self.loop.call(self._start(), timeout=10.0)
+
+    async def _start(self) -> None:
+        s = self.settings
+        limits = httpx_lib.Limits(max_connections=s.stream_max_open + 64, max_keepalive_connections=64)
+        timeout = httpx_lib.Timeout(s.api_timeout_seconds, read=max(60.0, 2 * s.stream_safety_poll_seconds))
+        self._http = httpx_lib.AsyncClient(base_url=s.api_base_url + "/", headers=self.headers, limits=limits,
+                                           timeout=timeout)
+        self._aredis = redis.asyncio.Redis.from_url(s.redis_url, socket_connect_timeout=5)
+        self._scripts = {name: LuaScript(self._aredis, name) for name in ("stream_write", "stream_state")}
+        self._beat = asyncio.get_running_loop().create_task(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        assert self._aredis is not None
+        while True:
+            try:
+                await self._aredis.set(keys.streamer(self.process_id), "1", px=int(HEARTBEAT_TTL_SECONDS * 1000))
+            except redis.RedisError as exc:
+                log.warning("stream heartbeat failed", error=str(exc))
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    def can_open(self) -> bool:
+        return self.loop.running and self.open_count < self.settings.stream_max_open
+
+    def alive(self, owner: str) -> bool:
+        """Whether the process that owns a stream still beats (its streams are its own)."""
+        process_id = owner.rpartition("/")[0]
+        return process_id == self.process_id or bool(self.redis.exists(keys.streamer(process_id)))
+
+    def close(self) -> None:
+        """Hand the streams over (their batches are due at once) and stop the loop."""
+        if not self.loop.running:
+            return
+        try:
+            self.loop.call(self._close(), timeout=HAND_OVER_SECONDS + 2)
+        except Exception as exc:  # noqa: BLE001 - stopping goes on: the owners' heartbeat expires
+            log.warning("streams not handed over", error=repr(exc))
+        self.loop.stop()
+
+    async def _close(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+        readers = list(self._readers.items())
+        for _, task in readers:
+            task.cancel()
+        await asyncio.wait_for(asyncio.gather(*(r.broken_off("the worker process stopped") for r, _ in readers),
+                                              return_exceptions=True), HAND_OVER_SECONDS)
+        if self._http is not None:
+            await self._http.aclose()
+        if self._aredis is not None:
+            await self._aredis.delete(keys.streamer(self.process_id))
+            await self._aredis.aclose()
+
+    # --- opening ---------------------------------------------------------------------
+    def open(self, request: OpenRequest) -> Opened:
+        """Send the request on the loop; the run's object once the stream's first event
+        carries it. Raises as ApiCalls.call does (a POST whose stream broke before the run's
+        object came may have gone through: `maybe_applied`)."""
+        owner = f"{self.process_id}/{next(self._generations)}"
+        try:
+            return self.loop.call(self._open(request, owner), timeout=self.settings.api_timeout_seconds + 5)
+        except RuntimeError as exc:  # the loop stopped meanwhile (the process is stopping)
+            raise TransientApiError(f"{request.operation}: {exc}") from None
+        except concurrent.futures.TimeoutError:
+            raise TransientApiError(f"{request.operation}: no answer in time", maybe_applied=True) from None
+
+    async def _open(self, request: OpenRequest, owner: str) -> Opened:
+        assert self._http is not None
+        is_post = request.method == "POST"
+        http = self._http.build_request(request.method, request.path, json=request.body, headers=request.headers)
+        try:
+            response = await self._http.send(http, stream=True)
+        except httpx_lib.TransportError as exc:
+            self.observe(request.operation, "connection_error")
+            raise TransientApiError(f"{request.operation}: {exc}", maybe_applied=is_post) from None
+        if response.status_code >= 400 or "text/event-stream" not in response.headers.get("content-type", ""):
+            return await self._answered(request, response, is_post)
+        spec = StreamSpec(request.target, owner, request.translator, request.parse, time.time(), request.run_id)
+        reader = StreamReader(self, spec, sse.events(response.aiter_lines()))
+        try:
+            first = await reader.first() if request.run_id is None else None
+        except httpx_lib.TransportError as exc:
+            await response.aclose()
+            self.observe(request.operation, "connection_error")
+            raise TransientApiError(f"{request.operation}: {exc}", maybe_applied=is_post) from None
+        if first is not None and first.run is None:
+            await response.aclose()
+            self.observe(request.operation, "server_error")
+            raise TransientApiError(f"{request.operation}: {first.error}", maybe_applied=is_post)
+        self.observe(request.operation, "ok")
+        self._readers[reader] = asyncio.get_running_loop().create_task(self._follow(reader, response, first))
+        return Opened(first.run if first is not None and first.run is not None else {}, owner)
+
+    async def _answered(self, request: OpenRequest, response: Any, is_post: bool) -> Opened:
+        """An error, or a JSON answer where a stream was asked for."""
+        content = await response.aread()
+        await response.aclose()
+        try:
+            body = json.loads(content)
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            self.observe(request.operation, status_outcome(response.status_code))
+            raise translate(response.status_code, body, response.headers, is_post)
+        if not isinstance(body, dict):
+            self.observe(request.operation, "client_error")
+            raise TransientApiError(f"{request.operation}: the API answered something that is not a JSON object")
+        self.observe(request.operation, "ok")
+        return Opened(body, None)
+
+    async def _follow(self, reader: StreamReader, response: Any, first: Any) -> None:
+        self.open_count += 1
+        metrics.STREAMS_OPEN.inc()
+        try:
+            await reader.follow(first)
+        except httpx_lib.TransportError as exc:
+            await reader.broken_off(f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # a reader must never take the loop down
+            log.error("stream reader failed", error=repr(exc), exc_info=exc)
+            await reader.broken_off(f"the reader failed: {exc!r}")
+        finally:
+            self.open_count -= 1
+            metrics.STREAMS_OPEN.dec()
+            self._readers.pop(reader, None)
+            await response.aclose()
+
+    # --- the reader's writes (Sink) ------------------------------------------------------
+    async def write(self, target: StreamTarget, owner: str, cursor: str, deltas: list[Delta]) -> int:
+        cid = target.conversation_id
+        result = await self._scripts["stream_write"](
+            keys={"batch": keys.batch(cid), "deltas": self.deltas.key(cid), "lengths": keys.delta_lengths(cid)},
+            args={"batch_id": target.batch_id, "owner": owner, "cursor": cursor,
+                  "maxlen": self.deltas.config.maxlen, "ttl": self.deltas.config.ttl_seconds,
+                  "deltas": self.deltas.encode(deltas)})
+        return int(result)
+
+    async def store(self, target: StreamTarget, owner: str, document: str) -> int:
+        cid = target.conversation_id
+        result = await self._scripts["stream_state"](
+            keys={"batch": keys.batch(cid), "schedule": keys.SCHEDULE, "wake": keys.WAKE},
+            args={"batch_id": target.batch_id, "owner": owner, "conversation_id": cid, "state": document,
+                  "now": time.time()})
+        return int(result)
+
+
+def _raise_file_limit(streams: int) -> None:
+    """Each open stream is a socket: the soft limit goes up to what they need (the hard one allows)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = streams + 1024
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
