@@ -6,6 +6,7 @@ real worker on the emulator."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -30,6 +31,7 @@ from producers.deltas import (
     delta_position,
     follow_deltas,
 )
+from producers.live import DIM, RESET, LivePrinter
 from tests.stack import BACKENDS, Stack, running_stack
 from worker import keys
 from worker.backends.base import ToolCall
@@ -179,6 +181,23 @@ def test_with_the_outbound_stream_it_ends_with_the_answer_deltas_or_none(redis_c
     items = list(reader.follow(timeout=10))
     assert items[-2:] == [Ended("run.completed", ("m2",)), Answered(entry)]
     assert reader.text == entry["messages"][0]["text"]
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_printer_separates_messages_and_dims_its_notes_on_a_terminal() -> None:
+    out, notes = io.StringIO(), Terminal()
+    printer = LivePrinter(out, notes, prefix="assistant: ")
+    for item in (Started("r1"), Text("m1", "Let me look", True), ToolCalls("r1", ("get_weather",)),
+                 Text("m2", "Sunny", True), Text("m2", ", 21 C", False)):
+        printer.show(item)
+    printer.finish({"type": "run.completed", "messages": [{"id": "m1", "text": "Let me look"},
+                                                          {"id": "m2", "text": "Sunny, 21 C"}]}, streamed=True)
+    assert out.getvalue() == "assistant: Let me look\n\nassistant: Sunny, 21 C\n"
+    assert notes.getvalue() == f"{DIM}[calling get_weather]{RESET}\n"
 
 
 # --- the command line against the writer -------------------------------------------------------
