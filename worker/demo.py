@@ -92,7 +92,7 @@ def _start_emulator(env: dict[str, str], children: list[subprocess.Popen[bytes]]
 
 def _converse(redis_url: str) -> dict[str, Any] | None:
     """Send the seed message and print the reply as it is written (its deltas, as `python -m
-    producers send --wait --stream` does); the entry that answers it, or None in time."""
+    producers send --wait --stream` does); the entry that answers it (None when none came in time)."""
     from producers import Producer
     from producers.live import LivePrinter
     from worker.settings import load_settings
