@@ -39,7 +39,8 @@ def build_parser() -> Parser:
 def _add_send(subcommands: Subcommands, common: Parser) -> None:
     send = subcommands.add_parser(
         "send", parents=[common], help="send a user message; prints its event id",
-        epilog=epilog("REDIS_URL, EVENT_DEDUP_TTL_SECONDS; with --wait OUTBOUND_STREAM",
+        epilog=epilog("REDIS_URL, EVENT_DEDUP_TTL_SECONDS; with --wait OUTBOUND_STREAM; with --stream "
+                      "DELTA_STREAM_PREFIX",
                       "with --wait: 0 run.completed, 1 another outcome, 2 none within --timeout"))
     send.add_argument("--conversation", required=True)
     send.add_argument("--event-id", help="idempotency key: a repeat is ignored (default: a new UUID)")
@@ -47,6 +48,8 @@ def _add_send(subcommands: Subcommands, common: Parser) -> None:
     send.add_argument("--instructions")
     send.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE")
     send.add_argument("--wait", action="store_true", help="wait for the outcome and print it")
+    send.add_argument("--stream", action="store_true",
+                      help="print the reply's text as it is written, then the outcome (implies --wait)")
     send.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits (default 300)")
     message = send.add_mutually_exclusive_group(required=True)
     message.add_argument("text", nargs="?", help="the message; - reads it from standard input")

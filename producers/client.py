@@ -13,6 +13,7 @@ import redis
 from pydantic import ValidationError
 
 from producers import answers
+from producers.deltas import DeltaReader, delta_position
 from worker.events import CONVERSATION_ID, InboundEvent, InvalidEvent, invalid_from
 from worker.redis_client import make_redis, stream_entries
 from worker.settings import Settings, get_settings
@@ -95,6 +96,20 @@ class Producer:
         """The outbound entry answering `event_id`, published after `after`, or None."""
         return answers.wait_for(self.redis, self.settings.outbound_stream,
                                 lambda entry: event_id in entry.get("event_ids", []), after, timeout)
+
+    def delta_position(self, conversation_id: str) -> str:
+        """The id of the conversation's newest delta entry ("0-0" when none): take it
+        before sending, to follow the answer's deltas from there (`delta_reader`)."""
+        return delta_position(self.redis, conversation_id, prefix=self.settings.delta_stream_prefix)
+
+    def delta_reader(self, conversation_id: str, event_id: str, *, position: str,
+                     outbound_position: str | None = None) -> DeltaReader:
+        """A reader of the deltas of the batch answering `event_id` from `position` on;
+        with `outbound_position` (`outbound_position()` before sending) it ends with the
+        outbound entry that answers the event, deltas or none."""
+        outbound = None if outbound_position is None else (self.settings.outbound_stream, outbound_position)
+        return DeltaReader(self.redis, conversation_id, event_id, position=position,
+                           prefix=self.settings.delta_stream_prefix, outbound=outbound)
 
     def find_answer(self, event_id: str) -> dict[str, Any] | None:
         """The outbound entry that answered `event_id` already, if the stream still holds it."""

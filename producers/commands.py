@@ -12,6 +12,7 @@ from typing import Any
 from producers import answers
 from producers.client import Producer
 from producers.dead_letters import DeadLetter, find_dead_letter, list_dead_letters, requeue
+from producers.live import LivePrinter
 from producers.tail import tail
 from worker.commandline import InputError, UsageError
 from worker.events import MAX_CONTENT_CHARS, InvalidEvent
@@ -21,10 +22,13 @@ PROG = "python -m producers"
 
 
 def send(args: argparse.Namespace) -> int:
+    """`--stream` implies `--wait`."""
     metadata = parse_metadata(args.metadata)
     text = read_text(args.file, args.text)
+    wait = args.wait or args.stream
     with Producer() as producer:
-        position = producer.outbound_position() if args.wait else "0-0"
+        position = producer.outbound_position() if wait else "0-0"
+        deltas_at = producer.delta_position(args.conversation) if args.stream else "0-0"
         result = producer.send(args.conversation, text, event_id=args.event_id,
                                assistant_id=args.assistant_id, instructions=args.instructions,
                                metadata=metadata)
@@ -32,11 +36,29 @@ def send(args: argparse.Namespace) -> int:
         if not result.accepted:
             _note(f"{PROG} send: repeat: event id {result.event_id} was accepted before; this message was "
                   "ignored (the first content wins)")
-        if not args.wait:
+        if not wait:
             return 0
         entry = None if result.accepted else producer.find_answer(result.event_id)
+        if args.stream:
+            # A repeat's batch may have begun before: its deltas are read from the start.
+            return _stream(producer, args.conversation, result.event_id, entry, position,
+                           deltas_at if result.accepted else "0-0", args.timeout)
         entry = entry or producer.wait_for(result.event_id, position, args.timeout)
         return _outcome(entry, args.timeout, expected="run.completed")
+
+
+def _stream(producer: Producer, conversation_id: str, event_id: str, entry: dict[str, Any] | None,
+            position: str, deltas_at: str, timeout: float) -> int:
+    """Print the reply's text as its deltas arrive, then what --wait prints."""
+    printer = LivePrinter(sys.stdout, sys.stderr, warn=f"{PROG} send: warning")
+    streamed = False
+    if entry is None:
+        reader = producer.delta_reader(conversation_id, event_id, position=deltas_at, outbound_position=position)
+        for item in reader.follow(timeout):
+            printer.show(item)
+        entry, streamed = reader.answer, reader.entries > 0
+    printer.finish(entry, streamed=streamed)
+    return _outcome(entry, timeout, expected="run.completed")
 
 
 def parse_metadata(items: list[str]) -> dict[str, str]:

@@ -170,13 +170,19 @@ def _run_sends(clone: Clone, commands: list[list[str]], env: dict[str, str]) -> 
 
 
 def _sent(words: list[str], stdout: str) -> dict[str, Any]:
-    """A send's output: the event id, then (with --wait) the entry that answered it."""
+    """A send's output: the event id, then (with --stream) the reply's text as it was
+    written, then (with --wait or --stream) the entry that answered it."""
     event_id, _, rest = stdout.partition("\n")
     tool = "call:get_weather" in words[-1]
-    if "--wait" in words:
+    streamed = None
+    if "--stream" in words:  # the text, its line ended, then the entry (indented JSON: "{" alone on a line)
+        streamed, _, body = rest.rpartition("\n{\n")
+        rest = "{\n" + body
+    if "--wait" in words or "--stream" in words:
         entry = json.loads(rest)
         assert entry["type"] == "run.completed" and event_id in entry["event_ids"], entry
         text = "\n\n".join(m["text"] for m in entry["messages"])
+        assert streamed in (None, text), (streamed, text)
         assert (TOOL_RESULT in text and TOOL_RESULT in README) if tool else "x = 1" in text, text
     return {"event_id": event_id, "tool": tool, "cancelled": False}
 

@@ -1,5 +1,6 @@
 """`make demo`: start Redis, the emulator (unless OPENAI_BASE_URL is set) and a worker, send
-the seed's math-tutor message, print the reply as it arrives, stop everything, exit 0."""
+the seed's math-tutor message, print the reply as it is written (its deltas), stop
+everything, exit 0."""
 
 from __future__ import annotations
 
@@ -11,8 +12,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 SEED_MESSAGE = "I need to solve the equation `3x + 11 = 14`. Can you help me?"
+CONVERSATION = "demo-user"
+TIMEOUT_S = 120
 
 
 def free_port() -> int:
@@ -53,12 +57,8 @@ def main() -> int:
         worker = Path(sys.executable).parent / "assistant-worker"
         command = [str(worker)] if worker.exists() else [sys.executable, "-m", "worker.cli"]
         children.append(subprocess.Popen([*command, "run"], env=env))
-        print(f"user: {SEED_MESSAGE}")
-        send = subprocess.run(
-            [sys.executable, "-m", "producers", "send", "--conversation", "demo-user",
-             "--wait", "--timeout", "120", SEED_MESSAGE], env=env, capture_output=True, text=True,
-            check=False)  # _show reads the exit code
-        return _show(send)
+        print(f"user: {SEED_MESSAGE}", flush=True)
+        return _show(_converse(env["REDIS_URL"]))
     finally:
         for child in reversed(children):  # the worker first, Redis last
             child.terminate()
@@ -90,19 +90,31 @@ def _start_emulator(env: dict[str, str], children: list[subprocess.Popen[bytes]]
             "ASSISTANT_ID": env.get("ASSISTANT_ID") or "asst_default"}
 
 
-def _show(send: subprocess.CompletedProcess[str]) -> int:
-    import json
+def _converse(redis_url: str) -> dict[str, Any] | None:
+    """Send the seed message and print the reply as it is written (its deltas, as `python -m
+    producers send --wait --stream` does); the entry that answers it (None when none came in time)."""
+    from producers import Producer
+    from producers.live import LivePrinter
+    from worker.settings import load_settings
 
-    lines = send.stdout.splitlines()
-    if send.returncode == 2 or len(lines) < 2:
-        print(f"no reply: {send.stderr.strip() or send.stdout.strip()}", file=sys.stderr)
+    with Producer(load_settings(redis_url=redis_url)) as producer:
+        outbound_at, deltas_at = producer.outbound_position(), producer.delta_position(CONVERSATION)
+        event_id = producer.send_user_message(CONVERSATION, SEED_MESSAGE)
+        reader = producer.delta_reader(CONVERSATION, event_id, position=deltas_at, outbound_position=outbound_at)
+        printer = LivePrinter(sys.stdout, sys.stderr, prefix="assistant: ", warn="demo: warning")
+        for item in reader.follow(TIMEOUT_S):
+            printer.show(item)
+        printer.finish(reader.answer, streamed=reader.entries > 0)
+        return reader.answer
+
+
+def _show(entry: dict[str, Any] | None) -> int:
+    if entry is None:
+        print(f"no reply within {TIMEOUT_S} s", file=sys.stderr)
         return 1
-    entry = json.loads("\n".join(lines[1:]))
     if entry["type"] != "run.completed":
         print(f"{entry['type']}: {entry.get('error')}", file=sys.stderr)
         return 1
-    for message in entry["messages"]:
-        print(f"assistant: {message['text']}")
     print(f"({entry['timings']['total_ms']} ms, run {entry['run_id']})")
     return 0
 
