@@ -52,9 +52,11 @@ class HealthMiddleware(dramatiq.Middleware):
     """Writes this worker process's heartbeat file (see the module's text)."""
 
     def __init__(self, folder: str, scheduler_tick: Callable[[], float | None],
-                 api_state: Callable[[], dict[str, Any]] | None = None) -> None:
+                 api_state: Callable[[], dict[str, Any]] | None = None,
+                 stream_tick: Callable[[], float | None] = lambda: None) -> None:
         self.folder = folder
         self.scheduler_tick = scheduler_tick
+        self.stream_tick = stream_tick
         self.api_state = api_state or dict
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,6 +92,7 @@ class HealthMiddleware(dramatiq.Middleware):
             busy = list(_busy.values())
             beat = {"pid": os.getpid(), "at": time.time(), "started_at": self._started_at,
                     "scheduler_at": self.scheduler_tick(), "busy_since": min(busy) if busy else None,
+                    "stream_loop_at": self.stream_tick(),
                     "api": self.api_state()}
             try:
                 partial = path.with_suffix(".tmp")
@@ -136,6 +139,9 @@ def check(folder: str | Path, busy_limit: float, now: float | None = None) -> li
             problems.append(f"worker process {pid}: its scheduler never started")
         elif scheduler_at is not None and now - scheduler_at > STALE_SECONDS:
             problems.append(f"worker process {pid}: scheduler stuck for {now - scheduler_at:.0f} s")
+        stream_loop_at = beat.get("stream_loop_at")
+        if stream_loop_at is not None and now - stream_loop_at > STALE_SECONDS:
+            problems.append(f"worker process {pid}: stream loop stuck for {now - stream_loop_at:.0f} s")
         busy_since = beat.get("busy_since")
         if busy_since is not None and now - busy_since > busy_limit:
             problems.append(f"worker process {pid}: a thread busy on one step for "

@@ -148,6 +148,7 @@ STREAM_FIRST_DELTA = Histogram("assistant_stream_first_delta_seconds",
                                "A streamed run's start to its first delta written.", buckets=STREAM_BUCKETS)
 # "livesum": the pod's streams are those of its live processes.
 STREAMS_OPEN = Gauge("assistant_streams_open", "Run streams open now.", multiprocess_mode="livesum")
+STREAM_EVENTS = Counter("assistant_stream_events", "Events read from run streams (progress, for AssistantNoProgress).")
 STREAM_BREAKS = Counter("assistant_stream_breaks", "Streams that broke before their run's end, by what followed.",
                         ["outcome"])
 RUN_ENDS_DETECTED = Counter("assistant_run_ends_detected",

@@ -78,6 +78,10 @@ class Runtime:
     _building: threading.Lock = field(default_factory=threading.Lock)
     streams: Streams | None = None  # the process's run streams, from its boot (STREAMING not off)
 
+    def stream_loop_at(self) -> float | None:
+        """When the process's stream loop last went round (/healthz); None without one."""
+        return self.streams.loop.ticked_at() if self.streams is not None else None
+
     def start_streams(self) -> None:
         """At the worker process's boot (after the fork, before any step): its stream loop."""
         if self.settings.streaming == "off" or self.streams is not None:
@@ -156,7 +160,8 @@ def build_runtime(settings: Settings) -> Runtime:
         from worker.dramatiq_metrics import DramatiqMetrics
 
         broker.add_middleware(DramatiqMetrics())
-        broker.add_middleware(health.HealthMiddleware(folder, scheduling.last_loop_at, runtime.circuit.snapshot))
+        broker.add_middleware(health.HealthMiddleware(folder, scheduling.last_loop_at, runtime.circuit.snapshot,
+                                                      runtime.stream_loop_at))
     runtime.actors = declare_actors(broker, settings.worker_queue, runtime.service)
     dramatiq.set_broker(broker)
     return runtime

@@ -25,6 +25,10 @@ class StreamLoop:
         self.last_tick = 0.0
         self._ticker: asyncio.Task[None] | None = None
 
+    def ticked_at(self) -> float | None:
+        """When the loop last went round (wall time; None when it does not run)."""
+        return self.last_tick if self.running else None
+
     @property
     def running(self) -> bool:
         return self._loop is not None and self._loop.is_running()
@@ -55,11 +59,11 @@ class StreamLoop:
 
     async def _tick(self) -> None:
         while True:
-            self.last_tick = time.monotonic()
+            self.last_tick = time.time()
             await asyncio.sleep(TICK_SECONDS)
 
     def stuck(self) -> bool:
-        return self.running and time.monotonic() - self.last_tick > STUCK_SECONDS
+        return self.running and time.time() - self.last_tick > STUCK_SECONDS
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Run `coroutine` on the loop; its future (from any thread)."""

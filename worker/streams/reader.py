@@ -81,6 +81,7 @@ class StreamReader:
         await self._broken("the stream ended before the run did")
 
     def _take(self, update: Update) -> None:
+        metrics.STREAM_EVENTS.inc()
         if update.run is not None and update.run.get("id"):
             self.run_id = str(update.run["id"])
         if update.cursor is not None:

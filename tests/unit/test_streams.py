@@ -1,0 +1,223 @@
+"""The pieces of a run's stream: the two APIs' events as the worker reads them, what a
+reader stores for the next step, and the Lua that fences a reader by its ownership
+(stream_write.lua, stream_state.lua, and stream_due.lua's due time) on a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import redis
+
+from tests.unit.harness import FakeClock
+from tests.unit.test_delta_scripts import started
+from tests.unit.test_lua_scripts import CID
+from worker import keys
+from worker.backends.base import RunState, StreamTarget, ToolCall
+from worker.batch import Batch
+from worker.conversation import deltas
+from worker.store.batches import Batches
+from worker.store.deltas import Delta, DeltaConfig, DeltaStreams
+from worker.store.scripts import LuaScript
+from worker.streams import sse, state
+from worker.streams.events import AssistantsEvents, ResponsesEvents
+from worker.streams.reader import StreamReader, StreamSpec
+
+OWNER = "host:1:abc/1"
+
+
+def ev(name: str, data: object) -> sse.Event:
+    return sse.Event(name, data)
+
+
+def test_assistants_events_give_text_parts_and_the_run_s_end() -> None:
+    events = AssistantsEvents()
+    created = events.read(ev("thread.run.created", {"id": "run_1", "status": "queued"}))
+    assert created.run == {"id": "run_1", "status": "queued"} and not created.ended
+
+    def delta(index: int, value: str) -> sse.Event:
+        return ev("thread.message.delta", {"id": "msg_1", "object": "thread.message.delta", "delta": {
+            "content": [{"index": index, "type": "text", "text": {"value": value, "annotations": []}}]}})
+
+    texts = [t.text for e in (delta(0, "Hel"), delta(0, "lo"), delta(1, "second")) for t in events.read(e).texts]
+    assert texts == ["Hel", "lo", "\nsecond"]  # a new part starts a new line, as the outbound entry joins them
+    assert events.read(ev("thread.run.step.created", {"id": "step_1"})).run is None
+    ended = events.read(ev("thread.run.requires_action", {"id": "run_1", "status": "requires_action"}))
+    assert ended.ended and ended.run is not None
+    assert events.read(ev("done", "[DONE]")).done
+    assert events.read(ev("error", {"error": {"message": "boom"}})).error == "boom"
+
+
+def test_responses_events_give_text_cursor_and_end() -> None:
+    events = ResponsesEvents()
+    created = events.read(ev("response.created", {"type": "response.created", "sequence_number": 0,
+                                                  "response": {"id": "resp_1", "status": "queued"}}))
+    assert created.run is not None and created.cursor == 0 and not created.ended
+    text = events.read(ev("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_1",
+                                                         "content_index": 0, "delta": "Hi", "sequence_number": 4}))
+    assert [(t.message_id, t.text) for t in text.texts] == [("msg_1", "Hi")] and text.cursor == 4
+    ended = events.read(ev("response.completed", {"type": "response.completed", "sequence_number": 9,
+                                                  "response": {"id": "resp_1", "status": "completed"}}))
+    assert ended.ended and ended.cursor == 9
+
+
+def test_server_sent_events_are_split_on_blank_lines() -> None:
+    async def lines() -> AsyncIterator[str]:
+        for line in ["event: thread.run.created", 'data: {"id": "run_1"}', "", ": a comment", "",
+                     "event: done", "data: [DONE]", ""]:
+            yield line
+
+    async def collect() -> list[sse.Event]:
+        return [e async for e in sse.events(lines())]
+
+    assert asyncio.run(collect()) == [sse.Event("thread.run.created", {"id": "run_1"}), sse.Event("done", "[DONE]")]
+
+
+def test_a_stored_state_counts_only_for_the_batch_s_current_stream() -> None:
+    run = RunState(id="run_1", status="requires_action", tool_calls=[ToolCall("c1", "add", "{}")], stream_owner=OWNER)
+    document = state.encode_run(run)
+    assert state.decode(document).run == run
+    assert state.stored(OWNER, f"{OWNER} 12.5", document) is not None
+    assert state.stored("host:1:abc/2", f"{OWNER} 12.5", document) is None  # an earlier stream's
+    assert state.stored(None, f"{OWNER} 12.5", document) is None
+    broken = state.stored(OWNER, f"{OWNER} 13", state.encode_broken("cut"))
+    assert broken is not None and broken.run is None and broken.broken == "cut"
+
+
+class Scripts:
+    """The reader's two scripts, called as streams.py calls them (sync client)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.deltas = DeltaStreams(client, DeltaConfig())
+        self._write, self._state = LuaScript(client, "stream_write"), LuaScript(client, "stream_state")
+
+    def write(self, batch: Batch, owner: str, cursor: str, items: list[Delta]) -> int:
+        return int(self._write(
+            keys={"batch": keys.batch(CID), "deltas": self.deltas.key(CID), "lengths": keys.delta_lengths(CID)},
+            args={"batch_id": batch.batch_id, "owner": owner, "cursor": cursor, "maxlen": 100, "ttl": 60,
+                  "deltas": self.deltas.encode(items)}))
+
+    def store(self, batch: Batch, owner: str, document: str, now: float) -> int:
+        return int(self._state(keys={"batch": keys.batch(CID), "schedule": keys.SCHEDULE, "wake": keys.WAKE},
+                               args={"batch_id": batch.batch_id, "owner": owner, "conversation_id": CID,
+                                     "state": document, "now": now}))
+
+
+def text(batch: Batch, value: str) -> Delta:
+    fields = {"conversation_id": CID, "run_id": batch.run_id, "message_id": "msg_1"}
+    return Delta("message.delta", batch.run_id or "", fields, message_id="msg_1", text=value)
+
+
+def test_a_reader_writes_only_while_the_batch_names_it_owner(redis_client: redis.Redis, clock: FakeClock) -> None:
+    token, batch = started(redis_client, clock)
+    scripts = Scripts(redis_client)
+    scripts.deltas.write(batch, deltas.run_started(batch), token=token)
+    assert scripts.write(batch, OWNER, "", [text(batch, "early")]) == -2  # not recorded yet: it waits
+    owned = batch.evolve(stream_owner=OWNER)
+    assert Batches(redis_client).save(owned, token=token).written
+    assert scripts.write(batch, OWNER, "resp_1 7", [text(batch, "Hel"), text(batch, "lo")]) == 2
+    assert redis_client.hget(keys.batch(CID), "stream_cursor") == b"resp_1 7"
+    assert [(d["type"], d["seq"], d.get("text")) for d in scripts.deltas.read(CID)] == [
+        ("run.started", 1, None), ("message.delta", 2, "Hel"), ("message.delta", 3, "lo")]
+    assert scripts.write(batch, "host:2:def/1", "", [text(batch, "x")]) == -2  # another owner's: refused
+    taken = owned.evolve(stream_owner="host:2:def/1")
+    assert Batches(redis_client).save(taken, token=token).written
+    assert scripts.write(batch, OWNER, "", [text(batch, "late")]) == -2  # taken over: refused for good
+    redis_client.hset(keys.batch(CID), "published", "1")
+    assert scripts.write(batch, "host:2:def/1", "", [text(batch, "after")]) == -1  # answered
+    assert len(scripts.deltas.read(CID)) == 3
+
+
+def test_a_stored_end_makes_the_batch_due_and_outlives_the_step_s_own_due_time(redis_client: redis.Redis,
+                                                                                clock: FakeClock) -> None:
+    token, batch = started(redis_client, clock)
+    scripts = Scripts(redis_client)
+    owned = batch.evolve(stream_owner=OWNER)
+    assert Batches(redis_client).save(owned, token=token).written
+    ended = RunState(id="run_1", status="completed")
+    assert scripts.store(batch, OWNER, state.encode_run(ended), now=100.0) == 1
+    assert redis_client.zscore(keys.SCHEDULE, CID) == 100.0 and redis_client.llen(keys.WAKE) == 1
+    # The step that recorded the owner ends after that, with the safety poll's due time: the end wins.
+    assert Batches(redis_client).save(owned, token=token, due=130.0).written
+    assert redis_client.zscore(keys.SCHEDULE, CID) == 100.0
+    loaded = Batches(redis_client).load(CID)
+    assert loaded is not None and state.stored(loaded.stream_owner, loaded.stream_ended, loaded.stream_run) is not None
+    # Once the next step took the state (the owner cleared), its own due time counts again.
+    assert Batches(redis_client).save(owned.evolve(stream_owner=None), token=token, due=140.0).written
+    assert redis_client.zscore(keys.SCHEDULE, CID) == 140.0
+    assert scripts.store(batch, "host:9:zzz/1", state.encode_broken("x"), now=150.0) == -2
+
+
+class Sink:
+    """A reader's writes, recorded; the owner is recorded after `record_after` refusals."""
+
+    def __init__(self, record_after: int = 0, lose_after: int | None = None) -> None:
+        self.record_after, self.lose_after = record_after, lose_after
+        self.writes: list[list[str]] = []
+        self.stored: list[str] = []
+        self.calls = 0
+
+    def _answer(self) -> int:
+        self.calls += 1
+        if self.calls <= self.record_after:
+            return -2
+        return -2 if self.lose_after is not None and self.calls > self.lose_after else 0
+
+    async def write(self, target: StreamTarget, owner: str, cursor: str, items: list[Delta]) -> int:
+        code = self._answer()
+        if code == 0:
+            self.writes.append([d.text or "" for d in items])
+        return code if code < 0 else len(items)
+
+    async def store(self, target: StreamTarget, owner: str, document: str) -> int:
+        code = self._answer()
+        if code == 0:
+            self.stored.append(document)
+        return code
+
+
+def follow(sink: Sink, names: list[tuple[str, object]]) -> None:
+    async def source() -> AsyncIterator[sse.Event]:
+        for name, data in names:
+            yield sse.Event(name, data)
+
+    async def run() -> None:
+        spec = StreamSpec(StreamTarget(CID, "b1", ["e1"]), OWNER, AssistantsEvents(),
+                          lambda run: RunState(id=str(run["id"]), status=str(run["status"])), 0.0)
+        reader = StreamReader(sink, spec, source())
+        first = await reader.first()
+        await reader.follow(first)
+
+    asyncio.run(run())
+
+
+def message(value: str) -> tuple[str, object]:
+    return ("thread.message.delta", {"id": "msg_1", "delta": {"content": [
+        {"index": 0, "type": "text", "text": {"value": value}}]}})
+
+
+RUN = [("thread.run.created", {"id": "run_1", "status": "queued"}), message("Hel"), message("lo"),
+       ("thread.run.completed", {"id": "run_1", "status": "completed"})]
+
+
+def test_a_reader_holds_its_text_until_it_is_recorded_then_stores_the_end() -> None:
+    sink = Sink(record_after=2)
+    follow(sink, RUN)
+    assert sink.writes == [["Hel"], ["lo"]]  # "Hel" waited for the owner to be recorded, then went
+    (document,) = sink.stored
+    assert json.loads(document)["run"]["status"] == "completed"
+
+
+def test_a_reader_that_lost_its_stream_writes_nothing_more() -> None:
+    sink = Sink(lose_after=1)
+    follow(sink, RUN)
+    assert sink.writes == [["Hel"]] and sink.stored == []
+
+
+def test_a_stream_that_ends_before_the_run_says_it_broke() -> None:
+    sink = Sink()
+    follow(sink, RUN[:3])
+    (document,) = sink.stored
+    assert "broken" in json.loads(document)
