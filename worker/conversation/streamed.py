@@ -27,10 +27,14 @@ def stored(batch: Batch) -> state.Stored | None:
 
 
 def delay(ctx: Context, batch: Batch, run: RunState) -> float:
-    """Until the next look at a run: the safety poll's while its stream is followed."""
-    if batch.stream_owner:
-        return ctx.settings.stream_safety_poll_seconds
-    return ctx.poll_delay(batch, run)
+    """Until the next look at a run: while its stream is followed, the safety poll's (or
+    sooner, when the run's timeout comes first)."""
+    if not batch.stream_owner:
+        return ctx.poll_delay(batch, run)
+    now = ctx.clock()
+    started = batch.run_started_at or now
+    timeout_in = started + ctx.settings.run_timeout_seconds + batch.held_for(now) - now
+    return max(ctx.settings.poll_min_delay_seconds, min(ctx.settings.stream_safety_poll_seconds, timeout_in))
 
 
 def owner_lost(ctx: Context, batch: Batch) -> bool:
