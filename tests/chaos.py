@@ -73,7 +73,8 @@ class Chaos:
             [str(Path(sys.executable).parent / "assistant-emulator"), "--port", str(eport),
              "--run-seconds", str(a.run_seconds), "--jitter", "0.3", "--seed", str(a.seed)],
             env={**os.environ, "EMULATOR_FAULT_429": str(a.faults), "EMULATOR_FAULT_500": str(a.faults),
-                 "EMULATOR_FAULT_LOST": str(a.faults), "EMULATOR_FAIL_RATE": str(a.faults)},
+                 "EMULATOR_FAULT_LOST": str(a.faults), "EMULATOR_FAIL_RATE": str(a.faults),
+                 "EMULATOR_STREAM_CUT": str(a.stream_cut)},
             stdout=subprocess.DEVNULL))
         self.emulator_url = f"http://127.0.0.1:{eport}"
         _wait(lambda: _pings(self.redis_url), 10)
@@ -84,7 +85,9 @@ class Chaos:
                     "LEASE_SECONDS": str(a.lease_seconds), "TOOL_TIMEOUT_SECONDS": str(TOOL_TIMEOUT_SECONDS),
                     "WORKER_PROCESSES": str(a.processes), "WORKER_THREADS": "4",
                     "METRICS_PORT": "0", "LOG_LEVEL": "ERROR", "LOG_FORMAT": "console",
-                    "POLL_MAX_DELAY_SECONDS": "1.0", "ASSISTANT_BACKEND": a.backend}
+                    "POLL_MAX_DELAY_SECONDS": "1.0", "ASSISTANT_BACKEND": a.backend,
+                    # A killed pod's streams are taken over by the safety poll, as its leases expire.
+                    "STREAMING": a.streaming, "STREAM_SAFETY_POLL_SECONDS": str(a.lease_seconds)}
         self.pods = [self._start_pod() for _ in range(a.pods)]
 
     def _start_pod(self) -> subprocess.Popen[bytes]:
@@ -180,6 +183,7 @@ class Chaos:
             "entry_types": types, "lost": len(lost), "duplicated": len(duplicated),
             "out_of_order": out_of_order, "stuck_conversations": len(stuck),
             "appended_twice": self._appended_twice(entries),
+            "delta_violations": len(self._delta_violations(entries)),
             "longest_wait_after_kill_s": round(max(waits), 1) if waits else None,
             "longest_reply_s": round(max((published_at[s.event_id] - s.at for s in self.sent
                                           if s.event_id in published_at), default=0), 1),
@@ -198,6 +202,20 @@ class Chaos:
                     bad += 1
                 last[entry["conversation_id"]] = max(position, last.get(entry["conversation_id"], -1))
         return bad
+
+    def _delta_violations(self, entries: list[dict[str, Any]]) -> list[str]:
+        """What breaks the delta streams' invariants (seq order, one run.ended, texts that
+        join to the replies'), over every conversation's delta stream."""
+        from tests.invariants import delta_violations
+
+        with redis.Redis.from_url(self.redis_url) as client:
+            streams = {key.decode().removeprefix("assistant:deltas:"): [json.loads(f[b"data"]) for _, f in
+                                                                         client.xrange(key)]
+                       for key in client.scan_iter("assistant:deltas:*")}
+        found = delta_violations(entries, streams)
+        for line in found[:5]:
+            print("delta violation:", line, file=sys.stderr)
+        return found
 
     def _appended_twice(self, entries: list[dict[str, Any]]) -> int:
         """User messages on the threads (conversations) that are there more than once
@@ -229,7 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def violations(result: dict[str, Any]) -> int:
     return sum(result[k] for k in ("lost", "duplicated", "out_of_order", "stuck_conversations",
-                                   "appended_twice"))
+                                   "appended_twice", "delta_violations"))
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -254,6 +272,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--backend", choices=["assistants", "responses"], default="assistants",
                         help="ASSISTANT_BACKEND of the pods")
+    parser.add_argument("--stream-cut", type=float, default=0.1,
+                        help="share of run streams the emulator cuts mid-way")
+    parser.add_argument("--streaming", choices=["auto", "on", "off"], default="auto", help="STREAMING of the pods")
     parser.add_argument("--json", type=Path, help="write the results here")
 
 
