@@ -69,6 +69,7 @@ class Batch:
     # reader writes: the state it stored for the next step (JSON), that state's owner and
     # time ("owner time"), and its cursor ("response_id sequence_number", Responses).
     stream_owner: str | None = None
+    stream_breaks: int = 0  # streams of this batch that broke off (re-attached at most MAX_RESUMES times)
     stream_run: str | None = None
     stream_ended: str | None = None
     stream_cursor: str | None = None
@@ -173,7 +174,7 @@ HASH_FIELDS: dict[str, type] = {
     "stop_requested": bool, "appended_events": int, "threads_lost": int,  # newer than the previous release
     "held_at": float, "held_seconds": float,  # newer too
     "create_sent_at": float, "created_again": bool, "submit_sent_at": float,
-    "stream_owner": str, "stream_run": str, "stream_ended": str, "stream_cursor": str,
+    "stream_owner": str, "stream_breaks": int, "stream_run": str, "stream_ended": str, "stream_cursor": str,
 }
 # Hash fields a step never writes back: publishing sets `published`, a stream's reader the rest.
 NOT_SAVED = frozenset({"published", "stream_run", "stream_ended", "stream_cursor"})

@@ -15,6 +15,9 @@ from worker.conversation.context import Context
 from worker.streams import state
 
 log = structlog.get_logger("worker.conversation")
+# A batch's streams that broke are re-attached this many times; after, its runs are polled
+# (a connection that keeps breaking costs a request each time and gains nothing).
+MAX_RESUMES = 3
 
 
 def target(batch: Batch) -> StreamTarget:
@@ -46,8 +49,10 @@ def take_over(ctx: Context, batch: Batch, why: str) -> Batch:
     """The stream broke off (its reader said so, or its owner died): re-attach where the
     API can (a new owner, this process), else poll the run from now on."""
     assert batch.thread_id is not None and batch.run_id is not None
-    owner = ctx.backend.follow_stream(batch.thread_id, batch.run_id, batch.stream_cursor, target(batch))
+    breaks = batch.stream_breaks + 1
+    owner = None if breaks > MAX_RESUMES else \
+        ctx.backend.follow_stream(batch.thread_id, batch.run_id, batch.stream_cursor, target(batch))
     metrics.STREAM_BREAKS.labels(outcome="resumed" if owner else "polled").inc()
     log.info("stream re-attached" if owner else "stream lost: polling", conversation_id=batch.conversation_id,
              run_id=batch.run_id, why=why)
-    return batch.evolve(stream_owner=owner)
+    return batch.evolve(stream_owner=owner, stream_breaks=breaks)
