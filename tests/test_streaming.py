@@ -111,15 +111,23 @@ def test_streaming_off_polls(redis_url: str) -> None:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_stream_whose_owner_died_is_taken_over_by_the_safety_poll(redis_url: str, backend: str) -> None:
-    """The process that read a stream stops beating (its loop gone, its heartbeat expired):
-    the safety poll takes the run over; the reply and its deltas are whole."""
+    """The process that read a stream stops beating (its readers gone, its heartbeat
+    expired): the safety poll takes the run over (Responses: re-attached, Assistants:
+    polled); the reply and its deltas are whole."""
     config = EmulatorConfig(run_seconds=3.0, stream_chunks=30)
     with running_stack(redis_url, config, assistant_backend=backend, stream_safety_poll_seconds=0.5) as stack:
         event_id = stack.send("orphan", "a story please")
         wait_until(lambda: len(texts(stack.runtime.store.deltas.read("orphan"))) >= 2, 10, what="the first deltas")
         streams = stack.runtime.streams
         assert streams is not None
-        streams.loop.stop()  # dies without handing over: its readers write nothing more
+
+        async def die() -> None:  # as a killed process: no hand-over, no heartbeat, readers gone
+            assert streams._beat is not None
+            streams._beat.cancel()
+            for task in list(streams._readers.values()):
+                task.cancel()
+
+        streams.loop.call(die(), timeout=5)
         stack.runtime.store.redis.delete(keys.streamer(streams.process_id))  # its heartbeat expired
         (entry,) = stack.wait_answered([event_id], timeout=30)
         stream = deltas_of(stack, ["orphan"])
