@@ -221,3 +221,28 @@ def test_a_stream_that_ends_before_the_run_says_it_broke() -> None:
     follow(sink, RUN[:3])
     (document,) = sink.stored
     assert "broken" in json.loads(document)
+
+
+def test_a_re_attached_stream_writes_each_event_once(redis_client: redis.Redis, clock: FakeClock) -> None:
+    """A reader taken over while it still wrote may have written past the cursor the new
+    reader re-attached from: the events it wrote are skipped, by their sequence numbers."""
+    token, batch = started(redis_client, clock, run_id="resp_1")
+    scripts = Scripts(redis_client)
+    scripts.deltas.write(batch, deltas.run_started(batch), token=token)
+    assert Batches(redis_client).save(batch.evolve(stream_owner=OWNER), token=token).written
+
+    def at(seq: int, value: str) -> Delta:
+        fields = {"conversation_id": CID, "run_id": "resp_1", "message_id": "msg_1"}
+        return Delta("message.delta", "resp_1", fields, message_id="msg_1", text=value, at=seq)
+
+    assert scripts.write(batch, OWNER, "resp_1 5", [at(4, "a"), at(5, "b")]) == 2
+    other = "host:2:def/1"
+    assert Batches(redis_client).save(batch.evolve(stream_owner=other), token=token).written
+    assert scripts.write(batch, other, "resp_1 6", [at(4, "a"), at(5, "b"), at(6, "c")]) == 1
+    assert scripts.write(batch, other, "resp_1 3", [at(3, "x")]) == 0  # older: neither written nor kept
+    assert redis_client.hget(keys.batch(CID), "stream_cursor") == b"resp_1 6"
+    assert "".join(texts(scripts.deltas.read(CID))) == "abc"
+
+
+def texts(stream: list[dict[str, object]]) -> list[str]:
+    return [str(d["text"]) for d in stream if d["type"] == "message.delta"]

@@ -38,12 +38,16 @@ class Delta:
     message_id: str | None = None
     text: str | None = None
     catch_up: bool = False
+    at: int | None = None  # a stream event's sequence number (Responses): written once per event
+
 
     def item(self) -> dict[str, Any]:
         entry = json.dumps({"type": self.type, **self.fields}, separators=(",", ":"))
         item: dict[str, Any] = {"type": self.type, "run": self.run, "entry": entry}
         if self.type == "message.delta":
             item.update(message_id=self.message_id, text=self.text or "", catch_up=self.catch_up)
+        if self.at is not None:
+            item["at"] = self.at
         return item
 
 

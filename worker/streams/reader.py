@@ -150,4 +150,4 @@ class StreamReader:
         target, run = self.spec.target, self.run_id or ""
         fields = {"conversation_id": target.conversation_id, "event_ids": target.event_ids, "run_id": run or None,
                   "message_id": text.message_id}
-        return Delta("message.delta", run, fields, message_id=text.message_id, text=text.text)
+        return Delta("message.delta", run, fields, message_id=text.message_id, text=text.text, at=self.cursor)
