@@ -427,7 +427,8 @@ def test_a_step_that_keeps_crashing_ends_in_run_failed_internal_error(backend_st
     def broken(thread_id: str, run_id: str) -> Any:
         raise RuntimeError("unexpected answer")
 
-    backend.run_messages = broken  # type: ignore[method-assign]  # a fault injected into this instance (polled or streamed)
+    # A fault injected into this instance, met by polled and streamed runs alike.
+    backend.run_messages = broken  # type: ignore[method-assign]
     event_id = stack.send("bug-1", "hello")
     (entry,) = stack.wait_answered([event_id], timeout=30)
     assert entry["type"] == "run.failed"
