@@ -246,3 +246,39 @@ def test_a_re_attached_stream_writes_each_event_once(redis_client: redis.Redis, 
 
 def texts(stream: list[dict[str, object]]) -> list[str]:
     return [str(d["text"]) for d in stream if d["type"] == "message.delta"]
+
+
+def test_writes_that_come_together_go_in_one_pipeline_and_survive_a_script_flush(redis_url: str) -> None:
+    import redis.asyncio
+
+    from worker.streams.writes import PipelinedWrites
+
+    async def run() -> tuple[list[int], list[int]]:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        script = LuaScript(client, "stream_state")
+        writes = PipelinedWrites(client, [script])
+        await writes.load()
+        writer = asyncio.get_running_loop().create_task(writes.run())
+        sent: list[object] = []
+        real = client.pipeline
+
+        def counted(*args: object, **kwargs: object) -> object:
+            sent.append(1)
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        client.pipeline = counted  # type: ignore[method-assign]
+
+        def call(n: int) -> object:
+            return writes.call(script, {"batch": f"b{n}", "schedule": "s", "wake": "w"},
+                               {"batch_id": "x", "owner": "o", "conversation_id": "c", "state": "{}", "now": 1})
+
+        first = list(await asyncio.gather(*(call(n) for n in range(20))))  # type: ignore[arg-type]
+        pipelines = len(sent)
+        await client.script_flush()  # as after a Redis restart: the next write loads it again
+        second = [await call(0)]  # type: ignore[misc]
+        writer.cancel()
+        await client.aclose()
+        return [pipelines], [*first, *second]
+
+    pipelines, answers = asyncio.run(run())
+    assert pipelines == [1] and answers == [-1] * 21  # no such batch: refused, each answered

@@ -72,6 +72,15 @@ class LuaScript:
     def __call__(self, keys: Mapping[str, str], args: Mapping[str, Arg | list[Arg] | None]) -> Any:
         return self._script(keys=self._keys(keys), args=self._args(args))
 
+    def queue(self, pipeline: Any, keys: Mapping[str, str], args: Mapping[str, Arg | list[Arg] | None]) -> None:
+        """Add a call to `pipeline` by the script's SHA (the script must be loaded on the server)."""
+        key_list = self._keys(keys)
+        pipeline.evalsha(self.sha, len(key_list), *key_list, *self._args(args))
+
+    @property
+    def sha(self) -> str:
+        return str(self._script.sha)
+
     def _keys(self, given: Mapping[str, str]) -> list[str]:
         if given.keys() != self._key_names:
             raise TypeError(f"{self.source.name}.lua takes the keys {self.source.keys}, got {tuple(given)}")

@@ -39,6 +39,7 @@ from worker.streams import sse
 from worker.streams.events import Translator
 from worker.streams.loop import StreamLoop
 from worker.streams.reader import StreamReader, StreamSpec
+from worker.streams.writes import PipelinedWrites
 
 log = structlog.get_logger("worker.streams")
 
@@ -83,6 +84,8 @@ class Streams:
         self._aredis: redis.asyncio.Redis | None = None
         self._scripts: dict[str, LuaScript] = {}
         self._beat: asyncio.Task[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._writes: PipelinedWrites | None = None
 
     # --- the process's life ------------------------------------------------------------
     def start(self) -> None:
@@ -101,7 +104,10 @@ class Streams:
                                            timeout=timeout)
         self._aredis = redis.asyncio.Redis.from_url(s.redis_url, socket_connect_timeout=5)
         self._scripts = {name: LuaScript(self._aredis, name) for name in ("stream_write", "stream_state")}
-        self._beat = asyncio.get_running_loop().create_task(self._heartbeat())
+        self._writes = PipelinedWrites(self._aredis, list(self._scripts.values()))
+        await self._writes.load()
+        loop = asyncio.get_running_loop()
+        self._beat, self._writer = loop.create_task(self._heartbeat()), loop.create_task(self._writes.run())
 
     async def _heartbeat(self) -> None:
         assert self._aredis is not None
@@ -138,6 +144,8 @@ class Streams:
             task.cancel()
         await asyncio.wait_for(asyncio.gather(*(r.broken_off("the worker process stopped") for r, _ in readers),
                                               return_exceptions=True), HAND_OVER_SECONDS)
+        if self._writer is not None:
+            self._writer.cancel()
         if self._http is not None:
             await self._http.aclose()
         if self._aredis is not None:
@@ -220,7 +228,8 @@ class Streams:
     # --- the reader's writes (Sink) ------------------------------------------------------
     async def write(self, target: StreamTarget, owner: str, cursor: str, deltas: list[Delta]) -> int:
         cid = target.conversation_id
-        result = await self._scripts["stream_write"](
+        assert self._writes is not None
+        result = await self._writes.call(self._scripts["stream_write"],
             keys={"batch": keys.batch(cid), "deltas": self.deltas.key(cid), "lengths": keys.delta_lengths(cid)},
             args={"batch_id": target.batch_id, "owner": owner, "cursor": cursor,
                   "maxlen": self.deltas.config.maxlen, "ttl": self.deltas.config.ttl_seconds,
@@ -229,7 +238,8 @@ class Streams:
 
     async def store(self, target: StreamTarget, owner: str, document: str) -> int:
         cid = target.conversation_id
-        result = await self._scripts["stream_state"](
+        assert self._writes is not None
+        result = await self._writes.call(self._scripts["stream_state"],
             keys={"batch": keys.batch(cid), "schedule": keys.SCHEDULE, "wake": keys.WAKE},
             args={"batch_id": target.batch_id, "owner": owner, "conversation_id": cid, "state": document,
                   "now": time.time()})
