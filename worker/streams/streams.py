@@ -36,7 +36,7 @@ from worker.settings import Settings
 from worker.store.deltas import Delta, DeltaStreams
 from worker.store.scripts import LuaScript
 from worker.streams import sse
-from worker.streams.events import Translator
+from worker.streams.events import Translator, Update
 from worker.streams.loop import StreamLoop
 from worker.streams.reader import StreamReader, StreamSpec
 from worker.streams.writes import PipelinedWrites
@@ -179,18 +179,27 @@ class Streams:
         spec = StreamSpec(request.target, owner, request.translator, request.parse, time.time(), request.run_id)
         reader = StreamReader(self, spec, sse.events(response.aiter_lines()))
         try:
-            first = await reader.first() if request.run_id is None else None
-        except httpx_lib.TransportError as exc:
+            first = await self._first(request, reader, is_post)
+        except BaseException:  # a break, or the step stopped waiting (the call cancelled): nothing follows
             await response.aclose()
-            self.observe(request.operation, "connection_error")
-            raise TransientApiError(f"{request.operation}: {exc}", maybe_applied=is_post) from None
-        if first is not None and first.run is None:
-            await response.aclose()
-            self.observe(request.operation, "server_error")
-            raise TransientApiError(f"{request.operation}: {first.error}", maybe_applied=is_post)
+            raise
         self.observe(request.operation, "ok")
         self._readers[reader] = asyncio.get_running_loop().create_task(self._follow(reader, response, first))
         return Opened(first.run if first is not None and first.run is not None else {}, owner)
+
+    async def _first(self, request: OpenRequest, reader: StreamReader, is_post: bool) -> Update | None:
+        """A create's first event with the run (None: a re-attach, whose run is known)."""
+        if request.run_id is not None:
+            return None
+        try:
+            first = await reader.first()
+        except httpx_lib.TransportError as exc:
+            self.observe(request.operation, "connection_error")
+            raise TransientApiError(f"{request.operation}: {exc}", maybe_applied=is_post) from None
+        if first.run is None:
+            self.observe(request.operation, "server_error")
+            raise TransientApiError(f"{request.operation}: {first.error}", maybe_applied=is_post)
+        return first
 
     async def _answered(self, request: OpenRequest, response: Any, is_post: bool) -> Opened:
         """An error, or a JSON answer where a stream was asked for."""
