@@ -121,7 +121,7 @@ def observed(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> dic
                 "completed": prometheus.scalar('sum(assistant_runs_total{status="completed"})'),
                 "rejected": prometheus.scalar('sum(assistant_runs_total{status="rejected"})'),
                 "tools_ok": prometheus.scalar('sum(assistant_tool_calls_total{tool="get_weather",outcome="ok"})'),
-                "polls": prometheus.scalar("sum(assistant_run_polls_total)"),
+                "ends_detected": prometheus.scalar("sum(assistant_run_ends_detected_total)"),
                 "api_ok": prometheus.scalar('sum(assistant_api_requests_total{outcome="ok"})'),
                 "tokens": prometheus.scalar('sum(assistant_tokens_total{kind="completion"})'),
                 "dramatiq": prometheus.scalar("sum(dramatiq_messages_total)"),
@@ -188,7 +188,7 @@ def test_prometheus_sees_the_runs_of_every_worker_process(observed: dict[str, An
     high = histogram_quantile(0.5, [s + TOLERANCE for s in replies], RUN_BUCKETS)
     assert low - 1e-9 <= observed["p50_reply"] <= high + 1e-9
     assert observed["tools_ok"] == CONVERSATIONS // TOOL_EVERY
-    assert observed["polls"] >= CONVERSATIONS
+    assert observed["ends_detected"] >= CONVERSATIONS  # by their streams or by polls
     assert observed["api_ok"] >= 3 * CONVERSATIONS  # thread, run, messages at least
     assert observed["tokens"] and observed["tokens"] > 0
     assert observed["dramatiq"] and observed["dramatiq"] >= CONVERSATIONS  # Dramatiq's own metrics
