@@ -15,9 +15,10 @@ from .api import Api, Response
 from .config import ConfigError, EmulatorConfig
 from .errors import ApiError
 from .faults import LOST, FaultInjector
+from .hub import StreamHub
 from .objects import ModelResponse, Run
 from .quirks import Quirks
-from .sse import StreamHub, StreamResponse
+from .sse import StreamResponse
 from .store import Store
 
 ADMIN_PREFIX = "/_emulator/"
@@ -149,7 +150,7 @@ class App:
         try:
             if self._streamed(op, payload, query):
                 source = self.api.stream(op, ids, query, payload)
-                response = StreamResponse(self.streams.play(source, self.config.stream_cut), source.abandon)
+                response = StreamResponse(source)
             else:
                 response = self.api.call(op, ids, query, payload)
         except ApiError as exc:

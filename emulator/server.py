@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import json
 import socket
@@ -36,10 +37,11 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 4096  # thousands of streams opened at once (the kernel caps it at somaxconn)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread per connection, with a small stack (the handlers never recurse deeply)."""
+        """A thread per connection, with a small stack (the handlers never recurse deeply), started without
+        waiting for it to run (threading.Thread.start() does: a burst of connections would queue)."""
         previous = threading.stack_size(HANDLER_STACK_BYTES)
         try:
-            super().process_request(request, client_address)
+            _thread.start_new_thread(self.process_request_thread, (request, client_address))
         finally:
             threading.stack_size(previous)
 
@@ -112,33 +114,24 @@ class _Handler(BaseHTTPRequestHandler):
             self._write(response.status, response.payload, response.headers)
 
     def _stream(self, response: StreamResponse) -> None:
-        """Server-sent events, one chunk (chunked transfer encoding) per event, written when it is due;
-        a cut closes the connection abruptly, a client gone away ends the stream."""
+        """Server-sent events in chunked transfer encoding: the head here, the events from the StreamHub's
+        thread as they fall due; a cut closes the connection abruptly, a client gone away ends the stream."""
         lines = ["HTTP/1.1 200 OK", "Content-Type: text/event-stream; charset=utf-8", "Cache-Control: no-cache",
                  "Transfer-Encoding: chunked", *(f"{name}: {value}" for name, value in response.headers.items())]
-        hub = self.server.app.streams
-        chunks = response.chunks
+        app = self.server.app
         try:
-            pending = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-            for chunk in chunks:
-                if chunk.cut:
-                    self.wfile.write(pending)
-                    if chunk.log is not None:
-                        hub.sent(chunk.log, time.time())
-                    self._reset()
-                    return
-                self.wfile.write(pending + b"%x\r\n%s\r\n" % (len(chunk.data), chunk.data))
-                pending = b""
-                if chunk.log is not None:
-                    hub.sent(chunk.log, time.time())
-            self.wfile.write(pending + b"0\r\n\r\n")
+            self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         except OSError:
             self.close_connection = True
-            response.on_disconnect()
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+            response.source.abandon()
+            return
+        player = app.streams.play(response.source, self.connection, app.config.stream_cut)
+        player.done.wait()
+        if player.cut:
+            self._reset()
+        elif player.failed:
+            self.close_connection = True
+            response.source.abandon()
 
     def _reset(self) -> None:
         """No answer at all, as from a dead upstream: the connection is closed with SO_LINGER 0, so
@@ -207,6 +200,7 @@ class EmulatorServer:
 
     def stop(self) -> None:
         """Stop serving, close the socket and every open connection. Idempotent."""
+        self.app.streams.stop()
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join(timeout=5)

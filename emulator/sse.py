@@ -1,14 +1,8 @@
-"""Streams on the wire: sources that hand out a record's events when due, the driver that plays them
-(waiting without the store's lock), cancel signals, the stream_cut switch and the stream log."""
+"""Streams of records: sources that hand out a record's events when they are due (played by hub.py)."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import random
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,27 +14,16 @@ from .streams import FINAL, Event, response_events, run_events
 if TYPE_CHECKING:
     from .store import Store
 
-LOG_LIMIT = 200_000  # stream-log records kept (the newest)
-RETRY_SECONDS = 0.005  # a due event that could not be sent yet (the record not settled) is tried again after this
 _RESPONSE_ENDINGS = {"completed": "response.completed", "failed": "response.failed",
                      "incomplete": "response.incomplete"}
-_LOG_FIELDS = ("stream", "id", "object", "event", "item_id", "index", "sequence_number", "at")
 Sent = tuple[str, Any, Event | None]  # (event name, data, the event it comes from)
-
-
-@dataclass(slots=True)
-class Chunk:
-    data: bytes  # one SSE event, encoded
-    log: list[Any] | None = None  # the stream-log record (its time set when written) for deltas and endings
-    cut: bool = False  # close the connection abruptly instead (stream_cut)
 
 
 @dataclass
 class StreamResponse:
-    """A 200 text/event-stream answer: the server writes the chunks as the iterator yields them."""
+    """A 200 text/event-stream answer: the server hands the source to the StreamHub, which writes its events."""
 
-    chunks: Iterator[Chunk]
-    on_disconnect: Callable[[], None]
+    source: Source
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -169,86 +152,12 @@ def open_source(store: Store, op: str, record: Any, query: dict[str, str]) -> So
     return ResponseSource(store, record, starting_after)
 
 
-class StreamHub:
-    """Plays streams, wakes them on a cancel, cuts some (stream_cut) and keeps the stream log."""
-
-    def __init__(self, clock: Callable[[], float], seed: int | None = None) -> None:
-        self.clock = clock
-        self.rng = random.Random(seed)
-        self._lock = threading.Lock()
-        self._watchers: dict[str, set[threading.Event]] = {}
-        self._log: deque[list[Any]] = deque(maxlen=LOG_LIMIT)
-        self._serial = itertools.count(1)
-
-    def poke(self, record_id: str) -> None:
-        """Wake the open streams of a run or response (a cancel)."""
-        with self._lock:
-            for signal in self._watchers.get(record_id, ()):
-                signal.set()
-
-    def play(self, source: Source, cut_probability: float) -> Iterator[Chunk]:
-        serial = next(self._serial)
-        cut_at = self._cut_time(source, cut_probability)
-        signal = threading.Event()
-        with self._lock:
-            self._watchers.setdefault(source.record_id, set()).add(signal)
-        try:
-            while (event := source.peek()) is not None:
-                if self._wait(event.at, signal):
-                    signal.clear()
-                    source.interrupt()
-                    continue
-                if cut_at is not None and event.at > cut_at:
-                    yield Chunk(b"", [serial, source.record_id, source.kind, "cut", None, None, None], cut=True)
-                    return
-                sent = source.take()
-                if not sent:
-                    signal.wait(RETRY_SECONDS)
-                for name, data, origin in sent:
-                    yield Chunk(encode(name, data), _log_record(serial, source, name, data, origin))
-        finally:
-            with self._lock:
-                watchers = self._watchers.get(source.record_id, set())
-                watchers.discard(signal)
-                if not watchers:
-                    self._watchers.pop(source.record_id, None)
-
-    def sent(self, record: list[Any], at: float) -> None:
-        """A chunk with a log record was written (or, for a cut, the connection closed) at `at`."""
-        self._log.append([*record, at])
-
-    def log(self) -> list[dict[str, Any]]:
-        return [dict(zip(_LOG_FIELDS, record, strict=True)) for record in list(self._log)]
-
-    def reset(self) -> None:
-        self._log.clear()
-
-    def _cut_time(self, source: Source, probability: float) -> float | None:
-        first = source.peek()
-        if first is None or probability <= 0:
-            return None
-        with self._lock:
-            if self.rng.random() >= probability:
-                return None
-            end = max(first.at, source.events[-1].at)
-            return self.rng.uniform(first.at, end)
-
-    def _wait(self, at: float, signal: threading.Event) -> bool:
-        """Wait until `at` (True if a signal came first)."""
-        while True:
-            left = at - self.clock()
-            if left <= 0:
-                return False
-            if signal.wait(left):
-                return True
-
-
 def encode(name: str, data: Any) -> bytes:
     body = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
     return f"event: {name}\ndata: {body}\n\n".encode()
 
 
-def _log_record(serial: int, source: Source, name: str, data: Any, origin: Event | None) -> list[Any] | None:
+def log_record(serial: int, source: Source, name: str, data: Any, origin: Event | None) -> list[Any] | None:
     if origin is None:  # done
         return None
     if origin.index is None and origin.name != FINAL and name != "thread.run.cancelling":
