@@ -115,7 +115,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, response: StreamResponse) -> None:
         """Server-sent events in chunked transfer encoding: the head here, the events from the StreamHub's
-        thread as they fall due; a cut closes the connection abruptly, a client gone away ends the stream."""
+        thread as they fall due; a cut closes the connection mid-body (no chunked end), a client gone away ends
+        the stream."""
         lines = ["HTTP/1.1 200 OK", "Content-Type: text/event-stream; charset=utf-8", "Cache-Control: no-cache",
                  "Transfer-Encoding: chunked", *(f"{name}: {value}" for name, value in response.headers.items())]
         app = self.server.app
@@ -127,8 +128,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         player = app.streams.play(response.source, self.connection, app.config.stream_cut)
         player.done.wait()
-        if player.cut:
-            self._reset()
+        if player.cut:  # the events before the cut reach the client, then the connection ends mid-body
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
         elif player.failed:
             self.close_connection = True
             response.source.abandon()
