@@ -110,15 +110,24 @@ class StreamHub:
         """Start playing `source` on `sock` (its head already written); wait on the player's `done`."""
         with self._cond:
             player = Player(source, sock, next(self._serial), self._cut_time(source, cut_probability))
-            if self._stopped:
-                player.failed = True
+        # The events due now are written by the calling thread: the hub's thread wakes for what comes later.
+        now = self.clock()
+        try:
+            next_at = player.advance(now)
+            flushed = player.flush(self._log_sent)
+        except Exception:  # noqa: BLE001 - a bug in the emulator: end this stream
+            traceback.print_exc(file=sys.stderr)
+            player.failed, flushed, next_at = True, True, None
+        with self._cond:
+            if self._stopped or player.failed or (flushed and next_at is None):
+                player.failed = player.failed or self._stopped
                 player.done.set()
                 return player
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="emulator-streams", daemon=True)
                 self._thread.start()
             self._watchers.setdefault(source.record_id, set()).add(player)
-            self._push(player, self.clock())
+            self._push(player, now + RETRY_SECONDS if not flushed else next_at or now)
         return player
 
     def poke(self, record_id: str) -> None:
@@ -150,7 +159,8 @@ class StreamHub:
             return  # already due sooner
         player.due = at
         heapq.heappush(self._heap, (at, next(self._order), player))
-        self._cond.notify()
+        if self._heap[0][2] is player:
+            self._cond.notify()  # due before what the hub's thread waits for
 
     def _run(self) -> None:
         while True:
