@@ -62,6 +62,8 @@ class App:
                 self.store.reconfigure(config)
             self.faults.reconfigure(config)
             self.quirks.reconfigure(config, changes)
+            if config.seed != self.config.seed:
+                self.streams.reseed(config.seed)
             self.config = config
         return config
 

@@ -103,6 +103,7 @@ class StreamHub:
         self._serial = itertools.count(1)
         self._watchers: dict[str, set[Player]] = {}
         self._log: deque[list[Any]] = deque(maxlen=LOG_LIMIT)
+        self._log_lock = threading.Lock()  # copying a deque while another thread appends would fail
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -138,10 +139,17 @@ class StreamHub:
                 self._push(player, self.clock())
 
     def log(self) -> list[dict[str, Any]]:
-        return [dict(zip(LOG_FIELDS, record, strict=True)) for record in list(self._log)]
+        with self._log_lock:
+            records = list(self._log)
+        return [dict(zip(LOG_FIELDS, record, strict=True)) for record in records]
 
     def reset(self) -> None:
-        self._log.clear()
+        with self._log_lock:
+            self._log.clear()
+
+    def reseed(self, seed: int | None) -> None:
+        with self._cond:
+            self.rng.seed(seed)
 
     def stop(self) -> None:
         """End every stream (their connections are closed by the server) and the hub's thread."""
@@ -211,9 +219,11 @@ class StreamHub:
         player.done.set()
 
     def _log_sent(self, record: list[Any], at: float) -> None:
-        self._log.append([*record, at])
+        with self._log_lock:
+            self._log.append([*record, at])
 
     def _cut_time(self, source: Source, probability: float) -> float | None:
+        """When to cut this stream (cond held), or None."""
         first = source.peek()
         if first is None or probability <= 0 or self.rng.random() >= probability:
             return None
