@@ -103,7 +103,9 @@ class Api:
         store = self.store
         with store.lock:
             result = self._handlers[op](*ids, query=query, body=body, now=store.clock())
-            return sse.open_source(store, op, result, dict(query))
+            source = sse.open_source(store, op, result, dict(query))
+        source.build()
+        return source
 
     def _await_response(self, response: ModelResponse) -> Response:
         """A synchronous (not background) createResponse answers once the response is final."""

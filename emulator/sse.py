@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import render
 from .errors import bad_request
 from .objects import WORKING_STATUSES, ModelResponse, Run
-from .streams import FINAL, Event, response_events, run_events
+from .streams import FINAL, Event, response_events, response_opening, run_opening, run_rest
 
 if TYPE_CHECKING:
     from .store import Store
@@ -33,6 +33,7 @@ class Source(Protocol):
     kind: str
     events: list[Event]
 
+    def build(self) -> None: ...
     def peek(self) -> Event | None: ...
     def take(self) -> list[Sent]: ...
     def interrupt(self) -> None: ...
@@ -46,8 +47,12 @@ class RunSource:
 
     def __init__(self, store: Store, run: Run, op: str) -> None:
         self.store, self.run, self.record_id = store, run, run.id
-        self.events = run_events(store, run, op)
+        self.events = run_opening(store, run, op)
         self.pos, self.cancelled = 0, False
+
+    def build(self) -> None:
+        """The rest of the events (without the lock: the work a burst of streams would queue on)."""
+        self.events.extend(run_rest(self.store, self.run))
 
     def peek(self) -> Event | None:
         return self.events[self.pos] if self.pos < len(self.events) else None
@@ -98,8 +103,12 @@ class ResponseSource:
 
     def __init__(self, store: Store, response: ModelResponse, starting_after: int = -1) -> None:
         self.store, self.response, self.record_id = store, response, response.id
-        self.events = response_events(store, response)
+        self.events, self._items = response_opening(store, response)
         self.pos = max(0, starting_after + 1)
+
+    def build(self) -> None:
+        """The rest of the events (without the lock: the work a burst of streams would queue on)."""
+        self.events = response_events(self.store, self.response, self.events, self._items)
 
     def peek(self) -> Event | None:
         return self.events[self.pos] if self.pos < len(self.events) else None

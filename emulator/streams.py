@@ -65,8 +65,13 @@ def spread(events: list[Event], start: float, end: float) -> list[Event]:
 # -- Assistants v2 -----------------------------------------------------------------------------------
 
 
-def run_events(store: Store, run: Run, op: str) -> list[Event]:
-    """The stream of createRun / createThreadAndRun (thread.created first) / submitToolOuputsToRun."""
+def run_opening(store: Store, run: Run, op: str) -> list[Event]:
+    """The first events of the stream of createRun / createThreadAndRun (thread.created first) /
+    submitToolOuputsToRun; reserves the ids of the phase's outcome, so run_rest needs no lock."""
+    lifecycle.hosted_steps(store, run)
+    lifecycle.message_ids(store, run, len(lifecycle.phase_replies(run)))
+    if run.plan.outcome == "requires_action" and not run.after_tools:
+        lifecycle.tool_call_ids(store, run)
     fl, now = store.flavour, store.clock()
     events = []
     if op == "createThreadAndRun":
@@ -78,9 +83,12 @@ def run_events(store: Store, run: Run, op: str) -> list[Event]:
         events.append(Event(now, "thread.run.created", render.run(run, fl)))
     events.append(Event(now, "thread.run.queued", render.run(run, fl)))
     events.append(Event(run.queued_until, "thread.run.in_progress"))
-    events.extend(spread(_run_phase(store, run), run.queued_until, run.due_at))
-    events.append(Event(run.due_at, FINAL))
     return events
+
+
+def run_rest(store: Store, run: Run) -> list[Event]:
+    """The working phase's events and the final one (the ids reserved by run_opening: no lock needed)."""
+    return [*spread(_run_phase(store, run), run.queued_until, run.due_at), Event(run.due_at, FINAL)]
 
 
 def _run_phase(store: Store, run: Run) -> list[Event]:
@@ -172,15 +180,20 @@ def _step_delta(step_id: str, call: dict[str, Any]) -> dict[str, Any]:
 # -- Responses API -----------------------------------------------------------------------------------
 
 
-def response_events(store: Store, response: ModelResponse) -> list[Event]:
-    """Every event of a response's stream, numbered (sequence_number) from 0."""
+def response_opening(store: Store, response: ModelResponse) -> tuple[list[Event], list[Item]]:
+    """The first events of a response's stream and its output items to come (ids reserved: lock held)."""
     fl = store.flavour
     events = [Event(response.created_at, "response.created", {"response": snapshot(response, fl, "queued")}),
               Event(response.created_at, "response.queued", {"response": snapshot(response, fl, "queued")}),
               Event(response.queued_until, "response.in_progress",
                     {"response": snapshot(response, fl, "in_progress")})]
+    return events, store.conversations.output_items(response, response.due_at)
+
+
+def response_events(store: Store, response: ModelResponse, events: list[Event], items: list[Item]) -> list[Event]:
+    """Every event of a response's stream (the opening's and the rest), numbered (sequence_number) from 0."""
     phase: list[Event] = []
-    for output_index, item in enumerate(store.conversations.output_items(response, response.due_at)):
+    for output_index, item in enumerate(items):
         if item.type == "message":
             phase.extend(_output_message_events(store, item, output_index))
         else:
