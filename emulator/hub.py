@@ -26,6 +26,7 @@ from .sse import Source, encode, log_record
 
 LOG_LIMIT = 200_000  # stream-log records kept (the newest)
 RETRY_SECONDS = 0.005  # a due event not ready yet, or an outbox not written yet, is tried again after this
+EARLY_SECONDS = 0.002  # how much before its time a precomputed event may be written
 MAX_OUTBOX_BYTES = 4 * 1024 * 1024
 LOG_FIELDS = ("stream", "id", "object", "event", "item_id", "index", "sequence_number", "at")
 
@@ -51,8 +52,11 @@ class Player:
             self.interrupted = False
             source.interrupt()
         while not self.finished and (event := source.peek()) is not None:
-            if event.at > now:
-                return event.at
+            # A delta may go up to EARLY_SECONDS before its time (one wake serves a dense batch); an event
+            # rendered when sent (in_progress, the ending) waits for its exact time.
+            wake = event.at if event.data is None else event.at - EARLY_SECONDS
+            if wake > now:
+                return wake
             if self.cut_at is not None and event.at > self.cut_at:
                 self.cut = self.finished = True
                 self.logs.append([self.serial, source.record_id, source.kind, "cut", None, None, None])
