@@ -161,8 +161,12 @@ def open_source(store: Store, op: str, record: Any, query: dict[str, str]) -> So
     return ResponseSource(store, record, starting_after)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # json.dumps would make one per call
+
+
 def encode(name: str, data: Any) -> bytes:
-    body = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    """One server-sent event: `event: name`, `data: JSON` (or the string as it is: [DONE])."""
+    body = data if isinstance(data, str) else _ENCODER.encode(data)
     return f"event: {name}\ndata: {body}\n\n".encode()
 
 
