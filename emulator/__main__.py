@@ -19,7 +19,7 @@ _FLAG_FIELDS = (
     "run_seconds", "jitter", "poll_hint", "poll_hint_ms", "flavour", "after_tools_seconds", "action_ttl_seconds",
     "expire_rule_seconds", "cancel_seconds", "fault_429", "fault_500", "fault_lost", "fault_operations",
     "fault_retry_after_ms", "fail_rate", "expire_rate", "seed", "multi_message_500", "outage_after_seconds",
-    "outage_seconds",
+    "outage_seconds", "stream_chunks", "stream_cut", "stream_refuse",
 )
 
 
@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="the outage starts this long after start (env EMULATOR_OUTAGE_AFTER_SECONDS, default 0)")
     add("--outage-seconds", type=float,
         help="an outage this long: /v1 connections reset unanswered (env EMULATOR_OUTAGE_SECONDS, default 0)")
+    add("--stream-chunks", type=int, help="most text deltas per streamed message (env EMULATOR_STREAM_CHUNKS, "
+                                          "default 100)")
+    add("--stream-cut", type=float, help="probability a stream is cut mid-way (env EMULATOR_STREAM_CUT)")
+    add("--stream-refuse", choices=("", "error", "json", "resume"),
+        help="a server that refuses streams: error, json (ignores stream), resume (no starting_after) "
+             "(env EMULATOR_STREAM_REFUSE)")
     return parser
 
 

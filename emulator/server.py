@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import json
 import socket
@@ -18,8 +19,10 @@ from typing import Any, Self
 
 from .app import App
 from .config import EmulatorConfig
+from .sse import StreamResponse
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+HANDLER_STACK_BYTES = 512 * 1024  # per connection thread: thousands of open streams stay cheap
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -31,7 +34,16 @@ class _HTTPServer(ThreadingHTTPServer):
             return
         super().handle_error(request, client_address)
     allow_reuse_address = True
-    request_queue_size = 1024
+    request_queue_size = 4096  # thousands of streams opened at once (the kernel caps it at somaxconn)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection, with a small stack (the handlers never recurse deeply), started without
+        waiting for it to run (threading.Thread.start() does: a burst of connections would queue)."""
+        previous = threading.stack_size(HANDLER_STACK_BYTES)
+        try:
+            _thread.start_new_thread(self.process_request_thread, (request, client_address))
+        finally:
+            threading.stack_size(previous)
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app
@@ -96,7 +108,33 @@ class _Handler(BaseHTTPRequestHandler):
             error = {"message": f"Emulator bug: {exc!r}", "type": "server_error", "param": None, "code": None}
             self._write(500, {"error": error}, {})
             return
-        self._write(response.status, response.payload, response.headers)
+        if isinstance(response, StreamResponse):
+            self._stream(response)
+        else:
+            self._write(response.status, response.payload, response.headers)
+
+    def _stream(self, response: StreamResponse) -> None:
+        """Server-sent events in chunked transfer encoding: the head here, the events from the StreamHub's
+        thread as they fall due; a cut closes the connection mid-body (no chunked end), a client gone away ends
+        the stream."""
+        lines = ["HTTP/1.1 200 OK", "Content-Type: text/event-stream; charset=utf-8", "Cache-Control: no-cache",
+                 "Transfer-Encoding: chunked", *(f"{name}: {value}" for name, value in response.headers.items())]
+        app = self.server.app
+        try:
+            self.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        except OSError:
+            self.close_connection = True
+            response.source.abandon()
+            return
+        player = app.streams.play(response.source, self.connection, app.config.stream_cut)
+        player.done.wait()
+        if player.cut:  # the events before the cut reach the client, then the connection ends mid-body
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+        elif player.failed:
+            self.close_connection = True
+            response.source.abandon()
 
     def _reset(self) -> None:
         """No answer at all, as from a dead upstream: the connection is closed with SO_LINGER 0, so
@@ -165,6 +203,7 @@ class EmulatorServer:
 
     def stop(self) -> None:
         """Stop serving, close the socket and every open connection. Idempotent."""
+        self.app.streams.stop()
         if self._thread is not None:
             self._httpd.shutdown()
             self._thread.join(timeout=5)
@@ -181,6 +220,10 @@ class EmulatorServer:
 
     def runs(self) -> list[dict[str, Any]]:
         return self.app.runs()
+
+    def stream_log(self) -> list[dict[str, Any]]:
+        """Per text delta and ending event of every stream: when it was written (see README.md)."""
+        return self.app.stream_log()
 
     def reset(self) -> None:
         self.app.reset()
