@@ -27,7 +27,7 @@ def handle(ctx: Context, step: Step, batch: Batch) -> Transition:
             metrics.RUN_ENDS_DETECTED.labels(by="stream").inc()
             return on_run_state(ctx, batch.evolve(stream_owner=None, api_failures=0), found.run, True)
         if found is not None:
-            batch, changed = streamed.take_over(ctx, batch, found.broken or "broken"), True
+            batch, changed = streamed.take_over(ctx, batch, found.broken or "broken", found.resumable), True
             if batch.stream_owner:
                 return Wait(batch.evolve(api_failures=0), ctx.settings.stream_safety_poll_seconds)
     if run is None:

@@ -45,12 +45,12 @@ def owner_lost(ctx: Context, batch: Batch) -> bool:
     return bool(batch.stream_owner) and not state.owner_alive(ctx.store.redis, batch.stream_owner or "")
 
 
-def take_over(ctx: Context, batch: Batch, why: str) -> Batch:
+def take_over(ctx: Context, batch: Batch, why: str, resumable: bool = True) -> Batch:
     """The stream broke off (its reader said so, or its owner died): re-attach where the
     API can (a new owner, this process), else poll the run from now on."""
     assert batch.thread_id is not None and batch.run_id is not None
     breaks = batch.stream_breaks + 1
-    owner = None if breaks > MAX_RESUMES else \
+    owner = None if breaks > MAX_RESUMES or not resumable else \
         ctx.backend.follow_stream(batch.thread_id, batch.run_id, batch.stream_cursor, target(batch))
     metrics.STREAM_BREAKS.labels(outcome="resumed" if owner else "polled").inc()
     log.info("stream re-attached" if owner else "stream lost: polling", conversation_id=batch.conversation_id,

@@ -78,7 +78,7 @@ class StreamReader:
             self._take(update)
             if await self._acted_on(update):
                 return
-        await self._broken("the stream ended before the run did")
+        await self._broken("the server ended the stream before the run's end", resumable=False)
 
     def _take(self, update: Update) -> None:
         metrics.STREAM_EVENTS.inc()
@@ -99,7 +99,7 @@ class StreamReader:
             await self._store(state.encode_run(self.spec.parse(update.run)))
             return True
         if update.done:
-            await self._broken("the stream ended before the run did")
+            await self._broken("the server ended the stream before the run's end", resumable=False)
             return True
         return False
 
@@ -109,9 +109,9 @@ class StreamReader:
             await self._flush()
         await self._broken(reason)
 
-    async def _broken(self, reason: str) -> None:
+    async def _broken(self, reason: str, resumable: bool = True) -> None:
         log.info("stream broken", conversation_id=self.spec.target.conversation_id, run_id=self.run_id, reason=reason)
-        await self._store(state.encode_broken(reason))
+        await self._store(state.encode_broken(reason, resumable))
 
     async def _flush(self) -> bool:
         """Write the pending deltas with the cursor; False when the stream is not ours."""

@@ -22,21 +22,22 @@ class Stored:
 
     run: RunState | None
     broken: str | None = None
+    resumable: bool = True  # False: the server ended the stream itself (re-attaching gives nothing new)
 
 
 def encode_run(run: RunState) -> str:
     return json.dumps({"run": dataclasses.asdict(run)}, separators=(",", ":"))
 
 
-def encode_broken(reason: str) -> str:
-    return json.dumps({"broken": reason[:500]}, separators=(",", ":"))
+def encode_broken(reason: str, resumable: bool = True) -> str:
+    return json.dumps({"broken": reason[:500], "resumable": resumable}, separators=(",", ":"))
 
 
 def decode(text: str) -> Stored:
     document: dict[str, Any] = json.loads(text)
     run = document.get("run")
     if not isinstance(run, dict):
-        return Stored(None, str(document.get("broken") or "broken"))
+        return Stored(None, str(document.get("broken") or "broken"), bool(document.get("resumable", True)))
     calls = [ToolCall(**c) for c in run.pop("tool_calls", [])]
     return Stored(RunState(tool_calls=calls, **run))
 
