@@ -26,7 +26,7 @@ log = structlog.get_logger("worker.streams")
 
 LOST, NOT_RECORDED = -1, -2  # stream_write.lua / stream_state.lua refusals
 RECORD_WAIT_SECONDS = 30.0  # a stream whose owner is never recorded (its step died) is dropped
-RECORD_RETRY_SECONDS = 0.02
+RECORD_RETRY_SECONDS = 0.02  # the first wait for the owner's record, doubling up to a second
 
 
 class Sink(Protocol):
@@ -59,6 +59,7 @@ class StreamReader:
         self._pending: list[Delta] = []
         self._recorded = False  # the batch named this reader its stream's owner
         self._texts = 0
+        self._waits = 0  # for the owner's record
 
     async def first(self) -> Update:
         """Read up to the first event that carries the run (a create's answer)."""
@@ -138,7 +139,8 @@ class StreamReader:
         batch moved on, they are refused for good."""
         if refusal == LOST or self._recorded or time.monotonic() > deadline:
             return False
-        await asyncio.sleep(RECORD_RETRY_SECONDS)
+        self._waits += 1
+        await asyncio.sleep(min(1.0, RECORD_RETRY_SECONDS * 2 ** min(self._waits - 1, 6)))
         return True
 
     def _observe_first(self, written: int) -> None:
