@@ -133,3 +133,14 @@ def test_a_stream_whose_owner_died_is_taken_over_by_the_safety_poll(redis_url: s
         stream = deltas_of(stack, ["orphan"])
     assert entry["type"] == "run.completed", entry
     assert delta_violations([entry], stream) == []
+
+
+def test_a_refused_re_attach_is_learnt_and_the_run_polled(redis_url: str) -> None:
+    config = EmulatorConfig(run_seconds=1.0, stream_chunks=20, stream_cut=1.0, stream_refuse="resume")
+    with running_stack(redis_url, config, assistant_backend="responses") as stack:
+        (entry,) = stack.wait_answered([stack.send("no-resume", "a story")], timeout=30)
+        streams = deltas_of(stack, ["no-resume"])
+        learnt = capability(stack)
+    assert entry["type"] == "run.completed", entry
+    assert learnt is False
+    assert delta_violations([entry], streams) == []
