@@ -61,9 +61,10 @@ coverage: install redis-server
 	$(PY) -m pytest tests/unit -q --cov=worker/conversation --cov-report=term-missing --cov-fail-under=95
 
 # The chaos test at full length (5 minutes of load, a pod SIGKILLed every 7 s).
+STREAMING ?= auto
 chaos: install redis-server
-	$(PY) -m tests.chaos --duration 300 --kill-every 7 --backend assistants --json chaos-assistants.json
-	$(PY) -m tests.chaos --duration 300 --kill-every 7 --backend responses --json chaos-responses.json
+	$(PY) -m tests.chaos --duration 300 --kill-every 7 --backend assistants --streaming $(STREAMING) --json chaos-assistants.json
+	$(PY) -m tests.chaos --duration 300 --kill-every 7 --backend responses --streaming $(STREAMING) --json chaos-responses.json
 
 # One server quirk at full size (tests/quirks.py): `make quirks CASE=outage BACKEND=responses`.
 CASE ?= plain
