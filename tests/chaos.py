@@ -180,7 +180,8 @@ class Chaos:
         return {
             "duration_s": round(time.time() - started, 1), "events": len(self.sent),
             "entries": len(entries), "kills": len(self.kills), "faults_injected": faults,
-            "entry_types": types, "lost": len(lost), "duplicated": len(duplicated),
+            "entry_types": types, "error_codes": self._error_codes(entries), "lost": len(lost),
+            "duplicated": len(duplicated),
             "out_of_order": out_of_order, "stuck_conversations": len(stuck),
             "appended_twice": self._appended_twice(entries),
             "delta_violations": len(self._delta_violations(entries)),
@@ -202,6 +203,15 @@ class Chaos:
                     bad += 1
                 last[entry["conversation_id"]] = max(position, last.get(entry["conversation_id"], -1))
         return bad
+
+    @staticmethod
+    def _error_codes(entries: list[dict[str, Any]]) -> dict[str, int]:
+        codes: dict[str, int] = {}
+        for entry in entries:
+            if entry.get("error"):
+                code = f"{entry['type']}/{entry['error'].get('code')}"
+                codes[code] = codes.get(code, 0) + 1
+        return codes
 
     def _delta_violations(self, entries: list[dict[str, Any]]) -> list[str]:
         """What breaks the delta streams' invariants (seq order, one run.ended, texts that

@@ -87,3 +87,13 @@ def streamer(process_id: str) -> str:
     """A worker process's heartbeat while its stream loop runs (worker/streams/): the streams
     it owns are taken over once it expires."""
     return f"{PREFIX}streamer:{process_id}"
+
+
+# The processes that read run streams: member process id, score its last heartbeat (epoch s).
+STREAMERS = PREFIX + "streamers"
+
+
+def owned_streams(process_id: str) -> str:
+    """The conversations whose run streams a process reads (a set): made due at once when it
+    stops beating, so that their streams are taken over without waiting for a safety poll."""
+    return f"{PREFIX}streams:{process_id}"

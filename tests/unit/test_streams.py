@@ -95,12 +95,14 @@ class Scripts:
 
     def write(self, batch: Batch, owner: str, cursor: str, items: list[Delta]) -> int:
         return int(self._write(
-            keys={"batch": keys.batch(CID), "deltas": self.deltas.key(CID), "lengths": keys.delta_lengths(CID)},
-            args={"batch_id": batch.batch_id, "owner": owner, "cursor": cursor, "maxlen": 100, "ttl": 60,
-                  "deltas": self.deltas.encode(items)}))
+            keys={"batch": keys.batch(CID), "deltas": self.deltas.key(CID), "lengths": keys.delta_lengths(CID),
+                  "owned": keys.owned_streams(owner.rpartition("/")[0])},
+            args={"batch_id": batch.batch_id, "owner": owner, "cursor": cursor, "conversation_id": CID,
+                  "maxlen": 100, "ttl": 60, "deltas": self.deltas.encode(items)}))
 
     def store(self, batch: Batch, owner: str, document: str, now: float) -> int:
-        return int(self._state(keys={"batch": keys.batch(CID), "schedule": keys.SCHEDULE, "wake": keys.WAKE},
+        return int(self._state(keys={"batch": keys.batch(CID), "schedule": keys.SCHEDULE, "wake": keys.WAKE,
+                                     "owned": keys.owned_streams(owner.rpartition("/")[0])},
                                args={"batch_id": batch.batch_id, "owner": owner, "conversation_id": CID,
                                      "state": document, "now": now}))
 
@@ -269,7 +271,7 @@ def test_writes_that_come_together_go_in_one_pipeline_and_survive_a_script_flush
         client.pipeline = counted  # type: ignore[method-assign]
 
         def call(n: int) -> object:
-            return writes.call(script, {"batch": f"b{n}", "schedule": "s", "wake": "w"},
+            return writes.call(script, {"batch": f"b{n}", "schedule": "s", "wake": "w", "owned": "o"},
                                {"batch_id": "x", "owner": "o", "conversation_id": "c", "state": "{}", "now": 1})
 
         first = list(await asyncio.gather(*(call(n) for n in range(20))))  # type: ignore[arg-type]
@@ -282,3 +284,32 @@ def test_writes_that_come_together_go_in_one_pipeline_and_survive_a_script_flush
 
     pipelines, answers = asyncio.run(run())
     assert pipelines == [1] and answers == [-1] * 21  # no such batch: refused, each answered
+
+
+def test_a_silent_process_s_conversations_are_made_due_by_another_s_beat(redis_url: str) -> None:
+    import redis.asyncio
+
+    from worker.streams.registry import HEARTBEAT_TTL_SECONDS, Registry
+
+    now = [1000.0]
+
+    async def run() -> tuple[int, int, float | None, bool]:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        dead, alive = Registry(client, "host:1:aaa", lambda: now[0]), Registry(client, "host:2:bbb", lambda: now[0])
+        await dead.beat()
+        await client.sadd(keys.owned_streams("host:1:aaa"), "conv-1", "conv-2")
+        now[0] += 3
+        await alive.beat()
+        early = await alive.sweep()  # it beat 3 s ago: still its own
+        await client.delete(keys.streamer("host:1:aaa"))  # killed: its key expired
+        now[0] += HEARTBEAT_TTL_SECONDS
+        await alive.beat()
+        released = await alive.sweep()
+        due = await client.zscore(keys.SCHEDULE, "conv-1")
+        gone = not await client.zscore(keys.STREAMERS, "host:1:aaa") and not await client.exists(
+            keys.owned_streams("host:1:aaa"))
+        await client.aclose()
+        return early, released, due, gone
+
+    early, released, due, gone = asyncio.run(run())
+    assert (early, released, due, gone) == (0, 2, now[0], True)

@@ -39,12 +39,12 @@ from worker.streams import sse
 from worker.streams.events import Translator, Update
 from worker.streams.loop import StreamLoop
 from worker.streams.reader import StreamReader, StreamSpec
+from worker.streams.registry import Registry
 from worker.streams.writes import PipelinedWrites
 
 log = structlog.get_logger("worker.streams")
 
-HEARTBEAT_SECONDS = 2.0
-HEARTBEAT_TTL_SECONDS = 10.0  # a process silent this long has lost its streams
+HEARTBEAT_SECONDS = 2.0  # each process beats, and looks for silent ones (registry.py)
 HAND_OVER_SECONDS = 5.0
 
 
@@ -86,6 +86,7 @@ class Streams:
         self._beat: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._writes: PipelinedWrites | None = None
+        self._registry: Registry | None = None
 
     # --- the process's life ------------------------------------------------------------
     def start(self) -> None:
@@ -105,26 +106,25 @@ class Streams:
         self._aredis = redis.asyncio.Redis.from_url(s.redis_url, socket_connect_timeout=5)
         self._scripts = {name: LuaScript(self._aredis, name) for name in ("stream_write", "stream_state")}
         self._writes = PipelinedWrites(self._aredis, list(self._scripts.values()))
+        self._registry = Registry(self._aredis, self.process_id)
         await self._writes.load()
         loop = asyncio.get_running_loop()
         self._beat, self._writer = loop.create_task(self._heartbeat()), loop.create_task(self._writes.run())
 
     async def _heartbeat(self) -> None:
-        assert self._aredis is not None
+        assert self._registry is not None
         while True:
             try:
-                await self._aredis.set(keys.streamer(self.process_id), "1", px=int(HEARTBEAT_TTL_SECONDS * 1000))
+                await self._registry.beat()
+                released = await self._registry.sweep()
+                if released:
+                    log.warning("streams of a silent process taken over", conversations=released)
             except redis.RedisError as exc:
                 log.warning("stream heartbeat failed", error=str(exc))
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     def can_open(self) -> bool:
         return self.loop.running and self.open_count < self.settings.stream_max_open
-
-    def alive(self, owner: str) -> bool:
-        """Whether the process that owns a stream still beats (its streams are its own)."""
-        process_id = owner.rpartition("/")[0]
-        return process_id == self.process_id or bool(self.redis.exists(keys.streamer(process_id)))
 
     def close(self) -> None:
         """Hand the streams over (their batches are due at once) and stop the loop."""
@@ -149,7 +149,8 @@ class Streams:
         if self._http is not None:
             await self._http.aclose()
         if self._aredis is not None:
-            await self._aredis.delete(keys.streamer(self.process_id))
+            if self._registry is not None:
+                await self._registry.leave()
             await self._aredis.aclose()
 
     # --- opening ---------------------------------------------------------------------
@@ -239,8 +240,9 @@ class Streams:
         cid = target.conversation_id
         assert self._writes is not None
         result = await self._writes.call(self._scripts["stream_write"],
-            keys={"batch": keys.batch(cid), "deltas": self.deltas.key(cid), "lengths": keys.delta_lengths(cid)},
-            args={"batch_id": target.batch_id, "owner": owner, "cursor": cursor,
+            keys={"batch": keys.batch(cid), "deltas": self.deltas.key(cid), "lengths": keys.delta_lengths(cid),
+                  "owned": keys.owned_streams(self.process_id)},
+            args={"batch_id": target.batch_id, "owner": owner, "cursor": cursor, "conversation_id": cid,
                   "maxlen": self.deltas.config.maxlen, "ttl": self.deltas.config.ttl_seconds,
                   "deltas": self.deltas.encode(deltas)})
         return int(result)
@@ -249,7 +251,8 @@ class Streams:
         cid = target.conversation_id
         assert self._writes is not None
         result = await self._writes.call(self._scripts["stream_state"],
-            keys={"batch": keys.batch(cid), "schedule": keys.SCHEDULE, "wake": keys.WAKE},
+            keys={"batch": keys.batch(cid), "schedule": keys.SCHEDULE, "wake": keys.WAKE,
+                  "owned": keys.owned_streams(self.process_id)},
             args={"batch_id": target.batch_id, "owner": owner, "conversation_id": cid, "state": document,
                   "now": time.time()})
         return int(result)

@@ -55,11 +55,11 @@ class PipelinedWrites:
 
     async def _send(self, writes: list[_Write]) -> None:
         pipeline = self.client.pipeline(transaction=False)
-        for write in writes:
-            write.script.queue(pipeline, write.keys, write.args)
         try:
+            for write in writes:
+                write.script.queue(pipeline, write.keys, write.args)
             results = await pipeline.execute(raise_on_error=False)
-        except redis.RedisError as exc:
+        except Exception as exc:  # every waiting write is told, and the writer goes on
             for write in writes:
                 _settle(write.done, exc)
             return
