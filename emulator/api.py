@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import conversations, lifecycle, render
+from . import conversations, lifecycle, render, sse
 from .errors import ApiError
 from .objects import WORKING_STATUSES, ModelResponse, Run
 from .store import Store
@@ -97,6 +97,13 @@ class Api:
                 return Response(200, render.response(result, store.flavour),
                                 self._poll_hint(conversations.time_left(result, now)))
         return self._await_response(result)
+
+    def stream(self, op: str, ids: list[str], query: Mapping[str, str], body: Mapping[str, Any]) -> sse.Source:
+        """Apply a streamed operation and lay out its stream (played by sse.StreamHub, without the lock)."""
+        store = self.store
+        with store.lock:
+            result = self._handlers[op](*ids, query=query, body=body, now=store.clock())
+            return sse.open_source(store, op, result, dict(query))
 
     def _await_response(self, response: ModelResponse) -> Response:
         """A synchronous (not background) createResponse answers once the response is final."""

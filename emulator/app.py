@@ -17,9 +17,12 @@ from .errors import ApiError
 from .faults import LOST, FaultInjector
 from .objects import ModelResponse, Run
 from .quirks import Quirks
+from .sse import StreamHub, StreamResponse
 from .store import Store
 
 ADMIN_PREFIX = "/_emulator/"
+STREAM_OPS = frozenset({"createRun", "createThreadAndRun", "submitToolOuputsToRun", "createResponse"})
+CANCEL_OPS = frozenset({"cancelRun", "cancelResponse"})
 _NO_KEY = ("You didn't provide an API key. You need to provide your API key in an Authorization header "
            "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
 
@@ -31,14 +34,16 @@ class App:
         self.api = Api(self.store)
         self.faults = FaultInjector(self.config)
         self.quirks = Quirks(self.config, clock)
+        self.streams = StreamHub(clock, self.config.seed)
         self._lock = threading.Lock()
         self._config_lock = threading.Lock()
         self.calls: Counter[str] = Counter()
         self.responses: Counter[str] = Counter()
 
-    def handle(self, method: str, target: str, authorization: str | None, body: bytes) -> Response:
+    def handle(self, method: str, target: str, authorization: str | None, body: bytes) -> Response | StreamResponse:
         """Answer one request: `target` is the path and query, `authorization` the header's value."""
         path, _, query_string = target.partition("?")
+        response: Response | StreamResponse
         if path.startswith(ADMIN_PREFIX):
             response = self._admin(method, path[len(ADMIN_PREFIX):].strip("/"), body)
         else:
@@ -64,6 +69,7 @@ class App:
             self.store.reset()
         self.faults.reset()
         self.quirks.reset()
+        self.streams.reset()
         with self._lock:
             self.calls.clear()
             self.responses.clear()
@@ -86,6 +92,10 @@ class App:
                 "outage": None if window is None else {"from": window[0], "until": window[1],
                                                        "active": window[0] <= store.clock() < window[1]}}
 
+    def stream_log(self) -> list[dict[str, Any]]:
+        """When each text delta and each ending event of a stream was written (see README.md)."""
+        return self.streams.log()
+
     def unanswered(self, target: str) -> bool:
         """Whether this request gets no answer at all (the outage window; never an admin endpoint)."""
         return not target.startswith(ADMIN_PREFIX) and self.quirks.unreachable()
@@ -107,7 +117,8 @@ class App:
 
     # -- pipeline ----------------------------------------------------------------------------
 
-    def _v1(self, method: str, path: str, query_string: str, authorization: str | None, body: bytes) -> Response:
+    def _v1(self, method: str, path: str, query_string: str, authorization: str | None,
+            body: bytes) -> Response | StreamResponse:
         parts = path.strip("/").split("/")
         route = api.match(method, parts[1:]) if parts[0] == "v1" else None
         if route is None:
@@ -133,16 +144,42 @@ class App:
         fault = self.faults.draw(op)
         if fault is not None and fault != LOST:
             return _error(self.faults.error(fault))
+        query = dict(parse_qsl(query_string))
+        response: Response | StreamResponse
         try:
-            response = self.api.call(op, ids, dict(parse_qsl(query_string)), payload)
+            if self._streamed(op, payload, query):
+                source = self.api.stream(op, ids, query, payload)
+                response = StreamResponse(self.streams.play(source, self.config.stream_cut), source.abandon)
+            else:
+                response = self.api.call(op, ids, query, payload)
         except ApiError as exc:
             response = _error(exc)
+        if op in CANCEL_OPS and response.status == 200:
+            self.streams.poke(ids[-1])  # an open stream of it ends with the cancel
         return _error(self.faults.error(fault)) if fault == LOST else response
+
+    def _streamed(self, op: str, payload: dict[str, Any], query: dict[str, str]) -> bool:
+        """Whether to answer with a stream; the `stream_refuse` switch plays servers that do not."""
+        if op in STREAM_OPS:
+            wanted = payload.get("stream") is True
+        else:
+            wanted = op == "getResponse" and query.get("stream", "").lower() == "true"
+        mode = self.config.stream_refuse
+        if not wanted or mode == "json":  # "json": `stream` ignored, the plain answer
+            return False
+        if mode == "error":
+            raise ApiError(400, "Unsupported parameter: 'stream' is not supported with this model.", param="stream",
+                           code="unsupported_parameter")
+        if mode == "resume" and op == "getResponse" and "starting_after" in query:
+            raise ApiError(400, "Unsupported parameter: 'starting_after' is not supported: a stream cannot be "
+                                "resumed.", param="starting_after", code="unsupported_parameter")
+        return True
 
     def _admin(self, method: str, name: str, body: bytes) -> Response:
         endpoints: dict[tuple[str, str], Callable[[], Any]] = {
             ("GET", "stats"): self.stats,
             ("GET", "runs"): self.runs,
+            ("GET", "stream_log"): self.stream_log,
             ("GET", "config"): self.config.as_dict,
             ("POST", "config"): lambda: self.configure(**_json_body(body)).as_dict(),
             ("POST", "reset"): self._admin_reset,

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 FLAVOURS = ("strict", "loose")
-_RATE_FIELDS = ("fault_429", "fault_500", "fault_lost", "fail_rate", "expire_rate")
+_RATE_FIELDS = ("fault_429", "fault_500", "fault_lost", "fail_rate", "expire_rate", "stream_cut")
+STREAM_REFUSALS = ("", "error", "json", "resume")
 
 # environment variable -> config field, for the CLI's fallbacks
 ENV_FIELDS = {
@@ -29,6 +30,9 @@ ENV_FIELDS = {
     "EMULATOR_OUTAGE_SECONDS": "outage_seconds",
     "EMULATOR_CONVERSATION_LOCK": "conversation_lock",
     "EMULATOR_LIST_RESPONSES": "list_responses",
+    "EMULATOR_STREAM_CHUNKS": "stream_chunks",
+    "EMULATOR_STREAM_CUT": "stream_cut",
+    "EMULATOR_STREAM_REFUSE": "stream_refuse",
 }
 # The models GET /v1/models/{model} knows (any model may still be named in a create).
 KNOWN_MODELS = frozenset({"emulator", "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-5", "gpt-5-mini"})
@@ -70,6 +74,12 @@ class EmulatorConfig:
     # responses (GET /v1/responses, not in OpenAI's spec; off: 404 as an unknown route).
     conversation_lock: bool = True
     list_responses: bool = False
+    # Streams (`stream: true`): text deltas per message at most, spread over the working phase; the
+    # probability that a stream is cut mid-way; a server that refuses streams ("error"), ignores
+    # `stream` ("json") or refuses to resume one with `starting_after` ("resume").
+    stream_chunks: int = 100
+    stream_cut: float = 0.0
+    stream_refuse: str = ""
 
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -80,6 +90,10 @@ class EmulatorConfig:
                 raise ConfigError(f"{name} must be between 0 and 1, got {value!r}")
         if self.fault_429 + self.fault_500 + self.fault_lost > 1.0:
             raise ConfigError("fault_429 + fault_500 + fault_lost must not exceed 1")
+        if self.stream_refuse not in STREAM_REFUSALS:
+            raise ConfigError(f"stream_refuse must be one of {STREAM_REFUSALS}, got {self.stream_refuse!r}")
+        if self.stream_chunks < 1:
+            raise ConfigError(f"stream_chunks must be >= 1, got {self.stream_chunks!r}")
         if not 0.0 <= self.jitter < 1.0:
             raise ConfigError(f"jitter must be in [0, 1), got {self.jitter!r}")
         for name in ("run_seconds", "outage_after_seconds", "outage_seconds"):

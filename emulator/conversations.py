@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import validate
 from .errors import bad_request, not_found
-from .lifecycle import schedule
+from .lifecycle import reserve, schedule
 from .model import CITATION_FILE_ID, Plan, count_tokens, failure_plan, tool_results_reply
 from .objects import WORKING_STATUSES, Conversation, Item, ModelResponse
 from .pagination import paginate
@@ -115,8 +115,7 @@ class ConversationStore:
     def create_response(self, body: Mapping[str, Any], now: float) -> ModelResponse:
         host, flavour = self.host, self.host.flavour
         validate.known_fields(body, validate.RESPONSE_FIELDS, self._strict)
-        if body.get("stream"):
-            raise bad_request("The emulator does not stream: leave 'stream' unset.", param="stream")
+        stream = bool(validate.optional(body, "stream", bool, False))
         model = validate.require(body, "model", str)
         background = bool(validate.optional(body, "background", bool, False))
         store = bool(validate.optional(body, "store", bool, True))
@@ -154,7 +153,7 @@ class ConversationStore:
         response = ModelResponse(
             host.new_id("resp"), conversation, now, model, instructions, tools, plan, duration, now, now, now,
             background=background, store=store, settings=validate.response_settings(body), metadata=metadata,
-            previous_response_id=previous_id, tool_results=tool_results, after_tools=after_tools,
+            previous_response_id=previous_id, tool_results=tool_results, after_tools=after_tools, stream=stream,
         )
         schedule(response, now, duration)  # type: ignore[arg-type]  # same phase fields as a run
         # As OpenAI documents it: input and output items are added to the conversation once
@@ -316,21 +315,12 @@ class ConversationStore:
     def _reach_outcome(self, response: ModelResponse, at: float) -> None:
         if response.started_at is None:
             response.started_at = response.queued_until
-        plan, new_id = response.plan, self.host.new_id
-        if plan.outcome == "completed":
-            response.output = [_output_message(new_id("msg"), parts, at) for parts in plan.replies]
-            response.completed_at = at
-            status = "completed"
-        elif plan.outcome == "requires_action":  # the model calls tools: a completed response of function calls
-            response.output = [
-                Item(new_id("fc"), "function_call", at, call_id=new_id("call"), name=call.name,
-                     arguments=call.arguments)
-                for call in plan.function_calls
-            ]
+        plan = response.plan
+        response.output = self.output_items(response, at)
+        if plan.outcome in ("completed", "requires_action"):  # tools: a completed response of function calls
             response.completed_at = at
             status = "completed"
         elif plan.outcome == "incomplete":
-            response.output = [_output_message(new_id("msg"), parts, at, "incomplete") for parts in plan.replies]
             response.incomplete_reason = "max_output_tokens"
             status = "incomplete"
         else:  # failed
@@ -343,6 +333,29 @@ class ConversationStore:
         output_tokens += sum(count_tokens(item.arguments or "") for item in response.output)
         response.usage = _usage(response.plan.prompt_tokens + _tool_tokens(response), output_tokens)
         self._finish(response, status, at)
+
+    def output_items(self, response: ModelResponse, at: float) -> list[Item]:
+        """The output items the response ends with (ids reserved once: a stream shows them before the end)."""
+        plan, host = response.plan, self.host
+        if plan.outcome in ("completed", "incomplete"):
+            status = "completed" if plan.outcome == "completed" else "incomplete"
+            ids = reserve(host, response, "message", "msg", len(plan.replies))
+            return [_output_message(item_id, parts, at, status) for item_id, parts in zip(ids, plan.replies,
+                                                                                           strict=True)]
+        if plan.outcome == "requires_action":
+            count = len(plan.function_calls)
+            pairs = zip(reserve(host, response, "fc", "fc", count), reserve(host, response, "call", "call", count),
+                        plan.function_calls, strict=True)
+            return [Item(item_id, "function_call", at, call_id=call_id, name=call.name, arguments=call.arguments)
+                    for item_id, call_id, call in pairs]
+        return []
+
+    def abandon(self, response: ModelResponse, now: float) -> None:
+        """A synchronous streamed response whose client went away is cancelled, as OpenAI does."""
+        self.settle(response, now)
+        if response.status in WORKING_STATUSES:
+            response.usage = _usage(response.plan.prompt_tokens + _tool_tokens(response), 0)
+            self._finish(response, "cancelled", now)
 
     def _finish(self, response: ModelResponse, status: str, at: float) -> None:
         response.status = status

@@ -33,9 +33,32 @@ class Host(Protocol):
                     **fields: Any) -> Message: ...
 
 
+class Reserving(Protocol):
+    reserved: dict[str, list[str]]
+
+
+def reserve(host: Host, record: Reserving, key: str, prefix: str, count: int) -> list[str]:
+    """The ids of the current phase's outcome objects, made on first use: a stream shows them before
+    the outcome exists, and the outcome then uses the same ids."""
+    ids = record.reserved.setdefault(key, [])
+    while len(ids) < count:
+        ids.append(host.new_id(prefix))
+    return ids[:count]
+
+
+def phase_replies(run: Run) -> tuple[tuple[dict[str, Any], ...], ...]:
+    """The content parts of each assistant message the current phase ends with (none for tools or failures)."""
+    if run.after_tools:
+        return (tool_results_reply(run.plan.prefix, run.tool_results),)
+    if run.plan.outcome in ("completed", "incomplete"):
+        return run.plan.replies
+    return ()
+
+
 def schedule(run: Run, start: float, duration: float) -> None:
     """Start a working phase: queued, then in_progress, outcome at start + duration."""
     run.status = "queued"
+    run.reserved = {}
     run.duration = duration
     run.phase_start = start
     run.queued_until = start + min(0.1 * duration, MAX_QUEUED_SECONDS)
@@ -112,14 +135,13 @@ def _reach_outcome(host: Host, run: Run, at: float) -> None:
         run.started_at = run.queued_until
     plan = run.plan
     if run.after_tools:
-        _deliver(host, run, at, (tool_results_reply(plan.prefix, run.tool_results),))
+        _deliver(host, run, at, phase_replies(run))
         run.completed_at = at
         _close(run, "completed", at)
     elif plan.outcome == "completed":
-        for call in plan.hosted_calls:
-            tool_call = {"id": host.new_id("call"), "type": call.type, call.type: call.detail}
+        for step_id, tool_call in hosted_steps(host, run):
             details = {"type": "tool_calls", "tool_calls": [tool_call]}
-            _add_step(host, run, at, "tool_calls", details, status="completed")
+            _add_step(host, run, at, "tool_calls", details, status="completed", step_id=step_id)
         _deliver(host, run, at, plan.replies)
         run.completed_at = at
         _close(run, "completed", at)
@@ -139,14 +161,36 @@ def _reach_outcome(host: Host, run: Run, at: float) -> None:
         _close(run, "expired", at)
 
 
+def hosted_steps(host: Host, run: Run) -> list[tuple[str, dict[str, Any]]]:
+    """(step id, tool call) of each hosted tool step (code_interpreter, file_search) of a completed run."""
+    calls = run.plan.hosted_calls
+    step_ids = reserve(host, run, "hosted_step", "step", len(calls))
+    call_ids = reserve(host, run, "hosted_call", "call", len(calls))
+    return [(step_id, {"id": call_id, "type": call.type, call.type: call.detail})
+            for step_id, call_id, call in zip(step_ids, call_ids, calls, strict=True)]
+
+
+def message_ids(host: Host, run: Run, count: int) -> list[tuple[str, str]]:
+    """(step id, message id) of each assistant message of the phase."""
+    return list(zip(reserve(host, run, "message_step", "step", count), reserve(host, run, "message", "msg", count),
+                    strict=True))
+
+
+def tool_call_ids(host: Host, run: Run) -> tuple[str, list[str]]:
+    """The tool_calls step id and the call ids of a run that will require action."""
+    calls = len(run.plan.function_calls)
+    return reserve(host, run, "tool_step", "step", 1)[0], reserve(host, run, "call", "call", calls)
+
+
 def _require_action(host: Host, run: Run, at: float) -> None:
     calls, step_calls = [], []
-    for call in run.plan.function_calls:
-        call_id = host.new_id("call")
+    step_id, call_ids = tool_call_ids(host, run)
+    for call, call_id in zip(run.plan.function_calls, call_ids, strict=True):
         calls.append({"id": call_id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}})
         step_calls.append({"id": call_id, "type": "function",
                            "function": {"name": call.name, "arguments": call.arguments, "output": None}})
-    _add_step(host, run, at, "tool_calls", {"type": "tool_calls", "tool_calls": step_calls}, status="in_progress")
+    _add_step(host, run, at, "tool_calls", {"type": "tool_calls", "tool_calls": step_calls}, status="in_progress",
+              step_id=step_id)
     run.pending_calls = calls
     ttl = host.config.expire_rule_seconds if run.plan.short_deadline else host.config.action_ttl_seconds
     run.expires_at = at + ttl
@@ -165,18 +209,29 @@ def _record_outputs(run: Run, outputs: dict[str, str], now: float) -> None:
 
 
 def _deliver(host: Host, run: Run, at: float, replies: Any, incomplete: bool = False) -> None:
-    for parts in replies:
-        text = "\n".join(part["text"]["value"] for part in parts if part["type"] == "text")
+    for parts, (step_id, msg_id) in zip(replies, message_ids(host, run, len(replies)), strict=True):
+        text = message_text(parts)
         extra = {"status": "incomplete", "incomplete_reason": "max_tokens"} if incomplete else {}
         msg = host.add_message(run.thread, "assistant", [_copy_part(p) for p in parts], text, at=at,
-                               run=run, assistant_id=run.assistant_id, **extra)
+                               run=run, assistant_id=run.assistant_id, msg_id=msg_id, **extra)
         details = {"type": "message_creation", "message_creation": {"message_id": msg.id}}
-        step = _add_step(host, run, at, "message_creation", details, status="completed")
-        step.usage = _usage(run.plan.prompt_tokens, count_tokens(text))
+        step = _add_step(host, run, at, "message_creation", details, status="completed", step_id=step_id)
+        step.usage = step_usage(run, text)
 
 
-def _add_step(host: Host, run: Run, at: float, kind: str, details: dict[str, Any], *, status: str) -> Step:
-    step = Step(host.new_id("step"), run, at, kind, details, seq=len(run.steps))
+def message_text(parts: Any) -> str:
+    """A message's plain text: its text parts joined by newlines."""
+    return "\n".join(part["text"]["value"] for part in parts if part["type"] == "text")
+
+
+def step_usage(run: Run, text: str) -> dict[str, int]:
+    """The usage of a message_creation step whose message has `text`."""
+    return _usage(run.plan.prompt_tokens, count_tokens(text))
+
+
+def _add_step(host: Host, run: Run, at: float, kind: str, details: dict[str, Any], *, status: str,
+              step_id: str) -> Step:
+    step = Step(step_id, run, at, kind, details, seq=len(run.steps))
     run.steps.append(step)
     if status != "in_progress":
         _settle_step(step, status, at)

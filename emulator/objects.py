@@ -109,6 +109,7 @@ class Run:
     polls: int = 0
     last_polled_at: float | None = None  # time of the most recent getRun
     seq: int = 0  # position in the thread's run list
+    reserved: dict[str, list[str]] = field(default_factory=dict)  # ids of the phase's outcome (streams show them early)
 
     @property
     def thread_id(self) -> str:
@@ -182,6 +183,8 @@ class ModelResponse:
     history: list[tuple[str, float]] = field(default_factory=list)
     polls: int = 0
     last_polled_at: float | None = None  # time of the most recent getResponse
+    stream: bool = False  # created with `stream: true` (with background: it can be re-attached)
+    reserved: dict[str, list[str]] = field(default_factory=dict)  # ids of the output items (streams show them early)
 
     @property
     def thread_id(self) -> str | None:

@@ -18,8 +18,10 @@ from typing import Any, Self
 
 from .app import App
 from .config import EmulatorConfig
+from .sse import StreamResponse
 
 MAX_BODY_BYTES = 32 * 1024 * 1024
+HANDLER_STACK_BYTES = 512 * 1024  # per connection thread: thousands of open streams stay cheap
 
 
 class _HTTPServer(ThreadingHTTPServer):
@@ -31,7 +33,15 @@ class _HTTPServer(ThreadingHTTPServer):
             return
         super().handle_error(request, client_address)
     allow_reuse_address = True
-    request_queue_size = 1024
+    request_queue_size = 4096  # thousands of streams opened at once (the kernel caps it at somaxconn)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A thread per connection, with a small stack (the handlers never recurse deeply)."""
+        previous = threading.stack_size(HANDLER_STACK_BYTES)
+        try:
+            super().process_request(request, client_address)
+        finally:
+            threading.stack_size(previous)
 
     def __init__(self, address: tuple[str, int], app: App) -> None:
         self.app = app
@@ -96,7 +106,39 @@ class _Handler(BaseHTTPRequestHandler):
             error = {"message": f"Emulator bug: {exc!r}", "type": "server_error", "param": None, "code": None}
             self._write(500, {"error": error}, {})
             return
-        self._write(response.status, response.payload, response.headers)
+        if isinstance(response, StreamResponse):
+            self._stream(response)
+        else:
+            self._write(response.status, response.payload, response.headers)
+
+    def _stream(self, response: StreamResponse) -> None:
+        """Server-sent events, one chunk (chunked transfer encoding) per event, written when it is due;
+        a cut closes the connection abruptly, a client gone away ends the stream."""
+        lines = ["HTTP/1.1 200 OK", "Content-Type: text/event-stream; charset=utf-8", "Cache-Control: no-cache",
+                 "Transfer-Encoding: chunked", *(f"{name}: {value}" for name, value in response.headers.items())]
+        hub = self.server.app.streams
+        chunks = response.chunks
+        try:
+            pending = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+            for chunk in chunks:
+                if chunk.cut:
+                    self.wfile.write(pending)
+                    if chunk.log is not None:
+                        hub.sent(chunk.log, time.time())
+                    self._reset()
+                    return
+                self.wfile.write(pending + b"%x\r\n%s\r\n" % (len(chunk.data), chunk.data))
+                pending = b""
+                if chunk.log is not None:
+                    hub.sent(chunk.log, time.time())
+            self.wfile.write(pending + b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True
+            response.on_disconnect()
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
 
     def _reset(self) -> None:
         """No answer at all, as from a dead upstream: the connection is closed with SO_LINGER 0, so
@@ -181,6 +223,10 @@ class EmulatorServer:
 
     def runs(self) -> list[dict[str, Any]]:
         return self.app.runs()
+
+    def stream_log(self) -> list[dict[str, Any]]:
+        """Per text delta and ending event of every stream: when it was written (see README.md)."""
+        return self.app.stream_log()
 
     def reset(self) -> None:
         self.app.reset()

@@ -65,8 +65,9 @@ class Store:
         return self.flavour.new_id(prefix)
 
     def add_message(self, thread: Thread, role: str, content: list[dict[str, Any]], text: str, *, at: float,
-                    run: Run | None = None, **fields: Any) -> Message:
-        msg = Message(self.new_id("msg"), thread.id, at, role, content, text, seq=len(thread.messages), **fields)
+                    run: Run | None = None, msg_id: str | None = None, **fields: Any) -> Message:
+        msg = Message(msg_id or self.new_id("msg"), thread.id, at, role, content, text, seq=len(thread.messages),
+                      **fields)
         if run is not None:
             msg.run_id = run.id
             run.messages.append(msg)
@@ -79,6 +80,10 @@ class Store:
         for thread in self.threads.values():
             self._settle(thread, now)
         self.conversations.settle_all(now)
+
+    def settle_run(self, run: Run, now: float) -> None:
+        """Bring a run (and its thread's active run) up to date."""
+        self._settle(run.thread, now)
 
     def run_counts(self) -> dict[str, Any]:
         by_status = Counter(run.status for run in self.runs.values())
@@ -188,8 +193,7 @@ class Store:
 
     def create_run(self, thread_id: str, body: Mapping[str, Any], now: float) -> Run:
         validate.known_fields(body, validate.RUN_FIELDS, self._strict)
-        if body.get("stream"):
-            raise bad_request("The emulator does not stream: leave 'stream' unset.", param="stream")
+        validate.optional(body, "stream", bool)
         assistant_id = validate.require(body, "assistant_id", str)
         extra = validate.optional(body, "additional_messages", list, [])
         inputs = [validate.message_input(m, self._strict, f"additional_messages[{i}].", self._max_chars)
@@ -225,8 +229,7 @@ class Store:
         if not self.flavour.thread_and_run:  # some compatible servers have no such route
             raise ApiError(404, "Invalid URL (POST /v1/threads/runs)")
         validate.known_fields(body, validate.THREAD_AND_RUN_FIELDS, self._strict)
-        if body.get("stream"):
-            raise bad_request("The emulator does not stream: leave 'stream' unset.", param="stream")
+        validate.optional(body, "stream", bool)
         assistant_id = validate.require(body, "assistant_id", str)
         if assistant_id not in self.assistants:  # checked first: a refused request creates nothing
             raise bad_request(f"No assistant found with id '{assistant_id}'.", param="assistant_id")
@@ -263,8 +266,7 @@ class Store:
 
     def submit_tool_outputs(self, thread_id: str, run_id: str, body: Mapping[str, Any], now: float) -> Run:
         validate.known_fields(body, validate.SUBMIT_FIELDS, self._strict)
-        if body.get("stream"):
-            raise bad_request("The emulator does not stream: leave 'stream' unset.", param="stream")
+        validate.optional(body, "stream", bool)
         outputs = validate.require(body, "tool_outputs", list)
         run = self.get_run(thread_id, run_id, now)
         lifecycle.submit_tool_outputs(self, run, outputs, now)
