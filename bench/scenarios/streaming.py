@@ -226,7 +226,9 @@ def _redis_memory(client: redis.Redis, conversations: list[str], grew: int) -> d
     values = pipe.execute()
     sizes = [int(v) for v in values[0::2] if v]
     lengths = [int(v) for v in values[1::2]]
-    return {"delta_stream_bytes": summary(sizes, qs=(50, 95), digits=0),
+    sample = next((fields[b"data"].decode() for _, fields in client.xrange(DELTA_PREFIX + conversations[0])
+                   if b'"message.delta"' in fields[b"data"]), None) if conversations else None
+    return {"sample_delta_entry": sample,"delta_stream_bytes": summary(sizes, qs=(50, 95), digits=0),
             "delta_stream_entries": summary(lengths, qs=(50,), digits=0),
             "delta_stream_bytes_mean": round(sum(sizes) / len(sizes)) if sizes else None,
             "used_memory_growth_per_conversation": round(grew / len(conversations)) if conversations else None,
