@@ -107,9 +107,9 @@ def markdown(machine: dict[str, Any], rows: list[Row], results: dict[str, Any], 
         "  with such entries past the 1,000-entry cap (`XADD MAXLEN ~ 1000`, as the worker writes), and",
         "  `used_memory`'s growth over the flow per conversation (what an idle conversation keeps until",
         "  its delta stream expires, `DELTA_STREAM_TTL_SECONDS`). Memory: 2,000 conversations at once with",
-        "  120 s runs and replies of about 2,000 characters, one process; the Dramatiq worker process's",
-        "  VmRSS once the worker's `assistant_streams_open` shows them all open (or its largest count",
-        "  within 60 s), then everything is torn down.",
+        "  300 s runs and replies of about 2,000 characters, one process; the Dramatiq worker process's",
+        "  VmRSS once the worker's `assistant_streams_open` shows them all open (or at its largest count",
+        "  within 150 s), then everything is torn down.",
         "",
     ]
     return "\n".join(out)
