@@ -79,7 +79,7 @@ stack: $(VENV)/.installed-base redis-server
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
-# Benchmarks against the emulator on a private redis-server (~15 minutes): prints the table,
+# Benchmarks against the emulator on a private redis-server (~20 minutes): prints the table,
 # writes bench-results/ and BENCHMARKS.md. `make bench BENCH_FLAGS=--quick` for a smoke run.
 BENCH_FLAGS ?=
 .PHONY: bench

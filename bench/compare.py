@@ -303,26 +303,31 @@ class Checkout:
         return None
 
 
-def _child_env(checkout: Checkout) -> dict[str, str]:
+def _child_env(checkout: Checkout, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of one side's bench: ours without the Python paths, its venv first on
+    PATH, and that side's overrides (`--env`, `--old-env`), which its bench hands on to the
+    worker processes it starts (bench/stack.py's Workers copy the environment)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    env.update(extra or {})
     env["VIRTUAL_ENV"] = str(checkout.venv)
     env["PATH"] = os.pathsep.join([str(checkout.venv / "bin"), env.get("PATH", "")])
     return env
 
 
 def run_bench(checkout: Checkout, scenarios: Sequence[str], quick: bool, out: Path, prefix: str,
-              timeout: float) -> tuple[int | None, dict[str, Any] | None]:
+              timeout: float, env: dict[str, str] | None = None) -> tuple[int | None, dict[str, Any] | None]:
     """One `python -m bench` of that commit, in its worktree, results in `out`: its exit code
     (None when it overran `timeout` and was stopped) and its results.json. Its output goes to
-    out/bench.log, its [bench] lines are echoed with `prefix`."""
+    out/bench.log, its [bench] lines are echoed with `prefix`; `env` is added to its environment."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     command = [str(checkout.python), "-m", "bench", "--only", ",".join(scenarios), "--out", str(out),
                "--markdown", str(out / "BENCHMARKS.md")] + (["--quick"] if quick else [])
     with open(out / "bench.log", "w") as log:
-        log.write(f"$ (cd {checkout.tree} && {' '.join(command)})\n")
+        settings = "".join(f"{key}={value} " for key, value in (env or {}).items())
+        log.write(f"$ (cd {checkout.tree} && {settings}{' '.join(command)})\n")
         log.flush()
-        proc = subprocess.Popen(command, cwd=checkout.tree, env=_child_env(checkout), stdout=subprocess.PIPE,
+        proc = subprocess.Popen(command, cwd=checkout.tree, env=_child_env(checkout, env), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
 
         def copy() -> None:
@@ -381,15 +386,35 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="results folder (bench-results/compare)")
     parser.add_argument("--cache", type=Path, default=CACHE, help="where venvs are kept (.bench-cache)")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed, too")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting for the NEW side's runs (repeatable), e.g. --env STREAMING=off: added to "
+                             "its bench's environment, which the worker processes it starts inherit")
+    parser.add_argument("--old-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="the same for the OLD side's runs")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
+    try:
+        args.envs = {"old": env_overrides(args.old_env), "new": env_overrides(args.env)}
+    except ValueError as exc:
+        parser.error(str(exc))
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown or not names:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
     args.names = names
     return args
+
+
+def env_overrides(items: Sequence[str]) -> dict[str, str]:
+    """`KEY=VALUE` items (`--env`) as a dict, the last of a key winning."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not key.replace("_", "").isalnum() or key[0].isdigit():
+            raise ValueError(f"--env takes KEY=VALUE (a variable name, then =), got {item!r}")
+        out[key] = value
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -424,10 +449,11 @@ def main(argv: list[str]) -> int:
             _log(f"{prefix}: python -m bench --only {','.join(args.names)}{' --quick' if args.quick else ''}")
             before = machine.cpu_speed()
             code, document = run_bench(checkout, args.names, args.quick, out / "runs" / f"{index + 1:02d}-{side}",
-                                       prefix, timeout)
+                                       prefix, timeout, args.envs[side])
             after = machine.cpu_speed()
             driver_reference = (before + after) / 2
             rep = {"index": index + 1, "side": side, "repetition": number, "commit": checkout.commit,
+                   "env": args.envs[side],
                    "exit_code": code, "driver_cpu_speed_ms": {"before": before, "after": after},
                    "results": str(out / "runs" / f"{index + 1:02d}-{side}" / "results.json"),
                    "background_cpu_percent": _background(document),
@@ -445,7 +471,8 @@ def main(argv: list[str]) -> int:
     seconds = time.monotonic() - started
     document = {
         "machine": about, "old": _side(checkouts[sides["old"]]), "new": _side(checkouts[sides["new"]]),
-        "repeat": args.repeat, "quick": args.quick, "scenarios": args.names, "nominal_reference_ms": NOMINAL_MS,
+        "repeat": args.repeat, "quick": args.quick, "scenarios": args.names, "env": args.envs,
+        "nominal_reference_ms": NOMINAL_MS,
         "reference": "scenario" if same_reference else "driver", "elapsed_s": round(seconds, 1),
         "comparisons": [asdict(r) for r in rows], "repetitions": repetitions,
     }
@@ -453,6 +480,9 @@ def main(argv: list[str]) -> int:
     (out / "compare.md").write_text(markdown(document, rows))
     print(f"old {sides['old'][:10]} {checkouts[sides['old']].subject[:70]}")
     print(f"new {sides['new'][:10]} {checkouts[sides['new']].subject[:70]}")
+    for side in ("old", "new"):
+        if args.envs[side]:
+            print(f"{side} side's environment: {_env_text(args.envs[side])}")
     print(f"{args.repeat} interleaved repetition(s) each{' (--quick)' if args.quick else ''}; medians of figures "
           f"normalised to a host where the reference workload takes {NOMINAL_MS:g} ms\n")
     print(table(rows) if rows else f"no compared figure comes from {', '.join(args.names)}")
@@ -487,6 +517,10 @@ def _side(checkout: Checkout) -> dict[str, str]:
     return {"commit": checkout.commit, "subject": checkout.subject}
 
 
+def _env_text(env: dict[str, str]) -> str:
+    return " ".join(f"{key}={value}" for key, value in env.items())
+
+
 def markdown(document: dict[str, Any], rows: Sequence[Comparison]) -> str:
     about = document["machine"]
     old, new = document["old"], document["new"]
@@ -494,11 +528,16 @@ def markdown(document: dict[str, Any], rows: Sequence[Comparison]) -> str:
                  if document["reference"] == "scenario" else
                  "the mean of the driver's own `bench.machine.cpu_speed` just before and after each run (the "
                  "commits' own references differ)")
+    envs = document.get("env") or {}
+
+    def settings(side: str) -> str:
+        return f" (with `{_env_text(envs[side])}`)" if envs.get(side) else ""
+
     out = [
         "# Benchmark comparison",
         "",
-        f"- **Old**: `{old['commit'][:10]}` {old['subject']}",
-        f"- **New**: `{new['commit'][:10]}` {new['subject']}",
+        f"- **Old**: `{old['commit'][:10]}` {old['subject']}{settings('old')}",
+        f"- **New**: `{new['commit'][:10]}` {new['subject']}{settings('new')}",
         f"- **Date**: {about['date']}; **command**: `{about['command']}` ({document['elapsed_s'] / 60:.1f} minutes)",
         (f"- **Machine**: {about['nproc']} CPUs ({about['cpu_model']}), {about['memory_gb']} GB RAM; background "
         f"load before: {about['background_load']['busy_cpu_percent']:g} % of one core"),

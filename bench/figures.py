@@ -142,6 +142,54 @@ for _d in ("1s", "10s", "60s"):
         ]
 
 
+
+def _stream(*keys: str) -> Callable[[Results], Any]:
+    return _path("streaming", *keys)
+
+
+def _streaming_figures(backend: str, name: str, targets: bool) -> list[Figure]:
+    """The flow's figures of one backend; the targets on the Assistants row."""
+    def target(op: str, threshold: float) -> Target | None:
+        return Target(op, threshold) if targets else None
+
+    return [
+        Figure("streaming", f"{name}: end lag p50 / p95 (10 s runs, {{streaming[rate]:g}}/s for "
+               f"{{streaming[seconds]:g}} s, peak {{streaming[{backend}][peak_in_flight]}} in flight), ms",
+               _join(_stream(backend, "end_lag_ms", "p50"), _stream(backend, "end_lag_ms", "p95"))),
+        Figure("streaming", f"{name}: end lag p95 (terminal event sent -> run.ended in Redis)",
+               _stream(backend, "end_lag_ms", "p95"), "ms", target("<=", 50)),
+        Figure("streaming", f"{name}: polls per run (worker's assistant_run_polls_total / emulator's get calls)",
+               _join(_stream(backend, "polls_per_run"), _stream(backend, "emulator_polls_per_run"))),
+        Figure("streaming", f"{name}: polls per run", _stream(backend, "polls_per_run"), "", target("<=", 0.5)),
+        Figure("streaming", f"{name}: run ends seen by the stream / by a poll (worker's counters)",
+               _join(_stream(backend, "ends_by_stream"), _stream(backend, "ends_by_poll"))),
+        Figure("streaming", f"{name}: delta latency p50 / p99 (chunk sent -> its entry in Redis), ms",
+               _join(_stream(backend, "delta_latency_ms", "p50"), _stream(backend, "delta_latency_ms", "p99"))),
+        Figure("streaming", f"{name}: delta latency p99", _stream(backend, "delta_latency_ms", "p99"), "ms",
+               target("<=", 20)),
+        Figure("streaming", f"{name}: worker CPU per completed run, deltas included",
+               _stream(backend, "worker_cpu_ms_per_run"), "ms", target("<=", 12)),
+        Figure("streaming", f"{name}: replies run.completed / all replies",
+               _join(_stream(backend, "completed"), _stream(backend, "replies"))),
+        Figure("streaming", f"{name}: messages whose concatenated deltas differ from the reply text "
+               f"(of {{streaming[{backend}][text_checked]:,}})",
+               _stream(backend, "text_mismatches"), "", Target("<=", 0)),
+    ]
+
+
+FIGURES += _streaming_figures("assistants", "Assistants", True)
+FIGURES += _streaming_figures("responses", "Responses", False)
+FIGURES += [
+    Figure("streaming", "Redis per delta stream after one 100-delta reply (MEMORY USAGE, median) / at the "
+           "1,000-entry cap", _join(_stream("assistants", "redis", "delta_stream_bytes", "p50"),
+                                    _stream("assistants", "redis", "at_cap", "bytes")), "B"),
+    Figure("streaming", "Redis used_memory kept per conversation after its reply (delta stream included)",
+           _stream("assistants", "redis", "used_memory_growth_per_conversation"), "B"),
+    Figure("streaming", "worker RSS with {streaming[memory][streams_open]:,} streams open (300 s runs, "
+           "1 process)", _stream("memory", "worker_rss_mb_max"), "MB", Target("<=", 250)),
+]
+
+
 def rows(results: Results) -> list[Row]:
     """Every figure that can be read from `results` (a failed scenario's figures show ERROR)."""
     out = []

@@ -158,6 +158,15 @@ class Emulator(Service):
     def stats(self) -> dict[str, Any]:
         return self.admin("stats")
 
+    def configure(self, **changes: Any) -> dict[str, Any]:
+        """Change config fields at runtime (POST /_emulator/config); the new config."""
+        request = urllib.request.Request(f"http://{HOST}:{self.port}/_emulator/config", method="POST",
+                                         data=json.dumps(changes).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            config: dict[str, Any] = json.loads(resp.read())
+        return config
+
     def runs(self) -> list[dict[str, Any]]:
         return self.admin("runs")
 
@@ -168,14 +177,16 @@ class Workers(Service):
     name = "assistant-worker"
 
     def __init__(self, log_dir: Path, redis_url: str, base_url: str, processes: int, threads: int,
-                 tool_modules: str = "", metrics_port: int = 0) -> None:
+                 tool_modules: str = "", metrics_port: int = 0, env: dict[str, str] | None = None) -> None:
         self.processes = processes
+        self.metrics_port = metrics_port
         env = {**os.environ,
                "REDIS_URL": redis_url, "OPENAI_BASE_URL": base_url, "OPENAI_API_KEY": "sk-bench",
                "ASSISTANT_ID": "asst_default", "WORKER_PROCESSES": str(processes),
                "WORKER_THREADS": str(threads), "METRICS_PORT": str(metrics_port), "LOG_LEVEL": "WARNING",
                "WORKER_TOOL_MODULES": tool_modules, "WORKER_SHUTDOWN_SECONDS": "3",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               **(env or {})}
         self.metrics_dir = tempfile.mkdtemp(prefix="bench-prom-")
         env["PROMETHEUS_MULTIPROC_DIR"] = self.metrics_dir
         script = Path(sys.executable).parent / "assistant-worker"
@@ -203,6 +214,19 @@ class Workers(Service):
         """The Dramatiq worker processes (children of the `python -m dramatiq` master)."""
         masters = [pid for pid in self.pids() if "dramatiq" in procs.cmdline(pid)]
         return [child for master in masters for child in procs.children_of(master)]
+
+    def metrics(self) -> dict[str, float]:
+        """The samples of the worker's /metrics (METRICS_PORT must be set): `name{label="v",...}` -> value."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        with urllib.request.urlopen(f"http://{HOST}:{self.metrics_port}/metrics", timeout=30) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = float(sample.value)
+        return out
 
     def stop(self, grace: float = 10.0) -> None:
         super().stop(grace)
@@ -277,16 +301,20 @@ def running_emulator(log_dir: Path, run_seconds: float) -> Iterator[Emulator]:
 @contextmanager
 def running_stack(log_dir: Path, *, run_seconds: float, processes: int = 1, threads: int = 8,
                   tool_modules: str = "", warm_up: str | None = WARM_UP,
-                  metrics_port: int = 0) -> Iterator[Stack]:
+                  metrics_port: int = 0, worker_env: dict[str, str] | None = None,
+                  emulator_config: dict[str, Any] | None = None) -> Iterator[Stack]:
     """A fresh redis-server, emulator and worker, warmed up by one message (`warm_up`, None for
-    none); all stopped on the way out, even on failure."""
+    none); all stopped on the way out, even on failure. `worker_env`: settings of the worker
+    (added to its environment); `emulator_config`: config fields set before the worker starts."""
     with ExitStack() as stack:
         server = RedisServer(log_dir)
         stack.callback(server.stop)
         server.start()
         emulator = stack.enter_context(running_emulator(log_dir, run_seconds))
+        if emulator_config:
+            emulator.configure(**emulator_config)
         workers = Workers(log_dir, server.url, emulator.base_url, processes, threads, tool_modules,
-                          metrics_port)
+                          metrics_port, worker_env)
         stack.callback(workers.stop)
         workers.start(server.client)
         ready = Stack(server, emulator, workers)

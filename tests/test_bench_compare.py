@@ -126,3 +126,24 @@ def test_the_table_has_the_columns_of_the_comparison() -> None:
     markdown = cmp.markdown_table(rows)
     assert markdown.splitlines()[0] == "| figure | old median | new median | new/old | target | met? |"
     assert "| 170.0 /s | 0.850 | >= 0.90 | **NO** |" in markdown
+
+
+def test_env_overrides_go_to_one_side_and_on_to_its_bench_environment(tmp_path: Any) -> None:
+    args = cmp.parse(["old", "new", "--env", "STREAMING=off", "--env", "DELTAS=on", "--env", "DELTAS=off",
+                      "--old-env", "LOG_LEVEL=INFO"])
+    assert args.envs == {"old": {"LOG_LEVEL": "INFO"}, "new": {"STREAMING": "off", "DELTAS": "off"}}
+    assert cmp.parse(["old", "new"]).envs == {"old": {}, "new": {}}
+    assert cmp.env_overrides(["A_1=x=y", "EMPTY="]) == {"A_1": "x=y", "EMPTY": ""}
+    checkout = cmp.Checkout("abc", tmp_path)
+    env = cmp._child_env(checkout, {"STREAMING": "off", "VIRTUAL_ENV": "elsewhere"})
+    assert env["STREAMING"] == "off"
+    assert env["VIRTUAL_ENV"] == str(checkout.venv)  # the side's venv wins over an override
+    assert cmp._child_env(checkout).get("STREAMING") == cmp.os.environ.get("STREAMING")  # the other side's
+
+
+@pytest.mark.parametrize("item", ["STREAMING", "=off", "1X=2", "A-B=1"])
+def test_an_env_override_that_is_not_key_equals_value_is_a_usage_error(item: str) -> None:
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        cmp.env_overrides([item])
+    with pytest.raises(SystemExit):
+        cmp.parse(["old", "new", "--env", item])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Any
 
@@ -37,3 +38,10 @@ def cpu_percent(used: dict[str, float]) -> dict[str, float]:
     """CPU seconds of each group over a window -> % of one core (`others`: the rest of the machine)."""
     wall = used["wall"]
     return {name: round(100.0 * seconds / wall, 1) for name, seconds in used.items() if name != "wall"}
+
+
+def polled() -> dict[str, str]:
+    """The worker settings of the scenarios that measure the polled path (all but streaming,
+    whose figures and targets were set for runs followed by polls): STREAMING=off, unless the
+    environment sets STREAMING (e.g. `python -m bench compare ... --env STREAMING=auto`)."""
+    return {"STREAMING": os.environ.get("STREAMING", "off")}

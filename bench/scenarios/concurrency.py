@@ -9,7 +9,7 @@ from bench import procs
 from bench.baseline import run_baseline
 from bench.context import Context
 from bench.load import Outbound, Sampler, make_producer, send_burst
-from bench.scenarios.common import completed, outcome_counts
+from bench.scenarios.common import completed, outcome_counts, polled
 from bench.stack import running_emulator, running_stack
 from bench.waits import Deadline
 
@@ -23,7 +23,8 @@ def run(ctx: Context) -> dict[str, Any]:
     conversations = ctx.size(2000)
     result: dict[str, Any] = {"conversations": conversations, "run_seconds": RUN_SECONDS,
                               "worker_processes": 1, "worker_threads": 8}
-    with running_stack(ctx.logs("worker"), run_seconds=RUN_SECONDS, processes=1, threads=8) as stack:
+    with running_stack(ctx.logs("worker"), run_seconds=RUN_SECONDS, processes=1, threads=8,
+                       worker_env=polled()) as stack:
         client = stack.redis.client
         outbound = Outbound(client)
         producer = make_producer(stack.redis.url)

@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.context import Context
 from bench.load import Outbound, make_producer, send_burst
-from bench.scenarios.common import api_calls, completed, cpu_percent, outcome_counts
+from bench.scenarios.common import api_calls, completed, cpu_percent, outcome_counts, polled
 from bench.stack import Stack, running_stack
 from bench.waits import Deadline
 from producers import Producer
@@ -40,7 +40,7 @@ def _variant(ctx: Context, name: str, modules: str, text: Any, warm_up: str, con
     worker that has been running for a while sees them (the figures at the top level); then
     a third on a restarted worker (new processes, the same Redis)."""
     with running_stack(ctx.logs(name), run_seconds=RUN_SECONDS, processes=1, threads=8,
-                       tool_modules=modules, warm_up=warm_up) as stack:
+                       tool_modules=modules, warm_up=warm_up, worker_env=polled()) as stack:
         producer = make_producer(stack.redis.url)
         idle: dict[str, Any] = {}
         if name == "no_tools":  # what an idle worker costs, for scale

@@ -7,7 +7,7 @@ from typing import Any
 
 from bench.context import Context
 from bench.load import Outbound, Sent, make_producer, send_paced
-from bench.scenarios.common import completed, outcome_counts
+from bench.scenarios.common import completed, outcome_counts, polled
 from bench.stack import running_stack
 from bench.stats import summary
 from bench.waits import Deadline
@@ -21,7 +21,8 @@ ROTATION = 200  # conversations; one comes round again every 10 s, long after it
 def run(ctx: Context) -> dict[str, Any]:
     deadline = Deadline(TIMEOUT, "the overhead scenario")
     seconds = 12.0 if ctx.quick else 60.0
-    with running_stack(ctx.logs("worker"), run_seconds=RUN_SECONDS, processes=1, threads=8) as stack:
+    with running_stack(ctx.logs("worker"), run_seconds=RUN_SECONDS, processes=1, threads=8,
+                       worker_env=polled()) as stack:
         outbound = Outbound(stack.redis.client)
         producer = make_producer(stack.redis.url)
         sent = Sent()

@@ -6,7 +6,7 @@ from typing import Any
 
 from bench.context import Context
 from bench.load import Outbound, Sent, make_producer, send_paced
-from bench.scenarios.common import api_calls, completed, outcome_counts
+from bench.scenarios.common import api_calls, completed, outcome_counts, polled
 from bench.stack import running_stack
 from bench.stats import summary
 from bench.waits import Deadline
@@ -27,7 +27,8 @@ def run(ctx: Context) -> dict[str, Any]:
 
 def _row(ctx: Context, run_seconds: float, rate: float, seconds: float, deadline: Deadline) -> dict[str, Any]:
     name = f"{run_seconds:g}s"
-    with running_stack(ctx.logs(name), run_seconds=run_seconds, processes=1, threads=8) as stack:
+    with running_stack(ctx.logs(name), run_seconds=run_seconds, processes=1, threads=8,
+                       worker_env=polled()) as stack:
         outbound = Outbound(stack.redis.client)
         producer = make_producer(stack.redis.url)
         sent = Sent()

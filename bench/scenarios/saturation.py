@@ -8,7 +8,7 @@ from typing import Any
 
 from bench.context import Context
 from bench.load import Outbound, Sent, make_producer, send_paced
-from bench.scenarios.common import cpu_percent
+from bench.scenarios.common import cpu_percent, polled
 from bench.stack import running_stack
 from bench.waits import BenchTimeout, Deadline
 
@@ -24,7 +24,8 @@ def run(ctx: Context) -> dict[str, Any]:
     warmup = 1.0 if ctx.quick else 2.0  # the start of each step is left out of its window
     steps: list[dict[str, Any]] = []
     stop_reason = "all rates sent"
-    with running_stack(ctx.logs("worker"), run_seconds=0.0, processes=2, threads=8) as stack:
+    with running_stack(ctx.logs("worker"), run_seconds=0.0, processes=2, threads=8,
+                       worker_env=polled()) as stack:
         outbound = Outbound(stack.redis.client)
         producer = make_producer(stack.redis.url)
         sent = Sent()
