@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import redis
 import structlog
 
 from worker import metrics
@@ -26,6 +27,7 @@ log = structlog.get_logger("worker.streams")
 
 LOST, NOT_RECORDED = -1, -2  # stream_write.lua / stream_state.lua refusals
 RECORD_WAIT_SECONDS = 30.0  # a stream whose owner is never recorded (its step died) is dropped
+BROKEN_ATTEMPTS = 4
 RECORD_RETRY_SECONDS = 0.02  # the first wait for the owner's record, doubling up to a second
 
 
@@ -105,10 +107,19 @@ class StreamReader:
         return False
 
     async def broken_off(self, reason: str) -> None:
-        """The connection failed (or the process hands its streams over)."""
-        if self._pending:
-            await self._flush()
-        await self._broken(reason)
+        """The connection failed (or the process hands its streams over): say so, with the
+        text that came before (Redis failing too is tried again; at worst the safety poll
+        finds the run, its stream gone)."""
+        for attempt in range(BROKEN_ATTEMPTS):
+            try:
+                if self._pending and not await self._flush():
+                    return
+                await self._broken(reason)
+                return
+            except redis.RedisError as exc:
+                log.warning("stream break not stored yet", conversation_id=self.spec.target.conversation_id,
+                            error=str(exc), attempt=attempt + 1)
+                await asyncio.sleep(0.2 * 2 ** attempt)
 
     async def _broken(self, reason: str, resumable: bool = True) -> None:
         log.info("stream broken", conversation_id=self.spec.target.conversation_id, run_id=self.run_id, reason=reason)

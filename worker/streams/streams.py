@@ -103,7 +103,11 @@ class Streams:
         timeout = httpx_lib.Timeout(s.api_timeout_seconds, read=max(60.0, 2 * s.stream_safety_poll_seconds))
         self._http = httpx_lib.AsyncClient(base_url=s.api_base_url + "/", headers=self.headers, limits=limits,
                                            timeout=timeout)
-        self._aredis = redis.asyncio.Redis.from_url(s.redis_url, socket_connect_timeout=5)
+        # A few connections carry the pipelined writes; more would wait, not fail (redis-py's
+        # default pool raises past 100).
+        pool = redis.asyncio.BlockingConnectionPool.from_url(s.redis_url, max_connections=32, timeout=10,
+                                                             socket_connect_timeout=5)
+        self._aredis = redis.asyncio.Redis(connection_pool=pool)
         self._scripts = {name: LuaScript(self._aredis, name) for name in ("stream_write", "stream_state")}
         self._writes = PipelinedWrites(self._aredis, list(self._scripts.values()))
         self._registry = Registry(self._aredis, self.process_id)
@@ -151,7 +155,7 @@ class Streams:
         if self._aredis is not None:
             if self._registry is not None:
                 await self._registry.leave()
-            await self._aredis.aclose()
+            await self._aredis.aclose(close_connection_pool=True)
 
     # --- opening ---------------------------------------------------------------------
     def open(self, request: OpenRequest) -> Opened:
@@ -226,6 +230,9 @@ class Streams:
             await reader.follow(first)
         except httpx_lib.TransportError as exc:
             await reader.broken_off(f"{type(exc).__name__}: {exc}")
+        except redis.RedisError as exc:
+            log.warning("stream reader could not write", error=str(exc))
+            await reader.broken_off(f"Redis failed: {exc}")
         except Exception as exc:  # a reader must never take the loop down
             log.error("stream reader failed", error=repr(exc), exc_info=exc)
             await reader.broken_off(f"the reader failed: {exc!r}")

@@ -59,7 +59,7 @@ class PipelinedWrites:
             for write in writes:
                 write.script.queue(pipeline, write.keys, write.args)
             results = await pipeline.execute(raise_on_error=False)
-        except Exception as exc:  # every waiting write is told, and the writer goes on
+        except Exception as exc:  # noqa: BLE001 - every waiting write is told, and the writer goes on
             for write in writes:
                 _settle(write.done, exc)
             return
