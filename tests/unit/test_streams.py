@@ -28,7 +28,7 @@ OWNER = "host:1:abc/1"
 
 
 def ev(name: str, data: object) -> sse.Event:
-    return sse.Event(name, data)
+    return sse.Event(name, data.encode() if isinstance(data, str) else json.dumps(data).encode())
 
 
 def test_assistants_events_give_text_parts_and_the_run_s_end() -> None:
@@ -63,15 +63,15 @@ def test_responses_events_give_text_cursor_and_end() -> None:
 
 
 def test_server_sent_events_are_split_on_blank_lines() -> None:
-    async def lines() -> AsyncIterator[str]:
-        for line in ["event: thread.run.created", 'data: {"id": "run_1"}', "", ": a comment", "",
-                     "event: done", "data: [DONE]", ""]:
-            yield line
+    async def chunks() -> AsyncIterator[bytes]:  # split anywhere, even inside a line ending
+        text = b'event: thread.run.created\r\ndata: {"id": "run_1"}\r\n\r\n: a comment\n\nevent: done\ndata: [DONE]\n\n'
+        for at in range(0, len(text), 7):
+            yield text[at:at + 7]
 
-    async def collect() -> list[sse.Event]:
-        return [e async for e in sse.events(lines())]
+    async def collect() -> list[tuple[str, object]]:
+        return [(e.name, e.data) async for e in sse.events(chunks())]
 
-    assert asyncio.run(collect()) == [sse.Event("thread.run.created", {"id": "run_1"}), sse.Event("done", "[DONE]")]
+    assert asyncio.run(collect()) == [("thread.run.created", {"id": "run_1"}), ("done", "[DONE]")]
 
 
 def test_a_stored_state_counts_only_for_the_batch_s_current_stream() -> None:
@@ -183,7 +183,7 @@ class Sink:
 def follow(sink: Sink, names: list[tuple[str, object]]) -> None:
     async def source() -> AsyncIterator[sse.Event]:
         for name, data in names:
-            yield sse.Event(name, data)
+            yield ev(name, data)
 
     async def run() -> None:
         spec = StreamSpec(StreamTarget(CID, "b1", ["e1"]), OWNER, AssistantsEvents(),

@@ -39,10 +39,10 @@ class Delta:
     text: str | None = None
     catch_up: bool = False
     at: int | None = None  # a stream event's sequence number (Responses): written once per event
-
+    entry_json: str | None = None  # the entry's JSON, made once for many deltas (else from `fields`)
 
     def item(self) -> dict[str, Any]:
-        entry = json.dumps({"type": self.type, **self.fields}, separators=(",", ":"))
+        entry = self.entry_json or json.dumps({"type": self.type, **self.fields}, separators=(",", ":"))
         item: dict[str, Any] = {"type": self.type, "run": self.run, "entry": entry}
         if self.type == "message.delta":
             item.update(message_id=self.message_id, text=self.text or "", catch_up=self.catch_up)

@@ -14,6 +14,10 @@ ASSISTANTS_ENDINGS = frozenset({"thread.run.requires_action", "thread.run.comple
                                 "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete"})
 RESPONSES_ENDINGS = frozenset({"response.completed", "response.failed", "response.incomplete",
                                "response.cancelled"})
+# The events whose data matters (the rest, steps, parts and items, are skipped undecoded).
+ASSISTANTS_READ = frozenset({"thread.message.delta", "error", "done"})
+RESPONSES_READ = RESPONSES_ENDINGS | {"response.created", "response.queued", "response.in_progress",
+                                      "response.output_text.delta", "error"}
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,12 @@ class AssistantsEvents:
         self._parts = _Parts()
 
     def read(self, event: Event) -> Update:
-        name, data = event.name, event.data
+        name = event.name
+        if name not in ASSISTANTS_READ and (not name.startswith("thread.run.") or name.startswith("thread.run.step.")):
+            return Update()
         if name == "done":
             return Update(done=True)
+        data = event.data
         if name == "error" or not isinstance(data, dict):
             return Update(error=_error_text(data)) if name == "error" else Update()
         if name == "thread.message.delta":
@@ -85,6 +92,8 @@ class ResponsesEvents:
         self._parts = _Parts()
 
     def read(self, event: Event) -> Update:
+        if event.name and event.name not in RESPONSES_READ:
+            return Update()  # its sequence number is not needed: a re-attach replays it, harmless
         data = event.data
         if not isinstance(data, dict):
             return Update(done=data == "[DONE]")

@@ -8,6 +8,7 @@ the stream's owner: a reader that lost its stream (taken over, its batch answere
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -62,6 +63,7 @@ class StreamReader:
         self._recorded = False  # the batch named this reader its stream's owner
         self._texts = 0
         self._waits = 0  # for the owner's record
+        self._entries: dict[tuple[str, str], str] = {}
 
     async def first(self) -> Update:
         """Read up to the first event that carries the run (a create's answer)."""
@@ -160,7 +162,12 @@ class StreamReader:
         self._texts += written
 
     def _delta(self, text: Text) -> Delta:
+        """A message.delta; its entry's JSON is made once per message (a reply has a hundred)."""
         target, run = self.spec.target, self.run_id or ""
-        fields = {"conversation_id": target.conversation_id, "event_ids": target.event_ids, "run_id": run or None,
-                  "message_id": text.message_id}
-        return Delta("message.delta", run, fields, message_id=text.message_id, text=text.text, at=self.cursor)
+        entry = self._entries.get((run, text.message_id))
+        if entry is None:
+            fields = {"type": "message.delta", "conversation_id": target.conversation_id,
+                      "event_ids": target.event_ids, "run_id": run or None, "message_id": text.message_id}
+            entry = self._entries[(run, text.message_id)] = json.dumps(fields, separators=(",", ":"))
+        return Delta("message.delta", run, message_id=text.message_id, text=text.text, at=self.cursor,
+                     entry_json=entry)

@@ -182,7 +182,7 @@ class Streams:
         if response.status_code >= 400 or "text/event-stream" not in response.headers.get("content-type", ""):
             return await self._answered(request, response, is_post)
         spec = StreamSpec(request.target, owner, request.translator, request.parse, time.time(), request.run_id)
-        reader = StreamReader(self, spec, sse.events(response.aiter_lines()))
+        reader = StreamReader(self, spec, sse.events(response.aiter_bytes()))
         try:
             first = await self._first(request, reader, is_post)
         except BaseException:  # a break, or the step stopped waiting (the call cancelled): nothing follows
