@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     delta_stream_prefix: str = "assistant:deltas:"
     delta_stream_maxlen: int = Field(1000, ge=1)
     delta_stream_ttl_seconds: int = Field(
-        3600, ge=1, description="a conversation's delta stream expires this long after its last write")
+        300, ge=1, description="a conversation's delta stream expires this long after its last write")
 
     # Runs
     worker_tool_modules: str = ""

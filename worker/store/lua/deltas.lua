@@ -21,7 +21,9 @@ local function message_delta(batch, stream, lengths, d, maxlen, ttl)
   if d.catch_up then part = string.sub(d.text, kept + 1) end
   if part == '' then return 0 end
   redis.call('HSET', lengths, d.message_id, kept + #part)
-  redis.call('EXPIRE', lengths, ttl)
+  -- Kept for the batch's life (publish.lua deletes it with the batch), whatever the stream's
+  -- own expiry: a catch-up after the lengths expired would write the text twice.
+  redis.call('EXPIRE', lengths, math.max(tonumber(ttl), 86400))
   delta_entry(batch, stream, d.entry, ',"text":' .. cjson.encode(part), maxlen, ttl)
   return 1
 end
