@@ -87,7 +87,7 @@ class Runtime:
         if self.settings.streaming == "off" or self.streams is not None:
             return
         client = make_openai(self.settings)
-        streams = Streams(self.settings, self.store.redis, self.store.deltas, sdk_headers(client), self.observe_api)
+        streams = Streams(self.settings, self.store.deltas, sdk_headers(client), self.observe_api)
         client.close()
         streams.start()
         self.streams = streams

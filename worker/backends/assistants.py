@@ -57,7 +57,7 @@ class AssistantsBackend:
                             thread_with_first_run=self.known.supports(Capability.THREAD_AND_RUN),
                             messages_with_run=self.known.supports(Capability.MULTI_MESSAGE_RUNS),
                             lists_runs=True, tool_round_starts_run=False,
-                            stream=self.streamed.wanted(StreamTarget("", "", [])))
+                            stream=self.streamed.available())
 
     # --- the interface -----------------------------------------------------------------
     def start_run(self, request: RunRequest) -> RunStart:

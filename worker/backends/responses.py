@@ -121,7 +121,7 @@ class ResponsesBackend:
         unseen = not self.locks() and not self.known.supports(Capability.LIST_RESPONSES, default=False)
         return Capabilities(needs_assistant=False, thread_with_first_run=False, messages_with_run=True,
                             lists_runs=False, tool_round_starts_run=True, leaves_late_copies=unseen,
-                            stream=self.streamed.wanted(StreamTarget("", "", [])))
+                            stream=self.streamed.available())
 
     def locks(self) -> bool:
         """Whether a running response locks its conversation (assumed not until known)."""

@@ -21,16 +21,16 @@ class StreamedCalls:
         self.streams = streams
         self.known = known
 
-    def wanted(self, target: StreamTarget | None) -> bool:
-        return (target is not None and self.streams is not None and self.known.supports(Capability.STREAM)
-                and self.streams.can_open())
+    def available(self) -> bool:
+        """Whether a call may be sent as a stream now (the server streams, the process has room)."""
+        return self.streams is not None and self.known.supports(Capability.STREAM) and self.streams.can_open()
 
     def post(self, operation: str, path: str, body: dict[str, Any], target: StreamTarget | None,
              translator: Callable[[], Translator], parse: Callable[[dict[str, Any]], RunState],
              run_id: str | None = None) -> Opened | None:
         """The call sent as a stream; None when it is not (send it plainly). A JSON answer
         is the call's answer all the same (`owner` None)."""
-        if target is None or self.streams is None or not self.wanted(target):
+        if target is None or self.streams is None or not self.available():
             return None
         request = OpenRequest(operation, "POST", path, {**body, "stream": True}, target, translator(), parse,
                               run_id=run_id)
@@ -49,7 +49,7 @@ class StreamedCalls:
                parse: Callable[[dict[str, Any]], RunState], run_id: str) -> str | None:
         """Re-attach to a run's stream (GET `path`); the new stream's owner, or None when the
         server refuses (learnt: its runs are polled) or nothing streams."""
-        if self.streams is None or not self.wanted(target):
+        if self.streams is None or not self.available():
             return None
         request = OpenRequest("responses.stream", "GET", path, None, target, translator(), parse, run_id=run_id)
         try:

@@ -68,10 +68,9 @@ class Opened:
 
 
 class Streams:
-    def __init__(self, settings: Settings, client: redis.Redis, deltas: DeltaStreams,
-                 headers: dict[str, str], observe: ApiObserver) -> None:
+    def __init__(self, settings: Settings, deltas: DeltaStreams, headers: dict[str, str],
+                 observe: ApiObserver) -> None:
         self.settings = settings
-        self.redis = client  # the store's (sync): owners' heartbeats are read from step threads
         self.deltas = deltas
         self.headers = headers
         self.observe = observe
