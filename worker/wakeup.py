@@ -14,9 +14,14 @@ from typing import Any
 
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name
 from dramatiq.message import Message
 
 MISS_BACKOFF_MS = 5  # the wrapped consumer's own wait after a miss, before ours
+# The delay queues hold only Dramatiq's own retries of a failed step (500 ms backoff at
+# least; the project's waits are its schedule): looked at once a second, never woken. Woken
+# and polled like the queue, they cost as many fetches again (a third of the consumer's CPU).
+DELAY_QUEUE_POLL_MS = 1000
 
 
 class _Wakeups:
@@ -45,6 +50,8 @@ class WakeableRedisBroker(RedisBroker):
         self.wakeups = _Wakeups()
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Consumer:
+        if queue_name == dq_name(queue_name):
+            return super().consume(queue_name, prefetch, max(timeout, DELAY_QUEUE_POLL_MS))
         inner = super().consume(queue_name, prefetch, min(timeout, MISS_BACKOFF_MS))
         return _WakeableConsumer(inner, self.wakeups, timeout / 1000.0)
 

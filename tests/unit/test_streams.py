@@ -1,12 +1,13 @@
 """The pieces of a run's stream: the two APIs' events as the worker reads them, what a
 reader stores for the next step, and the Lua that fences a reader by its ownership
-(stream_write.lua, stream_state.lua, and stream_due.lua's due time) on a real Redis."""
+(stream_writes.lua, and stream_due.lua's due time) on a real Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
 
 import redis
 
@@ -86,25 +87,28 @@ def test_a_stored_state_counts_only_for_the_batch_s_current_stream() -> None:
 
 
 class Scripts:
-    """The reader's two scripts, called as streams.py calls them (sync client)."""
+    """The reader's writes, one per call of stream_writes.lua (as writes.py sends a window's)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.deltas = DeltaStreams(client, DeltaConfig())
-        self._write, self._state = LuaScript(client, "stream_write"), LuaScript(client, "stream_state")
+        self._script = LuaScript(client, "stream_writes")
+
+    def call(self, owner: str, writes: list[list[object]], now: float = 0.0) -> list[int]:
+        row = [keys.batch(CID), self.deltas.key(CID), keys.delta_lengths(CID)]
+        return [int(r) for r in self._script(
+            keys={"owned": keys.owned_streams(owner.rpartition("/")[0]), "schedule": keys.SCHEDULE,
+                  "wake": keys.WAKE, "rows": row * len(writes)},
+            args={"now": now, "maxlen": 100, "ttl": 60, "writes": json.dumps(writes, ensure_ascii=False)})]
+
+    def texts(self, batch: Batch, owner: str, cursor: str, items: list[Delta]) -> list[object]:
+        return ["d", batch.batch_id, owner, CID, cursor, self.deltas.texts(items)]
 
     def write(self, batch: Batch, owner: str, cursor: str, items: list[Delta]) -> int:
-        return int(self._write(
-            keys={"batch": keys.batch(CID), "deltas": self.deltas.key(CID), "lengths": keys.delta_lengths(CID),
-                  "owned": keys.owned_streams(owner.rpartition("/")[0])},
-            args={"batch_id": batch.batch_id, "owner": owner, "cursor": cursor, "conversation_id": CID,
-                  "maxlen": 100, "ttl": 60, "deltas": self.deltas.encode(items)}))
+        return self.call(owner, [self.texts(batch, owner, cursor, items)])[0]
 
     def store(self, batch: Batch, owner: str, document: str, now: float) -> int:
-        return int(self._state(keys={"batch": keys.batch(CID), "schedule": keys.SCHEDULE, "wake": keys.WAKE,
-                                     "owned": keys.owned_streams(owner.rpartition("/")[0])},
-                               args={"batch_id": batch.batch_id, "owner": owner, "conversation_id": CID,
-                                     "state": document, "now": now}))
+        return self.call(owner, [["s", batch.batch_id, owner, CID, document]], now)[0]
 
 
 def text(batch: Batch, value: str) -> Delta:
@@ -250,40 +254,54 @@ def texts(stream: list[dict[str, object]]) -> list[str]:
     return [str(d["text"]) for d in stream if d["type"] == "message.delta"]
 
 
-def test_writes_that_come_together_go_in_one_pipeline_and_survive_a_script_flush(redis_url: str) -> None:
+def test_one_call_carries_many_streams_writes_each_answered_in_order(redis_client: redis.Redis,
+                                                                     clock: FakeClock) -> None:
+    token, batch = started(redis_client, clock)
+    scripts = Scripts(redis_client)
+    scripts.deltas.write(batch, deltas.run_started(batch), token=token)
+    assert Batches(redis_client).save(batch.evolve(stream_owner=OWNER), token=token).written
+    answers = scripts.call(OWNER, [scripts.texts(batch, OWNER, "", [text(batch, "Hél")]),
+                                   ["s", "an-earlier-batch", OWNER, CID, "{}"],  # moved on: refused
+                                   scripts.texts(batch, OWNER, "", [text(batch, "lo"), text(batch, "!")]),
+                                   ["s", batch.batch_id, OWNER, CID, state.encode_broken("cut")]], now=50.0)
+    assert answers == [1, -1, 2, 1]
+    assert "".join(texts(scripts.deltas.read(CID))) == "Héllo!"
+    # what a catch-up counts from: the text's UTF-8 bytes
+    assert redis_client.hget(keys.delta_lengths(CID), "msg_1") == str(len("Héllo!".encode())).encode()
+    assert redis_client.zscore(keys.SCHEDULE, CID) == 50.0  # the stored break made it due
+
+
+def test_writes_that_come_together_go_in_one_call_and_survive_a_script_flush(redis_url: str) -> None:
     import redis.asyncio
 
-    from worker.streams.writes import PipelinedWrites
+    from worker.streams.writes import BatchedWrites
 
-    async def run() -> tuple[list[int], list[int]]:
+    async def run() -> tuple[int, list[int]]:
         client = redis.asyncio.Redis.from_url(redis_url)
-        script = LuaScript(client, "stream_state")
-        writes = PipelinedWrites(client, [script])
-        await writes.load()
+        writes = BatchedWrites(client, "host:1:abc", maxlen=100, ttl_seconds=60)
         writer = asyncio.get_running_loop().create_task(writes.run())
-        sent: list[object] = []
-        real = client.pipeline
+        calls = [0]
+        real = writes.script.__call__
 
-        def counted(*args: object, **kwargs: object) -> object:
-            sent.append(1)
-            return real(*args, **kwargs)  # type: ignore[arg-type]
+        def counted(*args: Any) -> Any:
+            calls[0] += 1
+            return real(*args)
 
-        client.pipeline = counted  # type: ignore[method-assign]
+        writes.script = counted  # type: ignore[assignment]
 
-        def call(n: int) -> object:
-            return writes.call(script, {"batch": f"b{n}", "schedule": "s", "wake": "w", "owned": "o"},
-                               {"batch_id": "x", "owner": "o", "conversation_id": "c", "state": "{}", "now": 1})
+        def call(n: int) -> Awaitable[int]:
+            return writes.call((f"b{n}", f"d{n}", f"l{n}"), ["s", "x", "o", f"c{n}", "{}"])
 
-        first = list(await asyncio.gather(*(call(n) for n in range(20))))  # type: ignore[arg-type]
-        pipelines = len(sent)
+        first = list(await asyncio.gather(*(call(n) for n in range(20))))
+        sent = calls[0]
         await client.script_flush()  # as after a Redis restart: the next write loads it again
-        second = [await call(0)]  # type: ignore[misc]
+        second = [await call(0)]
         writer.cancel()
         await client.aclose()
-        return [pipelines], [*first, *second]
+        return sent, [*first, *second]
 
-    pipelines, answers = asyncio.run(run())
-    assert pipelines == [1] and answers == [-1] * 21  # no such batch: refused, each answered
+    sent, answers = asyncio.run(run())
+    assert sent == 1 and answers == [-1] * 21  # no such batch: refused, each answered
 
 
 def test_a_silent_process_s_conversations_are_made_due_by_another_s_beat(redis_url: str) -> None:

@@ -41,9 +41,12 @@ class Delta:
     at: int | None = None  # a stream event's sequence number (Responses): written once per event
     entry_json: str | None = None  # the entry's JSON, made once for many deltas (else from `fields`)
 
+    def entry(self) -> str:
+        """The entry's JSON object without `seq` and `text` (which the script adds)."""
+        return self.entry_json or json.dumps({"type": self.type, **self.fields}, separators=(",", ":"))
+
     def item(self) -> dict[str, Any]:
-        entry = self.entry_json or json.dumps({"type": self.type, **self.fields}, separators=(",", ":"))
-        item: dict[str, Any] = {"type": self.type, "run": self.run, "entry": entry}
+        item: dict[str, Any] = {"type": self.type, "run": self.run, "entry": self.entry()}
         if self.type == "message.delta":
             item.update(message_id=self.message_id, text=self.text or "", catch_up=self.catch_up)
         if self.at is not None:
@@ -81,6 +84,18 @@ class DeltaStreams:
             return ""
         # Not ASCII-escaped: the script counts a message's published text in UTF-8 bytes.
         return json.dumps([d.item() for d in deltas], separators=(",", ":"), ensure_ascii=False)
+
+    def texts(self, deltas: Sequence[Delta]) -> list[tuple[str, str, str, int]]:
+        """Text deltas as stream_writes.lua takes them: (message_id, entry, text, at or -1)
+        each, none when DELTAS=off. Cheaper than `encode`'s dicts for a reader's hundred a reply."""
+        if not self.config.enabled:
+            return []
+        out = []
+        for d in deltas:
+            if d.type != "message.delta" or d.catch_up or d.message_id is None:
+                raise ValueError(f"a stream reader writes text deltas only, not {d.type}")
+            out.append((d.message_id, d.entry(), d.text or "", -1 if d.at is None else d.at))
+        return out
 
     def write(self, batch: Batch, deltas: Sequence[Delta], *, token: int) -> int | None:
         """Write `deltas` of the active `batch` in order; how many were (a run.started of

@@ -26,9 +26,10 @@ from worker.streams.sse import Event
 
 log = structlog.get_logger("worker.streams")
 
-LOST, NOT_RECORDED = -1, -2  # stream_write.lua / stream_state.lua refusals
+LOST, NOT_RECORDED = -1, -2  # stream_writes.lua's refusals
 RECORD_WAIT_SECONDS = 30.0  # a stream whose owner is never recorded (its step died) is dropped
 BROKEN_ATTEMPTS = 4
+REPORT_SECONDS = 1.0  # how often a reader adds the events it read to the metric
 RECORD_RETRY_SECONDS = 0.02  # the first wait for the owner's record, doubling up to a second
 
 
@@ -64,6 +65,7 @@ class StreamReader:
         self._texts = 0
         self._waits = 0  # for the owner's record
         self._entries: dict[tuple[str, str], str] = {}
+        self._unreported, self._reported_at = 0, time.monotonic()  # events not counted in the metric yet
 
     async def first(self) -> Update:
         """Read up to the first event that carries the run (a create's answer)."""
@@ -86,7 +88,8 @@ class StreamReader:
         await self._broken("the server ended the stream before the run's end", resumable=False)
 
     def _take(self, update: Update) -> None:
-        metrics.STREAM_EVENTS.inc()
+        self._unreported += 1
+        self._report()
         if update.run is not None and update.run.get("id"):
             self.run_id = str(update.run["id"])
         if update.cursor is not None:
@@ -127,6 +130,14 @@ class StreamReader:
         log.info("stream broken", conversation_id=self.spec.target.conversation_id, run_id=self.run_id, reason=reason)
         await self._store(state.encode_broken(reason, resumable))
 
+    def _report(self, now: bool = False) -> None:
+        """The events read, in the metric once a second (and at the end): a counter's
+        increment (multiprocess mode) costs as much as reading a small event."""
+        at = time.monotonic()
+        if self._unreported and (now or at - self._reported_at >= REPORT_SECONDS):
+            metrics.STREAM_EVENTS.inc(self._unreported)
+            self._unreported, self._reported_at = 0, at
+
     async def _flush(self) -> bool:
         """Write the pending deltas with the cursor; False when the stream is not ours."""
         deadline = time.monotonic() + RECORD_WAIT_SECONDS
@@ -141,6 +152,7 @@ class StreamReader:
                 return False
 
     async def _store(self, document: str) -> None:
+        self._report(now=True)
         deadline = time.monotonic() + RECORD_WAIT_SECONDS
         while (stored := await self.sink.store(self.spec.target, self.spec.owner, document)) < 0:
             if not await self._may_wait(stored, deadline):

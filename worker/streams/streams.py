@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import redis
 import redis.asyncio
 import structlog
@@ -30,22 +31,21 @@ import structlog
 from worker import keys, metrics
 from worker.backends.api import ApiObserver, status_outcome, translate
 from worker.backends.base import RunState, StreamTarget
-from worker.backends.run_reader import httpx_lib
 from worker.errors import TransientApiError
 from worker.settings import Settings
 from worker.store.deltas import Delta, DeltaStreams
-from worker.store.scripts import LuaScript
 from worker.streams import sse
 from worker.streams.events import Translator, Update
 from worker.streams.loop import StreamLoop
 from worker.streams.reader import StreamReader, StreamSpec
 from worker.streams.registry import Registry
-from worker.streams.writes import PipelinedWrites
+from worker.streams.writes import BatchedWrites
 
 log = structlog.get_logger("worker.streams")
 
 HEARTBEAT_SECONDS = 2.0  # each process beats, and looks for silent ones (registry.py)
 HAND_OVER_SECONDS = 5.0
+BROKEN = (aiohttp.ClientError, asyncio.TimeoutError)  # a connection that failed, or went silent
 
 
 @dataclass(frozen=True)
@@ -79,12 +79,13 @@ class Streams:
         self.open_count = 0
         self._generations = itertools.count(1)
         self._readers: dict[StreamReader, asyncio.Task[None]] = {}
-        self._http: httpx_lib.AsyncClient | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._base_url = ""
         self._aredis: redis.asyncio.Redis | None = None
-        self._scripts: dict[str, LuaScript] = {}
+        self._writer_redis: redis.asyncio.Redis | None = None
         self._beat: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
-        self._writes: PipelinedWrites | None = None
+        self._writes: BatchedWrites | None = None
         self._registry: Registry | None = None
 
     # --- the process's life ------------------------------------------------------------
@@ -98,19 +99,25 @@ class Streams:
 
     async def _start(self) -> None:
         s = self.settings
-        limits = httpx_lib.Limits(max_connections=s.stream_max_open + 64, max_keepalive_connections=64)
-        timeout = httpx_lib.Timeout(s.api_timeout_seconds, read=max(60.0, 2 * s.stream_safety_poll_seconds))
-        self._http = httpx_lib.AsyncClient(base_url=s.api_base_url + "/", headers=self.headers, limits=limits,
-                                           timeout=timeout)
+        self._base_url = s.api_base_url.rstrip("/") + "/"
+        # aiohttp, not the SDK's httpx: a quarter of its CPU per event (BENCHMARKS.md). A
+        # stream waits its safety poll twice over for an event before it counts as broken.
+        connector = aiohttp.TCPConnector(limit=s.stream_max_open + 64, limit_per_host=0)
+        timeout = aiohttp.ClientTimeout(total=None, connect=s.api_timeout_seconds,
+                                        sock_read=max(60.0, 2 * s.stream_safety_poll_seconds))
+        self._http = aiohttp.ClientSession(connector=connector, headers=self.headers, timeout=timeout,
+                                           trust_env=True, raise_for_status=False)
         # A few connections carry the pipelined writes; more would wait, not fail (redis-py's
         # default pool raises past 100).
         pool = redis.asyncio.BlockingConnectionPool.from_url(s.redis_url, max_connections=32, timeout=10,
                                                              socket_connect_timeout=5)
         self._aredis = redis.asyncio.Redis(connection_pool=pool)
-        self._scripts = {name: LuaScript(self._aredis, name) for name in ("stream_write", "stream_state")}
-        self._writes = PipelinedWrites(self._aredis, list(self._scripts.values()))
+        # The writer's own connection: one call at a time, no pool to take it from each time.
+        self._writer_redis = redis.asyncio.Redis.from_url(s.redis_url, single_connection_client=True,
+                                                          socket_connect_timeout=5)
+        self._writes = BatchedWrites(self._writer_redis, self.process_id, self.deltas.config.maxlen,
+                                     self.deltas.config.ttl_seconds)
         self._registry = Registry(self._aredis, self.process_id)
-        await self._writes.load()
         loop = asyncio.get_running_loop()
         self._beat, self._writer = loop.create_task(self._heartbeat()), loop.create_task(self._writes.run())
 
@@ -149,8 +156,10 @@ class Streams:
                                               return_exceptions=True), HAND_OVER_SECONDS)
         if self._writer is not None:
             self._writer.cancel()
+        if self._writer_redis is not None:
+            await self._writer_redis.aclose()
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
         if self._aredis is not None:
             if self._registry is not None:
                 await self._registry.leave()
@@ -172,20 +181,20 @@ class Streams:
     async def _open(self, request: OpenRequest, owner: str) -> Opened:
         assert self._http is not None
         is_post = request.method == "POST"
-        http = self._http.build_request(request.method, request.path, json=request.body, headers=request.headers)
         try:
-            response = await self._http.send(http, stream=True)
-        except httpx_lib.TransportError as exc:
+            response = await self._http.request(request.method, self._base_url + request.path, json=request.body,
+                                                headers=request.headers)
+        except BROKEN as exc:
             self.observe(request.operation, "connection_error")
-            raise TransientApiError(f"{request.operation}: {exc}", maybe_applied=is_post) from None
-        if response.status_code >= 400 or "text/event-stream" not in response.headers.get("content-type", ""):
+            raise TransientApiError(f"{request.operation}: {_describe(exc)}", maybe_applied=is_post) from None
+        if response.status >= 400 or "text/event-stream" not in response.headers.get("content-type", ""):
             return await self._answered(request, response, is_post)
         spec = StreamSpec(request.target, owner, request.translator, request.parse, time.time(), request.run_id)
-        reader = StreamReader(self, spec, sse.events(response.aiter_bytes()))
+        reader = StreamReader(self, spec, sse.events(response.content.iter_any()))
         try:
             first = await self._first(request, reader, is_post)
         except BaseException:  # a break, or the step stopped waiting (the call cancelled): nothing follows
-            await response.aclose()
+            response.close()
             raise
         self.observe(request.operation, "ok")
         self._readers[reader] = asyncio.get_running_loop().create_task(self._follow(reader, response, first))
@@ -197,38 +206,43 @@ class Streams:
             return None
         try:
             first = await reader.first()
-        except httpx_lib.TransportError as exc:
+        except BROKEN as exc:
             self.observe(request.operation, "connection_error")
-            raise TransientApiError(f"{request.operation}: {exc}", maybe_applied=is_post) from None
+            raise TransientApiError(f"{request.operation}: {_describe(exc)}", maybe_applied=is_post) from None
         if first.run is None:
             self.observe(request.operation, "server_error")
             raise TransientApiError(f"{request.operation}: {first.error}", maybe_applied=is_post)
         return first
 
-    async def _answered(self, request: OpenRequest, response: Any, is_post: bool) -> Opened:
+    async def _answered(self, request: OpenRequest, response: aiohttp.ClientResponse, is_post: bool) -> Opened:
         """An error, or a JSON answer where a stream was asked for."""
-        content = await response.aread()
-        await response.aclose()
+        try:
+            content = await response.read()
+        except BROKEN as exc:
+            self.observe(request.operation, "connection_error")
+            raise TransientApiError(f"{request.operation}: {_describe(exc)}", maybe_applied=is_post) from None
+        finally:
+            response.release()
         try:
             body = json.loads(content)
         except ValueError:
             body = None
-        if response.status_code >= 400:
-            self.observe(request.operation, status_outcome(response.status_code))
-            raise translate(response.status_code, body, response.headers, is_post)
+        if response.status >= 400:
+            self.observe(request.operation, status_outcome(response.status))
+            raise translate(response.status, body, response.headers, is_post)
         if not isinstance(body, dict):
             self.observe(request.operation, "client_error")
             raise TransientApiError(f"{request.operation}: the API answered something that is not a JSON object")
         self.observe(request.operation, "ok")
         return Opened(body, None)
 
-    async def _follow(self, reader: StreamReader, response: Any, first: Any) -> None:
+    async def _follow(self, reader: StreamReader, response: aiohttp.ClientResponse, first: Any) -> None:
         self.open_count += 1
         metrics.STREAMS_OPEN.inc()
         try:
             await reader.follow(first)
-        except httpx_lib.TransportError as exc:
-            await reader.broken_off(f"{type(exc).__name__}: {exc}")
+        except BROKEN as exc:
+            await reader.broken_off(_describe(exc))
         except redis.RedisError as exc:
             log.warning("stream reader could not write", error=str(exc))
             await reader.broken_off(f"Redis failed: {exc}")
@@ -239,29 +253,24 @@ class Streams:
             self.open_count -= 1
             metrics.STREAMS_OPEN.dec()
             self._readers.pop(reader, None)
-            await response.aclose()
+            response.close()
 
     # --- the reader's writes (Sink) ------------------------------------------------------
     async def write(self, target: StreamTarget, owner: str, cursor: str, deltas: list[Delta]) -> int:
-        cid = target.conversation_id
-        assert self._writes is not None
-        result = await self._writes.call(self._scripts["stream_write"],
-            keys={"batch": keys.batch(cid), "deltas": self.deltas.key(cid), "lengths": keys.delta_lengths(cid),
-                  "owned": keys.owned_streams(self.process_id)},
-            args={"batch_id": target.batch_id, "owner": owner, "cursor": cursor, "conversation_id": cid,
-                  "maxlen": self.deltas.config.maxlen, "ttl": self.deltas.config.ttl_seconds,
-                  "deltas": self.deltas.encode(deltas)})
-        return int(result)
+        return await self._write(target, ["d", target.batch_id, owner, target.conversation_id, cursor,
+                                          self.deltas.texts(deltas)])
 
     async def store(self, target: StreamTarget, owner: str, document: str) -> int:
-        cid = target.conversation_id
+        return await self._write(target, ["s", target.batch_id, owner, target.conversation_id, document])
+
+    async def _write(self, target: StreamTarget, item: list[Any]) -> int:
         assert self._writes is not None
-        result = await self._writes.call(self._scripts["stream_state"],
-            keys={"batch": keys.batch(cid), "schedule": keys.SCHEDULE, "wake": keys.WAKE,
-                  "owned": keys.owned_streams(self.process_id)},
-            args={"batch_id": target.batch_id, "owner": owner, "conversation_id": cid, "state": document,
-                  "now": time.time()})
-        return int(result)
+        cid = target.conversation_id
+        return await self._writes.call((keys.batch(cid), self.deltas.key(cid), keys.delta_lengths(cid)), item)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _raise_file_limit(streams: int) -> None:
