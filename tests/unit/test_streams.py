@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis
@@ -41,38 +41,36 @@ def test_assistants_events_give_text_parts_and_the_run_s_end() -> None:
         return ev("thread.message.delta", {"id": "msg_1", "object": "thread.message.delta", "delta": {
             "content": [{"index": index, "type": "text", "text": {"value": value, "annotations": []}}]}})
 
-    texts = [t.text for e in (delta(0, "Hel"), delta(0, "lo"), delta(1, "second")) for t in events.read(e).texts]
+    updates = [events.read(e) for e in (delta(0, "Hel"), delta(0, "lo"), delta(1, "second"))]
+    texts = [t.text for u in updates if u is not None for t in u.texts]
     assert texts == ["Hel", "lo", "\nsecond"]  # a new part starts a new line, as the outbound entry joins them
-    assert events.read(ev("thread.run.step.created", {"id": "step_1"})).run is None
+    assert events.read(ev("thread.run.step.created", {"id": "step_1"})) is None  # nothing to the worker
     ended = events.read(ev("thread.run.requires_action", {"id": "run_1", "status": "requires_action"}))
-    assert ended.ended and ended.run is not None
-    assert events.read(ev("done", "[DONE]")).done
-    assert events.read(ev("error", {"error": {"message": "boom"}})).error == "boom"
+    assert ended is not None and ended.ended and ended.run is not None
+    done, error = events.read(ev("done", "[DONE]")), events.read(ev("error", {"error": {"message": "boom"}}))
+    assert done is not None and done.done and error is not None and error.error == "boom"
 
 
 def test_responses_events_give_text_cursor_and_end() -> None:
     events = ResponsesEvents()
     created = events.read(ev("response.created", {"type": "response.created", "sequence_number": 0,
                                                   "response": {"id": "resp_1", "status": "queued"}}))
-    assert created.run is not None and created.cursor == 0 and not created.ended
+    assert created is not None and created.run is not None and created.cursor == 0 and not created.ended
     text = events.read(ev("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_1",
                                                          "content_index": 0, "delta": "Hi", "sequence_number": 4}))
-    assert [(t.message_id, t.text) for t in text.texts] == [("msg_1", "Hi")] and text.cursor == 4
+    assert text is not None and [(t.message_id, t.text) for t in text.texts] == [("msg_1", "Hi")]
+    assert text.cursor == 4
     ended = events.read(ev("response.completed", {"type": "response.completed", "sequence_number": 9,
                                                   "response": {"id": "resp_1", "status": "completed"}}))
-    assert ended.ended and ended.cursor == 9
+    assert ended is not None and ended.ended and ended.cursor == 9
 
 
 def test_server_sent_events_are_split_on_blank_lines() -> None:
-    async def chunks() -> AsyncIterator[bytes]:  # split anywhere, even inside a line ending
-        text = b'event: thread.run.created\r\ndata: {"id": "run_1"}\r\n\r\n: a comment\n\nevent: done\ndata: [DONE]\n\n'
-        for at in range(0, len(text), 7):
-            yield text[at:at + 7]
-
-    async def collect() -> list[tuple[str, object]]:
-        return [(e.name, e.data) async for e in sse.events(chunks())]
-
-    assert asyncio.run(collect()) == [("thread.run.created", {"id": "run_1"}), ("done", "[DONE]")]
+    text = b'event: thread.run.created\r\ndata: {"id": "run_1"}\r\n\r\n: a comment\n\nevent: done\ndata: [DONE]'
+    parser = sse.Parser()
+    events = [e for at in range(0, len(text), 7) for e in parser.feed(text[at:at + 7])]  # split anywhere
+    events += parser.end()  # the last event, without its blank line
+    assert [(e.name, e.data) for e in events] == [("thread.run.created", {"id": "run_1"}), ("done", "[DONE]")]
 
 
 def test_a_stored_state_counts_only_for_the_batch_s_current_stream() -> None:
@@ -171,11 +169,13 @@ class Sink:
             return -2
         return -2 if self.lose_after is not None and self.calls > self.lose_after else 0
 
-    async def write(self, target: StreamTarget, owner: str, cursor: str, items: list[Delta]) -> int:
+    def send(self, target: StreamTarget, owner: str, cursor: str, items: list[Delta],
+             done: Callable[[int | BaseException], None]) -> None:
         code = self._answer()
         if code == 0:
             self.writes.append([d.text or "" for d in items])
-        return code if code < 0 else len(items)
+        # answered later, as the writer's call comes back
+        asyncio.get_running_loop().call_soon(done, code if code < 0 else len(items))
 
     async def store(self, target: StreamTarget, owner: str, document: str) -> int:
         code = self._answer()
@@ -185,14 +185,16 @@ class Sink:
 
 
 def follow(sink: Sink, names: list[tuple[str, object]]) -> None:
-    async def source() -> AsyncIterator[sse.Event]:
-        for name, data in names:
-            yield ev(name, data)
+    chunks = [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in names]
+
+    async def read() -> bytes:
+        await asyncio.sleep(0.001)  # as from the network: the reader's writes are answered meanwhile
+        return chunks.pop(0) if chunks else b""
 
     async def run() -> None:
         spec = StreamSpec(StreamTarget(CID, "b1", ["e1"]), OWNER, AssistantsEvents(),
                           lambda run: RunState(id=str(run["id"]), status=str(run["status"])), 0.0)
-        reader = StreamReader(sink, spec, source())
+        reader = StreamReader(sink, spec, read)
         first = await reader.first()
         await reader.follow(first)
 
@@ -211,7 +213,8 @@ RUN = [("thread.run.created", {"id": "run_1", "status": "queued"}), message("Hel
 def test_a_reader_holds_its_text_until_it_is_recorded_then_stores_the_end() -> None:
     sink = Sink(record_after=2)
     follow(sink, RUN)
-    assert sink.writes == [["Hel"], ["lo"]]  # "Hel" waited for the owner to be recorded, then went
+    # "Hel" waited for the owner to be recorded; "lo", come meanwhile, went with it, in order
+    assert sink.writes == [["Hel", "lo"]]
     (document,) = sink.stored
     assert json.loads(document)["run"]["status"] == "completed"
 

@@ -14,8 +14,7 @@ ASSISTANTS_ENDINGS = frozenset({"thread.run.requires_action", "thread.run.comple
                                 "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete"})
 RESPONSES_ENDINGS = frozenset({"response.completed", "response.failed", "response.incomplete",
                                "response.cancelled"})
-# The events whose data matters (the rest, steps, parts and items, are skipped undecoded).
-ASSISTANTS_READ = frozenset({"thread.message.delta", "error", "done"})
+# The Responses events whose data matters (the rest, parts and items, are skipped undecoded).
 RESPONSES_READ = RESPONSES_ENDINGS | {"response.created", "response.queued", "response.in_progress",
                                       "response.output_text.delta", "error"}
 
@@ -39,7 +38,8 @@ class Update:
 
 
 class Translator(Protocol):
-    def read(self, event: Event) -> Update: ...
+    def read(self, event: Event) -> Update | None:
+        """What the event means to the worker; None: nothing (most events)."""
 
 
 class _Parts:
@@ -60,20 +60,20 @@ class AssistantsEvents:
     def __init__(self) -> None:
         self._parts = _Parts()
 
-    def read(self, event: Event) -> Update:
+    def read(self, event: Event) -> Update | None:
         name = event.name
-        if name not in ASSISTANTS_READ and (not name.startswith("thread.run.") or name.startswith("thread.run.step.")):
-            return Update()
+        if name == "thread.message.delta":  # most events: the fast path first
+            data = event.data
+            texts = self._texts(data) if isinstance(data, dict) else []
+            return Update(texts=texts) if texts else None
+        if name.startswith("thread.run.") and not name.startswith("thread.run.step."):
+            data = event.data
+            return Update(run=data, ended=name in ASSISTANTS_ENDINGS) if isinstance(data, dict) else None
         if name == "done":
             return Update(done=True)
-        data = event.data
-        if name == "error" or not isinstance(data, dict):
-            return Update(error=_error_text(data)) if name == "error" else Update()
-        if name == "thread.message.delta":
-            return Update(texts=self._texts(data))
-        if name.startswith("thread.run.") and not name.startswith("thread.run.step."):
-            return Update(run=data, ended=name in ASSISTANTS_ENDINGS)
-        return Update()
+        if name == "error":
+            return Update(error=_error_text(event.data))
+        return None
 
     def _texts(self, data: dict[str, Any]) -> list[Text]:
         message_id = str(data.get("id") or "")
@@ -91,9 +91,9 @@ class ResponsesEvents:
     def __init__(self) -> None:
         self._parts = _Parts()
 
-    def read(self, event: Event) -> Update:
+    def read(self, event: Event) -> Update | None:
         if event.name and event.name not in RESPONSES_READ:
-            return Update()  # its sequence number is not needed: a re-attach replays it, harmless
+            return None  # its sequence number is not needed: a re-attach replays it, harmless
         data = event.data
         if not isinstance(data, dict):
             return Update(done=data == "[DONE]")

@@ -3,6 +3,10 @@ delta stream as it comes, and the state the worker acts on (tool calls, an endin
 stored with the batch for the next step, which is due at once. A stream that breaks stores
 that it broke: the next step re-attaches (Responses) or polls. Every write is fenced by
 the stream's owner: a reader that lost its stream (taken over, its batch answered) stops.
+
+A reader handles each chunk of bytes in one go, and does not wait for its text's writes:
+one write is in flight at a time (what comes meanwhile goes with the next, in order), and
+its answer comes back by a callback. Waiting for each would wake the reader twice per delta.
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import redis
@@ -20,9 +25,8 @@ import structlog
 from worker import metrics
 from worker.backends.base import RunState, StreamTarget
 from worker.store.deltas import Delta
-from worker.streams import state
+from worker.streams import sse, state
 from worker.streams.events import Text, Translator, Update
-from worker.streams.sse import Event
 
 log = structlog.get_logger("worker.streams")
 
@@ -31,12 +35,14 @@ RECORD_WAIT_SECONDS = 30.0  # a stream whose owner is never recorded (its step d
 BROKEN_ATTEMPTS = 4
 REPORT_SECONDS = 1.0  # how often a reader adds the events it read to the metric
 RECORD_RETRY_SECONDS = 0.02  # the first wait for the owner's record, doubling up to a second
+Written = Callable[[int | BaseException], None]
 
 
 class Sink(Protocol):
     """Where a reader writes (worker/streams/streams.py)."""
 
-    async def write(self, target: StreamTarget, owner: str, cursor: str, deltas: list[Delta]) -> int: ...
+    def send(self, target: StreamTarget, owner: str, cursor: str, deltas: list[Delta], done: Written) -> None:
+        """Queue a write of text deltas; `done` gets its answer (or the error)."""
 
     async def store(self, target: StreamTarget, owner: str, document: str) -> int: ...
 
@@ -54,62 +60,83 @@ class StreamSpec:
 
 
 class StreamReader:
-    def __init__(self, sink: Sink, spec: StreamSpec, events: AsyncIterator[Event]) -> None:
+    def __init__(self, sink: Sink, spec: StreamSpec, read: Callable[[], Awaitable[bytes]]) -> None:
         self.sink = sink
         self.spec = spec
-        self._events = events
+        self._read = read  # the next chunk of the body; b"" at its end
+        self._parser = sse.Parser()
+        self._backlog: list[sse.Event] = []  # a chunk's events after the first's
         self.run_id = spec.run_id
         self.cursor: int | None = None
         self._pending: list[Delta] = []
-        self._recorded = False  # the batch named this reader its stream's owner
+        self._writes = _Writes()
         self._texts = 0
-        self._waits = 0  # for the owner's record
         self._entries: dict[tuple[str, str], str] = {}
         self._unreported, self._reported_at = 0, time.monotonic()  # events not counted in the metric yet
 
     async def first(self) -> Update:
         """Read up to the first event that carries the run (a create's answer)."""
-        async for event in self._events:
-            update = self.spec.translator.read(event)
-            self._take(update)
-            if update.run is not None or update.error or update.done:
-                return update
+        ended = False
+        while not ended:
+            events, ended = await self._events()
+            for at, event in enumerate(events):
+                update = self._take(event)
+                if update is not None and (update.run is not None or update.error or update.done):
+                    self._backlog = events[at + 1:]
+                    return update
         return Update(error="the stream ended before the run was created")
 
     async def follow(self, first: Update | None) -> None:
         """Read to the run's state the worker acts on, or to a break."""
-        if first is not None and await self._acted_on(first):
+        if first is not None and _final(first):
+            await self._final(first)
             return
-        async for event in self._events:
-            update = self.spec.translator.read(event)
-            self._take(update)
-            if await self._acted_on(update):
+        (events, ended), self._backlog = (self._backlog, False), []
+        while True:
+            for event in events:
+                update = self._take(event)
+                if update is not None and _final(update):
+                    await self._final(update)
+                    return
+            if ended:
+                await self._final(Update(done=True))
                 return
-        await self._broken("the server ended the stream before the run's end", resumable=False)
+            self._send()
+            self._writes.check()
+            if self._writes.lost:
+                return
+            events, ended = await self._events()
 
-    def _take(self, update: Update) -> None:
+    async def _events(self) -> tuple[list[sse.Event], bool]:
+        """The next chunk's events, and whether the body ended."""
+        chunk = await self._read()
+        return (self._parser.feed(chunk), False) if chunk else (self._parser.end(), True)
+
+    def _take(self, event: sse.Event) -> Update | None:
         self._unreported += 1
-        self._report()
+        update = self.spec.translator.read(event)
+        if update is None:
+            return None
         if update.run is not None and update.run.get("id"):
             self.run_id = str(update.run["id"])
         if update.cursor is not None:
             self.cursor = update.cursor
-        self._pending.extend(self._delta(t) for t in update.texts)
+        if update.texts:
+            self._pending.extend(self._delta(t) for t in update.texts)
+        return update
 
-    async def _acted_on(self, update: Update) -> bool:
-        """Write what the update brought; True when the reader is done."""
+    async def _final(self, update: Update) -> None:
+        """The text written, then what the update means stored: an error or the stream's end
+        (a break), or the run's state."""
+        self._report(now=True)
+        if not await self._drain():
+            return
         if update.error:
             await self._broken(update.error)
-            return True
-        if self._pending and not await self._flush():
-            return True
-        if update.ended and update.run is not None:
+        elif update.ended and update.run is not None:
             await self._store(state.encode_run(self.spec.parse(update.run)))
-            return True
-        if update.done:
+        else:
             await self._broken("the server ended the stream before the run's end", resumable=False)
-            return True
-        return False
 
     async def broken_off(self, reason: str) -> None:
         """The connection failed (or the process hands its streams over): say so, with the
@@ -117,9 +144,8 @@ class StreamReader:
         finds the run, its stream gone)."""
         for attempt in range(BROKEN_ATTEMPTS):
             try:
-                if self._pending and not await self._flush():
-                    return
-                await self._broken(reason)
+                if await self._drain():
+                    await self._broken(reason)
                 return
             except redis.RedisError as exc:
                 log.warning("stream break not stored yet", conversation_id=self.spec.target.conversation_id,
@@ -130,6 +156,54 @@ class StreamReader:
         log.info("stream broken", conversation_id=self.spec.target.conversation_id, run_id=self.run_id, reason=reason)
         await self._store(state.encode_broken(reason, resumable))
 
+    # --- the text's writes -----------------------------------------------------------------
+    def _send(self) -> None:
+        """Write what is pending, unless a write is in flight (or waits to be tried again)."""
+        writes = self._writes
+        if not self._pending or writes.busy or writes.lost or writes.failure is not None:
+            return
+        deltas, self._pending = self._pending, []
+        writes.in_flight = True
+        cursor = f"{self.run_id} {self.cursor}" if self.cursor is not None and self.run_id else ""
+        self.sink.send(self.spec.target, self.spec.owner, cursor, deltas, partial(self._written, deltas))
+
+    def _written(self, deltas: list[Delta], result: int | BaseException) -> None:
+        writes = self._writes
+        writes.in_flight = False
+        if isinstance(result, BaseException):
+            self._pending[:0] = deltas  # tried again by broken_off, in order
+            writes.failure = result
+        elif result >= 0:
+            self._observe_first(result)
+            writes.recorded = True
+        elif (delay := writes.may_wait(result)) is not None:
+            self._pending[:0] = deltas
+            writes.retry = asyncio.get_running_loop().call_later(delay, self._retried)
+        else:
+            writes.lost = True
+        self._send()
+        writes.settled()
+
+    def _retried(self) -> None:
+        self._writes.retry = None
+        self._send()
+
+    async def _drain(self) -> bool:
+        """Every pending delta written; False when the stream is not ours (raises what a
+        write raised)."""
+        while (self._pending or self._writes.busy) and not self._writes.lost:
+            self._send()
+            await self._writes.idle()
+            self._writes.check()
+        return not self._writes.lost
+
+    async def _store(self, document: str) -> None:
+        while (stored := await self.sink.store(self.spec.target, self.spec.owner, document)) < 0:
+            delay = self._writes.may_wait(stored)
+            if delay is None:
+                return
+            await asyncio.sleep(delay)
+
     def _report(self, now: bool = False) -> None:
         """The events read, in the metric once a second (and at the end): a counter's
         increment (multiprocess mode) costs as much as reading a small event."""
@@ -138,40 +212,11 @@ class StreamReader:
             metrics.STREAM_EVENTS.inc(self._unreported)
             self._unreported, self._reported_at = 0, at
 
-    async def _flush(self) -> bool:
-        """Write the pending deltas with the cursor; False when the stream is not ours."""
-        deadline = time.monotonic() + RECORD_WAIT_SECONDS
-        while True:
-            cursor = f"{self.run_id} {self.cursor}" if self.cursor is not None and self.run_id else ""
-            written = await self.sink.write(self.spec.target, self.spec.owner, cursor, self._pending)
-            if written >= 0:
-                self._observe_first(written)
-                self._pending, self._recorded = [], True
-                return True
-            if not await self._may_wait(written, deadline):
-                return False
-
-    async def _store(self, document: str) -> None:
-        self._report(now=True)
-        deadline = time.monotonic() + RECORD_WAIT_SECONDS
-        while (stored := await self.sink.store(self.spec.target, self.spec.owner, document)) < 0:
-            if not await self._may_wait(stored, deadline):
-                return
-
-    async def _may_wait(self, refusal: int, deadline: float) -> bool:
-        """Before the batch records this reader as its owner (the step that opened the
-        stream writes it after the run id came back), its writes wait; after, or once the
-        batch moved on, they are refused for good."""
-        if refusal == LOST or self._recorded or time.monotonic() > deadline:
-            return False
-        self._waits += 1
-        await asyncio.sleep(min(1.0, RECORD_RETRY_SECONDS * 2 ** min(self._waits - 1, 6)))
-        return True
-
     def _observe_first(self, written: int) -> None:
         if written and not self._texts:
             metrics.STREAM_FIRST_DELTA.observe(max(0.0, time.time() - self.spec.opened_at))
         self._texts += written
+        self._report()
 
     def _delta(self, text: Text) -> Delta:
         """A message.delta; its entry's JSON is made once per message (a reply has a hundred)."""
@@ -183,3 +228,54 @@ class StreamReader:
             entry = self._entries[(run, text.message_id)] = json.dumps(fields, separators=(",", ":"))
         return Delta("message.delta", run, message_id=text.message_id, text=text.text, at=self.cursor,
                      entry_json=entry)
+
+
+def _final(update: Update) -> bool:
+    """The update ends what the reader does: an error, the run's end, the stream's end."""
+    return bool(update.error) or update.done or (update.ended and update.run is not None)
+
+
+class _Writes:
+    """A reader's write in flight, and what the answers said."""
+
+    def __init__(self) -> None:
+        self.in_flight = False
+        self.retry: asyncio.TimerHandle | None = None  # a refused write tried again later
+        self.recorded = False  # the batch named this reader its stream's owner
+        self.lost = False  # refused for good: the stream is not this reader's
+        self.failure: BaseException | None = None  # a write failed (Redis): raised by `check`
+        self._waits = 0  # for the owner's record
+        self._deadline: float | None = None
+        self._idle: asyncio.Future[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.in_flight or self.retry is not None
+
+    def may_wait(self, refusal: int) -> float | None:
+        """How long to wait before trying a refused write again; None: refused for good.
+        Before the batch records the reader as its owner (the step that opened the stream
+        writes it after the run id came back), its writes wait, up to RECORD_WAIT_SECONDS
+        from the first refusal; after, or once the batch moved on, they are refused for good."""
+        if self._deadline is None:
+            self._deadline = time.monotonic() + RECORD_WAIT_SECONDS
+        if refusal == LOST or self.recorded or time.monotonic() > self._deadline:
+            return None
+        self._waits += 1
+        return float(min(1.0, RECORD_RETRY_SECONDS * 2 ** min(self._waits - 1, 6)))
+
+    async def idle(self) -> None:
+        """Until the write in flight (or waiting) has its answer."""
+        if not self.busy:
+            return
+        self._idle = asyncio.get_running_loop().create_future()
+        await self._idle
+
+    def settled(self) -> None:
+        if self._idle is not None and not self._idle.done() and not self.busy:
+            self._idle.set_result(None)
+
+    def check(self) -> None:
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure

@@ -1,22 +1,22 @@
 """Server-sent events, as the API sends them: `event:` and `data:` lines, a blank line ends
-one. Read from the raw bytes (cheaper than line by line), and each event's JSON decoded
-only when asked for: most events of a run's stream (steps, parts, items) need only their name."""
+one. Parsed from the raw bytes as they come, synchronously (a reader handles a chunk's
+events in one go), and each event's JSON decoded only when asked for: most events of a
+run's stream (steps, parts, items) need only their name."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
 
-@dataclass(frozen=True)
 class Event:
-    name: str  # the `event:` field ("" when absent: Responses names its events in `type` too)
-    raw: bytes  # the `data:` lines
+    __slots__ = ("name", "raw")
 
-    @cached_property
+    def __init__(self, name: str, raw: bytes) -> None:
+        self.name = name  # the `event:` field ("" when absent: Responses names its events in `type` too)
+        self.raw = raw  # the `data:` lines
+
+    @property
     def data(self) -> Any:
         """The decoded JSON of `data:`, or its text when it is not JSON (`[DONE]`)."""
         try:
@@ -32,21 +32,25 @@ def _event(block: bytes) -> Event | None:
             data.append(line[5:].removeprefix(b" "))
         elif line.startswith(b"event:"):
             name = line[6:].strip().decode()
-    return Event(name, b"\n".join(data)) if data else None
+    if not data:
+        return None
+    return Event(name, data[0] if len(data) == 1 else b"\n".join(data))
 
 
-async def events(chunks: AsyncIterator[bytes]) -> AsyncIterator[Event]:
-    """The events of a stream of byte chunks (comments and `id:`/`retry:` fields ignored)."""
-    buffer = b""
-    async for chunk in chunks:
-        buffer += chunk
+class Parser:
+    """Bytes in as they come, complete events out (comments and `id:`/`retry:` ignored)."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        buffer = self._rest + chunk if self._rest else chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
-        *blocks, buffer = buffer.split(b"\n\n")
-        for block in blocks:
-            event = _event(block)
-            if event is not None:
-                yield event
-    last = _event(buffer.strip(b"\n"))
-    if last is not None:
-        yield last
+        *blocks, self._rest = buffer.split(b"\n\n")
+        return [event for block in blocks if (event := _event(block)) is not None]
+
+    def end(self) -> list[Event]:
+        """The last event, should the stream have ended without its blank line."""
+        last, self._rest = _event(self._rest.strip(b"\n")), b""
+        return [last] if last is not None else []

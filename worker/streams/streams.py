@@ -34,10 +34,9 @@ from worker.backends.base import RunState, StreamTarget
 from worker.errors import TransientApiError
 from worker.settings import Settings
 from worker.store.deltas import Delta, DeltaStreams
-from worker.streams import sse
 from worker.streams.events import Translator, Update
 from worker.streams.loop import StreamLoop
-from worker.streams.reader import StreamReader, StreamSpec
+from worker.streams.reader import StreamReader, StreamSpec, Written
 from worker.streams.registry import Registry
 from worker.streams.writes import BatchedWrites
 
@@ -190,7 +189,7 @@ class Streams:
         if response.status >= 400 or "text/event-stream" not in response.headers.get("content-type", ""):
             return await self._answered(request, response, is_post)
         spec = StreamSpec(request.target, owner, request.translator, request.parse, time.time(), request.run_id)
-        reader = StreamReader(self, spec, sse.events(response.content.iter_any()))
+        reader = StreamReader(self, spec, response.content.readany)
         try:
             first = await self._first(request, reader, is_post)
         except BaseException:  # a break, or the step stopped waiting (the call cancelled): nothing follows
@@ -256,17 +255,19 @@ class Streams:
             response.close()
 
     # --- the reader's writes (Sink) ------------------------------------------------------
-    async def write(self, target: StreamTarget, owner: str, cursor: str, deltas: list[Delta]) -> int:
-        return await self._write(target, ["d", target.batch_id, owner, target.conversation_id, cursor,
-                                          self.deltas.texts(deltas)])
+    def send(self, target: StreamTarget, owner: str, cursor: str, deltas: list[Delta], done: Written) -> None:
+        assert self._writes is not None
+        item = ["d", target.batch_id, owner, target.conversation_id, cursor, self.deltas.texts(deltas)]
+        self._writes.send(self._row(target), item, done)
 
     async def store(self, target: StreamTarget, owner: str, document: str) -> int:
-        return await self._write(target, ["s", target.batch_id, owner, target.conversation_id, document])
-
-    async def _write(self, target: StreamTarget, item: list[Any]) -> int:
         assert self._writes is not None
+        return await self._writes.call(self._row(target),
+                                       ["s", target.batch_id, owner, target.conversation_id, document])
+
+    def _row(self, target: StreamTarget) -> tuple[str, str, str]:
         cid = target.conversation_id
-        return await self._writes.call((keys.batch(cid), self.deltas.key(cid), keys.delta_lengths(cid)), item)
+        return keys.batch(cid), self.deltas.key(cid), keys.delta_lengths(cid)
 
 
 def _describe(exc: BaseException) -> str:

@@ -10,23 +10,31 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis.asyncio
+import structlog
 
 from worker import keys
 from worker.store.scripts import LuaScript
 
+log = structlog.get_logger("worker.streams")
+
 WINDOW_SECONDS = 0.004  # what a write waits for others: well within a delta's latency budget
 MAX_WRITES = 256  # per call: a script blocks Redis while it runs
+
+
+Done = Callable[[int | BaseException], None]
 
 
 @dataclass
 class _Write:
     row: tuple[str, str, str]  # the batch's, the delta stream's and the lengths' keys
     item: list[Any]  # kind batch_id owner conversation_id and the kind's own (stream_writes.lua)
-    done: asyncio.Future[int]
+    done: Done  # told the answer, or the error
 
 
 class BatchedWrites:
@@ -37,12 +45,16 @@ class BatchedWrites:
         self._queued: list[_Write] = []
         self._wake = asyncio.Event()
 
-    async def call(self, row: tuple[str, str, str], item: list[Any]) -> int:
-        """Queue one write; its answer once its call came back (stream_writes.lua's)."""
-        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    def send(self, row: tuple[str, str, str], item: list[Any], done: Done) -> None:
+        """Queue one write; `done` is told its answer (stream_writes.lua's) once its call came back."""
         self._queued.append(_Write(row, item, done))
         self._wake.set()
-        return await done
+
+    async def call(self, row: tuple[str, str, str], item: list[Any]) -> int:
+        """Queue one write and wait for its answer."""
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.send(row, item, partial(_settle, answer))
+        return await answer
 
     async def run(self) -> None:
         """Send what is queued, a window after the first write of each round."""
@@ -64,17 +76,24 @@ class BatchedWrites:
                                              {"now": time.time(), "maxlen": maxlen, "ttl": ttl, "writes": encoded})
         except Exception as exc:  # noqa: BLE001 - every waiting write is told, and the writer goes on
             for write in writes:
-                _settle(write.done, exc)
+                _tell(write.done, exc)
             return
         for write, result in zip(writes, results, strict=True):
-            _settle(write.done, int(result))
+            _tell(write.done, int(result))
 
 
-def _settle(done: asyncio.Future[int], result: int | Exception) -> None:
+def _tell(done: Done, result: int | BaseException) -> None:
+    try:
+        done(result)
+    except Exception as exc:  # one reader's failure must not stop the others' answers
+        log.error("a stream write's answer failed", error=repr(exc), exc_info=exc)
+
+
+def _settle(answer: asyncio.Future[int], result: int | BaseException) -> None:
     """Answer a waiting write (one whose reader was cancelled meanwhile waits no more)."""
-    if done.done():
+    if answer.done():
         return
-    if isinstance(result, Exception):
-        done.set_exception(result)
+    if isinstance(result, BaseException):
+        answer.set_exception(result)
     else:
-        done.set_result(result)
+        answer.set_result(result)
