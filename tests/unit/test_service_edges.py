@@ -11,6 +11,7 @@ from worker import keys
 from worker.backends.base import RunState, Submitted, ToolCall
 from worker.batch import Batch, Phase
 from worker.conversation import service as service_module
+from worker.conversation import tool_round
 from worker.conversation.transitions import Checkpoint, Finish, Open, Step
 from worker.events import InboundEvent
 
@@ -118,3 +119,18 @@ def test_run_durations_are_shared_and_seeded(harness: Harness, monkeypatch: pyte
 
     monkeypatch.setattr(harness.store.history, "recent", unreachable)
     harness.service.seed_planner()  # logged, not raised: polls back off until runs end
+
+
+def test_a_round_s_claim_ends_with_its_window_counted_from_the_dispatch(harness: Harness) -> None:
+    """The tools actor that gets to a round late claims it only to the end of the round's
+    window: the step that dispatches it again then (its outputs lost) must find it free."""
+    harness.send(CID, 'call:add{"a": 1, "b": 2}')
+    harness.service.advance(CID)
+    harness.clock.advance(5)
+    harness.service.advance(CID)  # requires_action: dispatched
+    ((cid, batch_id, run_id, calls),) = harness.dispatched
+    harness.clock.advance(3)  # the actor gets to it 3 s later
+    harness.service.run_tools(cid, batch_id, run_id, calls)
+    claim = keys.tools_claim(CID, tool_round.tools_key(run_id, calls))
+    left = harness.redis.pttl(claim) / 1000
+    assert tool_round.window(harness.service.ctx) - 3 - 1 < left <= tool_round.window(harness.service.ctx) - 3

@@ -24,6 +24,7 @@ from worker.errors import PermanentApiError, TransientApiError
 
 log = structlog.get_logger("worker.conversation")
 DISPATCH_MARGIN_SECONDS = 10  # past TOOL_TIMEOUT_SECONDS before a round is dispatched again
+MIN_CLAIM_SECONDS = 1.0  # a dispatch that came after its window still holds off duplicates a moment
 
 
 def tools_key(run_id: str, calls: list[ToolCall]) -> str:
@@ -88,7 +89,7 @@ def run_tools(ctx: Context, conversation_id: str, batch_id: str, run_id: str, ca
     if batch is None or batch.batch_id != batch_id or batch.run_id != run_id or batch.published:
         return  # the batch moved on (cancelled, finished): its tools are not wanted
     key = tools_key(run_id, calls)
-    if not ctx.store.tool_claims.claim(conversation_id, key, window(ctx)):
+    if not ctx.store.tool_claims.claim(conversation_id, key, _claim_seconds(ctx, batch)):
         return  # a duplicate delivery: another worker runs (or just ran) these calls
     outputs = _run(ctx, batch, run_id, calls)
     # The API circuit open: not sent now, kept for the poll after the outage.
@@ -105,6 +106,14 @@ def run_tools(ctx: Context, conversation_id: str, batch_id: str, run_id: str, ca
     # These fields only, not the whole batch: this runs without the lease.
     fields = {name: value for name, value in after.to_hash().items() if name in written}
     ctx.store.batches.set_fields(batch, fields, due=ctx.clock() + _next_look(ctx, after))
+
+
+def _claim_seconds(ctx: Context, batch: Batch) -> float:
+    """The claim lasts to the end of the round's window, counted from its dispatch (not from
+    now, when the actor got to it): the step that dispatches the round again at the window's
+    end must find it free, or that dispatch is dropped and the round waits a window more."""
+    left = window(ctx) - (ctx.clock() - batch.tools_at) if batch.tools_at else window(ctx)
+    return max(MIN_CLAIM_SECONDS, left)
 
 
 def _next_look(ctx: Context, batch: Batch) -> float:
