@@ -10,8 +10,7 @@ from tests.unit.harness import START, Harness
 from worker import keys
 from worker.backends.base import RunState, Submitted, ToolCall
 from worker.batch import Batch, Phase
-from worker.conversation import service as service_module
-from worker.conversation import tool_round
+from worker.conversation import service as service_module, tool_round
 from worker.conversation.transitions import Checkpoint, Finish, Open, Step
 from worker.events import InboundEvent
 
