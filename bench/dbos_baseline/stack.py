@@ -57,6 +57,7 @@ class DbosStack:
     database_url: str
     postgres_pids: list[int]
     producer: DbosProducer
+    correctness: dict[str, Any] | None = None  # the no-fault correctness run's audit, once run
 
     def check_alive(self) -> None:
         for service in (self.redis, self.emulator, self.workers):
