@@ -72,9 +72,9 @@ def scratch_database() -> Iterator[str]:
 def server_pids(url: str) -> list[int]:
     """The server's processes: the postmaster (the parent of this connection's backend) and
     everything below it, when the server runs on this machine (else [])."""
-    with _connect(url) as conn:
+    with _connect(url) as conn:  # the backend's parent read while it lives
         row = conn.execute("SELECT pg_backend_pid()").fetchone()
-    backend = int(row[0]) if row else 0
-    parents = {child: parent for parent, children in procs.parent_map().items() for child in children}
+        backend = int(row[0]) if row else 0
+        parents = {child: parent for parent, children in procs.parent_map().items() for child in children}
     postmaster = parents.get(backend)
     return procs.descendants(postmaster) if postmaster and postmaster > 1 else []

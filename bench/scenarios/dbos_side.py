@@ -4,6 +4,7 @@ worker / DBOS ratios."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,10 +17,11 @@ from bench.stats import ratio
 
 @cache
 def skipped() -> str | None:
-    """Why the DBOS baseline does not run (None: it does); printed once per bench run."""
+    """Why the DBOS baseline does not run (None: it does); printed once per bench run.
+    BENCH_DBOS=off leaves it out (bench compare's venvs, without the `bench` extra, skip it too)."""
     from bench.dbos_baseline.database import unavailable
 
-    why = unavailable()
+    why = "BENCH_DBOS=off" if os.environ.get("BENCH_DBOS", "").lower() == "off" else unavailable()
     if why is not None:
         print(f"[bench] DBOS baseline skipped: {why}", file=sys.stderr, flush=True)
     return why
