@@ -47,7 +47,9 @@ def _ms_per_run(*keys: str) -> Callable[[Results], Any]:
 def _cost(variant: str) -> list[Side]:
     worker, dbos = ("cost", variant), ("cost", "dbos", variant)
     return [
-        Side("cost", f"{variant}: worker CPU per completed 10 s run, ms", _at(*worker, "worker_cpu_ms_per_run"),
+        Side("cost", f"{variant}: worker CPU per completed 10 s run, ms"
+             + (" (blocking: its loop's, in the concurrency scenario)" if variant == "no_tools" else ""),
+             _at(*worker, "worker_cpu_ms_per_run"),
              _at("concurrency", "baseline", "cpu_ms_per_run") if variant == "no_tools" else None,
              _at(*dbos, "worker_cpu_ms_per_run")),
         Side("cost", f"{variant}: store CPU per run (Redis; DBOS: PostgreSQL + Redis), ms",
@@ -78,7 +80,8 @@ SIDES: list[Side] = [
          _at("concurrency", "dbos", "replies_per_s")),
     Side("concurrency", "first send -> last reply, s", _at("concurrency", "wall_s"), None,
          _at("concurrency", "dbos", "wall_s")),
-    Side("concurrency", "worker CPU per reply over the burst, ms", _ms_per_run("cpu_s", "worker"),
+    Side("concurrency", "worker CPU per reply over the burst, ms (blocking: its loop's, in this process)",
+         _ms_per_run("cpu_s", "worker"),
          _at("concurrency", "baseline", "cpu_ms_per_run"), _ms_per_run("dbos", "worker_cpu_s")),
     Side("concurrency", "store CPU per reply (Redis; DBOS: PostgreSQL + Redis), ms", _ms_per_run("cpu_s", "redis"),
          None, _ms_per_run("dbos", "store_cpu_s")),

@@ -36,7 +36,8 @@ def unavailable() -> str | None:
         with _connect(admin_url()) as conn:
             conn.execute("SELECT 1")
     except Exception as exc:  # noqa: BLE001 - any failure to connect means: skip the baseline
-        return f"PostgreSQL is unreachable at {_redacted(admin_url())} ({type(exc).__name__}: {str(exc).strip()[:120]})"
+        reason = " ".join(str(exc).split())[:120]  # one line
+        return f"PostgreSQL is unreachable at {_redacted(admin_url())} ({type(exc).__name__}: {reason})"
     return None
 
 
