@@ -119,7 +119,7 @@ def _dbos(ctx: Context, conversations: int, deadline: Deadline) -> dict[str, Any
             start = stack.cpu_mark()
             sent = send_burst(stack.producer, (f"conc-{i}" for i in range(conversations)),  # type: ignore[arg-type]
                               lambda i: f"Hello, this is conversation {i}.")
-            outbound.wait_length(conversations, deadline.sub(240, f"{conversations} DBOS replies"),
+            outbound.wait_length(conversations, deadline.sub(500, f"{conversations} DBOS replies"),
                                  check=stack.check_alive)
             used = stack.cpu_mark().since(start)
         replies = outbound.read_new()
