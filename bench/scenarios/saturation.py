@@ -56,38 +56,41 @@ def _climb(stack: Any, producer: Any, step_seconds: float, warmup: float, deadli
     stop_reason = "all rates sent"
     outbound = Outbound(stack.redis.client)
     sent = Sent()
-    index = 0
     for rate in RATES:
         deadline.check()
         stack.check_alive()
-        step_start = time.time()
-        first = index
-        # the warm-up part of the step, then the measured window with CPU marks around it
-        index += send_paced(producer, rate, warmup, _conversation, _text, sent, index, SENDERS)
-        mark = stack.cpu_mark()
-        window_start = time.time()
-        index += send_paced(producer, rate, step_seconds - warmup, _conversation, _text, sent, index, SENDERS)
-        window_end = time.time()
-        used = stack.cpu_mark().since(mark)
-        outbound.read_new()
-        in_window = sum(1 for r in outbound.replies if window_start <= r.published < window_end)
-        window = window_end - window_start
-        steps.append({
-            "target_rate": rate, "sent": index - first,
-            "send_rate": round((index - first) / (window_end - step_start), 1),
-            "replies_per_s": round(in_window / window, 1), "replies_in_window": in_window,
-            "backlog_at_end": len(sent) - len(outbound.replies),
-            "window_s": round(window, 2), "cpu_s": {k: round(v, 3) for k, v in used.items()},
-            "cpu_percent": cpu_percent(used),
-        })
-        stop_reason = _stop(steps, rate, backlog_seconds) or stop_reason
-        if stop_reason.endswith(f"{rate}/s"):
+        steps.append(_step(stack, producer, outbound, sent, rate, step_seconds, warmup))
+        stop = _stop(steps, rate, backlog_seconds)
+        if stop is not None:
+            stop_reason = stop
             break
     drained = _drain(outbound, len(sent), deadline)
     peak = max(steps, key=lambda s: s["replies_per_s"])
     return {"steps": steps, "stop_reason": stop_reason, "peak_replies_per_s": peak["replies_per_s"],
             "peak_step_rate": peak["target_rate"], "peak_cpu_percent": peak["cpu_percent"],
             "sent": len(sent), "replies": len(outbound.replies), "drained": drained, **_peak_cpu(peak)}
+
+
+def _step(stack: Any, producer: Any, outbound: Outbound, sent: Sent, rate: int, step_seconds: float,
+          warmup: float) -> dict[str, Any]:
+    """One rate: its warm-up part, then the measured window with CPU marks around it."""
+    step_start = time.time()
+    first = len(sent)
+    send_paced(producer, rate, warmup, _conversation, _text, sent, first, SENDERS)
+    mark = stack.cpu_mark()
+    window_start = time.time()
+    send_paced(producer, rate, step_seconds - warmup, _conversation, _text, sent, len(sent), SENDERS)
+    window_end = time.time()
+    used = stack.cpu_mark().since(mark)
+    outbound.read_new()
+    in_window = sum(1 for r in outbound.replies if window_start <= r.published < window_end)
+    window = window_end - window_start
+    return {"target_rate": rate, "sent": len(sent) - first,
+            "send_rate": round((len(sent) - first) / (window_end - step_start), 1),
+            "replies_per_s": round(in_window / window, 1), "replies_in_window": in_window,
+            "backlog_at_end": len(sent) - len(outbound.replies),
+            "window_s": round(window, 2), "cpu_s": {k: round(v, 3) for k, v in used.items()},
+            "cpu_percent": cpu_percent(used)}
 
 
 def _stop(steps: list[dict[str, Any]], rate: int, backlog_seconds: float) -> str | None:
