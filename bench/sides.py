@@ -89,15 +89,17 @@ SIDES: list[Side] = [
          _at("concurrency", "dbos", "rss_mb_max")),
     *_cost("no_tools"),
     *_cost("one_tool"),
-    Side("saturation", "peak replies/s (run time 0, 2 processes)", _at("saturation", "peak_replies_per_s"), None,
-         _at("saturation", "dbos", "peak_replies_per_s")),
+    Side("saturation", "peak replies/s (run time 0, 2 processes; blocking: {saturation[blocking_baseline][messages]} "
+         "messages on 16 threads)", _at("saturation", "peak_replies_per_s"),
+         _at("saturation", "blocking_baseline", "replies_per_s"), _at("saturation", "dbos", "peak_replies_per_s")),
     Side("saturation", "worker CPU at the peak step, % of one core", _at("saturation", "worker_cpu_percent"), None,
          _at("saturation", "dbos", "worker_cpu_percent")),
     Side("saturation", "store CPU at the peak step (Redis; DBOS: PostgreSQL + Redis), %",
          _at("saturation", "store_cpu_percent"), None, _at("saturation", "dbos", "store_cpu_percent")),
-    Side("saturation", "worker / store CPU per reply at the peak step, ms",
+    Side("saturation", "worker / store CPU per reply at the peak step, ms (blocking: its loop's)",
          lambda r: f"{_fmt(r['saturation']['worker_cpu_ms_per_reply'])} / "
-                   f"{_fmt(r['saturation']['store_cpu_ms_per_reply'])}", None,
+                   f"{_fmt(r['saturation']['store_cpu_ms_per_reply'])}",
+         _at("saturation", "blocking_baseline", "cpu_ms_per_run"),
          lambda r: f"{_fmt(r['saturation']['dbos']['worker_cpu_ms_per_reply'])} / "
                    f"{_fmt(r['saturation']['dbos']['store_cpu_ms_per_reply'])}", ratio=False),
     _faults("blocking", "replies lost", "lost"),

@@ -7,11 +7,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bench.baseline import run_baseline
 from bench.context import Context
 from bench.load import Outbound, Sent, make_producer, send_paced
 from bench.scenarios import dbos_side
 from bench.scenarios.common import cpu_percent, polled
-from bench.stack import running_stack
+from bench.stack import running_emulator, running_stack
 from bench.waits import BenchTimeout, Deadline
 
 TIMEOUT = 420.0
@@ -36,6 +37,7 @@ def run(ctx: Context) -> dict[str, Any]:
         result = _climb(stack, make_producer(stack.redis.url), step_seconds, warmup, deadline.sub(200, "the worker"))
     result.update({"run_seconds": 0.0, "worker_processes": 2, "worker_threads": 8, "step_seconds": step_seconds,
                    "window_start_s": warmup})
+    result["blocking_baseline"] = _blocking(ctx, deadline.sub(90, "the blocking baseline"))
     why = dbos_side.skipped()
     if why is not None:
         result["dbos"] = {"skipped": why}
@@ -91,6 +93,17 @@ def _step(stack: Any, producer: Any, outbound: Outbound, sent: Sent, rate: int, 
             "backlog_at_end": len(sent) - len(outbound.replies),
             "window_s": round(window, 2), "cpu_s": {k: round(v, 3) for k, v in used.items()},
             "cpu_percent": cpu_percent(used)}
+
+
+def _blocking(ctx: Context, deadline: Deadline) -> dict[str, Any]:
+    """The SDK guide's loop (bench.baseline) on 16 threads, the worker's 2 x 8, as fast as they go:
+    replies/s and its CPU per message (it runs in this process, nothing else does meanwhile)."""
+    with running_emulator(ctx.logs("blocking"), 0.0) as emulator:
+        run_baseline(emulator.base_url, 8, 8, deadline)  # the SDK's first use is not its cost
+        cpu_before = time.process_time()
+        result = run_baseline(emulator.base_url, ctx.size(1000, 200), 16, deadline)
+        result["cpu_ms_per_run"] = round(1000 * (time.process_time() - cpu_before) / result["messages"], 2)
+    return result
 
 
 def _stop(steps: list[dict[str, Any]], rate: int, backlog_seconds: float) -> str | None:
