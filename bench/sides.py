@@ -163,6 +163,7 @@ def markdown(results: Results) -> list[str]:
             "scratch PostgreSQL database. It passes a no-fault correctness run before each timed part. Its",
             "store CPU is the whole PostgreSQL server's (every process below the postmaster) plus Redis's",
             "(its outbound entries and its conversation -> thread table). Ratios worker / DBOS are reported,",
-            "not judged; `-`: not measured.", "",
+            "not judged; `-`: not measured. The blocking baseline is the SDK guide's loop (`bench/baseline.py`)",
+            "in the bench's process: its CPU is that process's over the loop, after one warm-up message.", "",
             "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS),
             *("| " + " | ".join(row) + " |" for row in body)]

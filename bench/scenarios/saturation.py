@@ -1,6 +1,6 @@
 """Scenario 3: instant runs (run time 0), 2 processes x 8 threads, a rising send rate until the
-replies a second stop growing or the backlog runs away; then the same climb on the DBOS
-baseline (2 processes)."""
+replies a second stop growing or the backlog runs away; then the SDK guide's blocking loop as
+fast as it goes, and the same climb on the DBOS baseline (2 processes)."""
 
 from __future__ import annotations
 
