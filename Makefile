@@ -81,9 +81,15 @@ clean:
 
 # Benchmarks against the emulator on a private redis-server (~20 minutes): prints the table,
 # writes bench-results/ and BENCHMARKS.md. `make bench BENCH_FLAGS=--quick` for a smoke run.
+# The `bench` extra adds dbos, for the DBOS baseline (it needs a PostgreSQL: DBOS_SYSTEM_DATABASE_URL,
+# by default the local one; without one the bench says so in one line and runs the rest).
 BENCH_FLAGS ?=
 .PHONY: bench
-bench: install redis-server
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: install $(VENV)/.installed-bench redis-server
 	$(PY) -m bench $(BENCH_FLAGS)
 
 # Two commits compared: --repeat (3) interleaved runs of each commit's own bench (old, new, old,

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import machine, report
+from bench import machine, report, sides
 from bench.context import Context
 from bench.figures import rows as figure_rows
 from bench.scenarios import SCENARIOS
@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         "table": [row.__dict__ for row in rows],
     })
     print(report.table(rows))
+    side_by_side = sides.table(results)
+    if side_by_side:
+        print("\nSide by side (ratios reported, not judged):\n" + side_by_side)
     if full:
         args.markdown.write_text(report.markdown(about, rows, results, seconds))
     failed, missed = report.errors(results), report.misses(rows)

@@ -177,6 +177,14 @@ def _streaming_figures(backend: str, name: str, targets: bool) -> list[Figure]:
     ]
 
 
+FIGURES += [
+    Figure("faults", "worker replies lost + duplicated + conversations out of order (2 % lost responses, 3 % 429, "
+           "3 % 500; {faults[worker][sent]:,} messages)",
+           lambda r: sum(r["faults"]["worker"][k] for k in ("lost", "duplicated", "reordered_conversations")),
+           "", Target("<=", 0)),
+    Figure("faults", "worker user messages appended twice / runs per message",
+           _join(_path("faults", "worker", "duplicate_user_messages"), _path("faults", "worker", "runs_per_message"))),
+]
 FIGURES += _streaming_figures("assistants", "Assistants", True)
 FIGURES += _streaming_figures("responses", "Responses", False)
 FIGURES += [

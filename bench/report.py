@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bench import sides
 from bench.figures import Row
 
 HEADERS = ("scenario", "figure", "value", "target", "")
@@ -68,6 +69,7 @@ def markdown(machine: dict[str, Any], rows: list[Row], results: dict[str, Any], 
     failed = errors(results)
     if failed:
         out += ["", "Scenarios that failed:", ""] + [f"- {line}" for line in failed]
+    out += sides.markdown(results)
     out += [
         "",
         "## Definitions",
@@ -112,6 +114,12 @@ def markdown(machine: dict[str, Any], rows: list[Row], results: dict[str, Any], 
         "  300 s runs and replies of about 2,000 characters, one process; the Dramatiq worker process's",
         "  VmRSS once the worker's `assistant_streams_open` shows them all open (or at its largest count",
         "  within 150 s), then everything is torn down.",
+        "- **faults**: the emulator answers 2 % of all API calls as lost (the call is done, its answer an",
+        "  error), 3 % 429 and 3 % 500 (seeded); one message to each of 200 conversations, three rounds 2.5 s",
+        "  apart, 1 s runs, 1 process. Lost = sent and in no entry once no reply came for 20 s; duplicated =",
+        "  in more than one entry; reordered = conversations answered out of send order; user messages",
+        "  appended twice = copies of a user message's text in its thread, read with the faults off. The",
+        "  blocking baseline (the SDK guide's loop, 40 messages on 8 threads) loses a reply when its loop raises.",
         "",
     ]
     return "\n".join(out)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.context import Context
-from bench.scenarios import concurrency, cost, overhead, polling, saturation, streaming
+from bench.scenarios import concurrency, cost, faults, overhead, polling, saturation, streaming
 
 Scenario = Callable[[Context], dict[str, Any]]
 
@@ -17,4 +17,5 @@ SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "overhead": (overhead.run, overhead.TIMEOUT),
     "polling": (polling.run, polling.TIMEOUT),
     "streaming": (streaming.run, streaming.TIMEOUT),
+    "faults": (faults.run, faults.TIMEOUT),
 }

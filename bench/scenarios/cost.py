@@ -7,12 +7,13 @@ from typing import Any
 
 from bench.context import Context
 from bench.load import Outbound, make_producer, send_burst
+from bench.scenarios import dbos_side
 from bench.scenarios.common import api_calls, completed, cpu_percent, outcome_counts, polled
 from bench.stack import Stack, running_stack
 from bench.waits import Deadline
 from producers import Producer
 
-TIMEOUT = 600.0
+TIMEOUT = 1200.0
 RUN_SECONDS = 10.0
 IDLE_SECONDS = 3.0
 TOOL_CALL = 'call:add{"a": 1, "b": 2}'
@@ -30,7 +31,37 @@ def run(ctx: Context) -> dict[str, Any]:
                               "worker_processes": 1, "worker_threads": 8}
     for name, (modules, text, warm_up) in VARIANTS.items():
         result[name] = _variant(ctx, name, modules, text, warm_up, conversations, deadline)
+    why = dbos_side.skipped()
+    result["dbos"] = {"skipped": why} if why else {
+        name: _dbos_variant(ctx, name, text, warm_up, conversations, deadline)
+        for name, (_, text, warm_up) in VARIANTS.items()}
+    if not why:
+        result["worker_vs_dbos"] = {name: dbos_side.ratios(_side(result[name]), _side(result["dbos"][name]), SIDE_KEYS)
+                                    for name in VARIANTS}
     return result
+
+
+SIDE_KEYS = ("worker_cpu_ms_per_run", "store_cpu_ms_per_run", "total_cpu_ms_per_run", "calls_per_run")
+
+
+def _side(figures: dict[str, Any]) -> dict[str, Any]:
+    """The figures compared: worker CPU, its store's (Redis; PostgreSQL + Redis for DBOS), both."""
+    store = figures["redis_cpu_ms_per_run"] + (figures.get("postgres_cpu_ms_per_run") or 0.0)
+    return {"worker_cpu_ms_per_run": figures["worker_cpu_ms_per_run"], "store_cpu_ms_per_run": round(store, 2),
+            "total_cpu_ms_per_run": round(figures["worker_cpu_ms_per_run"] + store, 2),
+            "calls_per_run": figures["api"]["calls_per_run"]}
+
+
+def _dbos_variant(ctx: Context, name: str, text: Any, warm_up: str, conversations: int,
+                  deadline: Deadline) -> dict[str, Any]:
+    """The same burst on the DBOS baseline (1 process), after its correctness run and warm-up:
+    it keeps no run history, so its first burst is its steady one."""
+    with dbos_side.checked_stack(ctx.logs(f"dbos-{name}"), run_seconds=RUN_SECONDS, processes=1,
+                                 warm_up=warm_up) as stack:
+        # one process is CPU-bound at about 6 replies/s here: 1,000 runs take minutes
+        figures = _burst(stack, stack.producer, f"cost-dbos-{name}", text, conversations, deadline, wait=500)
+        figures["correctness"] = stack.correctness
+    return {**figures, **_side(figures)}
 
 
 def _variant(ctx: Context, name: str, modules: str, text: Any, warm_up: str, conversations: int,
@@ -57,13 +88,13 @@ def _variant(ctx: Context, name: str, modules: str, text: Any, warm_up: str, con
     return {**idle, **figures, "first_burst": first, "restarted": restarted}
 
 
-def _burst(stack: Stack, producer: Producer, prefix: str, text: Any, conversations: int,
-           deadline: Deadline) -> dict[str, Any]:
+def _burst(stack: Stack | Any, producer: Producer | Any, prefix: str, text: Any, conversations: int,
+           deadline: Deadline, wait: float = 240) -> dict[str, Any]:
     outbound = Outbound(stack.redis.client)  # this burst's replies only
     stats_before = stack.emulator.stats()
     start = stack.cpu_mark()
     sent = send_burst(producer, (f"{prefix}-{i}" for i in range(conversations)), text)
-    outbound.wait_length(conversations, deadline.sub(150, f"{conversations} replies ({prefix})"),
+    outbound.wait_length(conversations, deadline.sub(wait, f"{conversations} replies ({prefix})"),
                          check=stack.check_alive, interval=0.05)
     used = stack.cpu_mark().since(start)
     replies = outbound.read_new()
@@ -81,6 +112,7 @@ def _burst(stack: Stack, producer: Producer, prefix: str, text: Any, conversatio
         "worker_cpu_ms_per_run": ms_per_run(used["worker"]),
         "worker_dramatiq_processes_cpu_ms_per_run": ms_per_run(used["worker_dramatiq_processes"]),
         "redis_cpu_ms_per_run": ms_per_run(used["redis"]),
+        **({"postgres_cpu_ms_per_run": ms_per_run(used["postgres"])} if "postgres" in used else {}),
         "emulator_cpu_ms_per_run": ms_per_run(used["emulator"]),
         "bench_cpu_ms_per_run": ms_per_run(used["bench"]),
         "other_processes_cpu_ms_per_run": ms_per_run(used["others"]),
