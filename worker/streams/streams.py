@@ -18,6 +18,7 @@ import os
 import resource
 import secrets
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import structlog
 from worker import keys, metrics
 from worker.backends.api import ApiObserver, status_outcome, translate
 from worker.backends.base import RunState, StreamTarget
+from worker.backends.run_reader import httpx_lib
 from worker.errors import TransientApiError
 from worker.settings import Settings
 from worker.store.deltas import Delta, DeltaStreams
@@ -101,7 +103,7 @@ class Streams:
         self._base_url = s.api_base_url.rstrip("/") + "/"
         # aiohttp, not the SDK's httpx: a quarter of its CPU per event (BENCHMARKS.md). A
         # stream waits its safety poll twice over for an event before it counts as broken.
-        connector = aiohttp.TCPConnector(limit=s.stream_max_open + 64, limit_per_host=0)
+        connector = aiohttp.TCPConnector(limit=s.stream_max_open + 64, limit_per_host=0, ssl=_trust())
         timeout = aiohttp.ClientTimeout(total=None, connect=s.api_timeout_seconds,
                                         sock_read=max(60.0, 2 * s.stream_safety_poll_seconds))
         self._http = aiohttp.ClientSession(connector=connector, headers=self.headers, timeout=timeout,
@@ -268,6 +270,11 @@ class Streams:
     def _row(self, target: StreamTarget) -> tuple[str, str, str]:
         cid = target.conversation_id
         return keys.batch(cid), self.deltas.key(cid), keys.delta_lengths(cid)
+
+
+def _trust() -> ssl.SSLContext:
+    """The SDK's own trust (its HTTP client's default context: SSL_CERT_FILE, SSL_CERT_DIR)."""
+    return httpx_lib.create_ssl_context()
 
 
 def _describe(exc: BaseException) -> str:
