@@ -19,11 +19,11 @@ from worker.backends.base import RunState, StreamTarget, ToolCall
 from worker.batch import Batch
 from worker.conversation import deltas
 from worker.store.batches import Batches
-from worker.store.deltas import Delta, DeltaConfig, DeltaStreams
+from worker.store.deltas import DeltaConfig, DeltaStreams
 from worker.store.scripts import LuaScript
 from worker.streams import sse, state
 from worker.streams.events import AssistantsEvents, ResponsesEvents
-from worker.streams.reader import StreamReader, StreamSpec
+from worker.streams.reader import StreamReader, StreamSpec, TextDelta
 
 OWNER = "host:1:abc/1"
 
@@ -99,19 +99,19 @@ class Scripts:
                   "wake": keys.WAKE, "rows": row * len(writes)},
             args={"now": now, "maxlen": 100, "ttl": 60, "writes": json.dumps(writes, ensure_ascii=False)})]
 
-    def texts(self, batch: Batch, owner: str, cursor: str, items: list[Delta]) -> list[object]:
-        return ["d", batch.batch_id, owner, CID, cursor, self.deltas.texts(items)]
+    def texts(self, batch: Batch, owner: str, cursor: str, items: list[TextDelta]) -> list[object]:
+        return ["d", batch.batch_id, owner, CID, cursor, items]
 
-    def write(self, batch: Batch, owner: str, cursor: str, items: list[Delta]) -> int:
+    def write(self, batch: Batch, owner: str, cursor: str, items: list[TextDelta]) -> int:
         return self.call(owner, [self.texts(batch, owner, cursor, items)])[0]
 
     def store(self, batch: Batch, owner: str, document: str, now: float) -> int:
         return self.call(owner, [["s", batch.batch_id, owner, CID, document]], now)[0]
 
 
-def text(batch: Batch, value: str) -> Delta:
-    fields = {"conversation_id": CID, "run_id": batch.run_id, "message_id": "msg_1"}
-    return Delta("message.delta", batch.run_id or "", fields, message_id="msg_1", text=value)
+def text(batch: Batch, value: str, at: int = -1) -> TextDelta:
+    fields = {"type": "message.delta", "conversation_id": CID, "run_id": batch.run_id, "message_id": "msg_1"}
+    return "msg_1", json.dumps(fields), value, at
 
 
 def test_a_reader_writes_only_while_the_batch_names_it_owner(redis_client: redis.Redis, clock: FakeClock) -> None:
@@ -169,11 +169,11 @@ class Sink:
             return -2
         return -2 if self.lose_after is not None and self.calls > self.lose_after else 0
 
-    def send(self, target: StreamTarget, owner: str, cursor: str, items: list[Delta],
+    def send(self, target: StreamTarget, owner: str, cursor: str, items: list[TextDelta],
              done: Callable[[int | BaseException], None]) -> None:
         code = self._answer()
         if code == 0:
-            self.writes.append([d.text or "" for d in items])
+            self.writes.append([d[2] for d in items])
         # answered later, as the writer's call comes back
         asyncio.get_running_loop().call_soon(done, code if code < 0 else len(items))
 
@@ -240,9 +240,8 @@ def test_a_re_attached_stream_writes_each_event_once(redis_client: redis.Redis, 
     scripts.deltas.write(batch, deltas.run_started(batch), token=token)
     assert Batches(redis_client).save(batch.evolve(stream_owner=OWNER), token=token).written
 
-    def at(seq: int, value: str) -> Delta:
-        fields = {"conversation_id": CID, "run_id": "resp_1", "message_id": "msg_1"}
-        return Delta("message.delta", "resp_1", fields, message_id="msg_1", text=value, at=seq)
+    def at(seq: int, value: str) -> TextDelta:
+        return text(batch, value, seq)
 
     assert scripts.write(batch, OWNER, "resp_1 5", [at(4, "a"), at(5, "b")]) == 2
     other = "host:2:def/1"

@@ -85,18 +85,6 @@ class DeltaStreams:
         # Not ASCII-escaped: the script counts a message's published text in UTF-8 bytes.
         return json.dumps([d.item() for d in deltas], separators=(",", ":"), ensure_ascii=False)
 
-    def texts(self, deltas: Sequence[Delta]) -> list[tuple[str, str, str, int]]:
-        """Text deltas as stream_writes.lua takes them: (message_id, entry, text, at or -1)
-        each, none when DELTAS=off. Cheaper than `encode`'s dicts for a reader's hundred a reply."""
-        if not self.config.enabled:
-            return []
-        out = []
-        for d in deltas:
-            if d.type != "message.delta" or d.catch_up or d.message_id is None:
-                raise ValueError(f"a stream reader writes text deltas only, not {d.type}")
-            out.append((d.message_id, d.entry(), d.text or "", -1 if d.at is None else d.at))
-        return out
-
     def write(self, batch: Batch, deltas: Sequence[Delta], *, token: int) -> int | None:
         """Write `deltas` of the active `batch` in order; how many were (a run.started of
         the run already started, or a delta before any run.started, is not), or None when

@@ -6,7 +6,7 @@ its events (a new part of a message starts with "\n", as the outbound entry join
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from worker.streams.sse import Event
 
@@ -19,8 +19,7 @@ RESPONSES_READ = RESPONSES_ENDINGS | {"response.created", "response.queued", "re
                                       "response.output_text.delta", "error"}
 
 
-@dataclass(frozen=True)
-class Text:
+class Text(NamedTuple):  # a tuple: one per delta
     message_id: str
     text: str
 

@@ -24,7 +24,6 @@ import structlog
 
 from worker import metrics
 from worker.backends.base import RunState, StreamTarget
-from worker.store.deltas import Delta
 from worker.streams import sse, state
 from worker.streams.events import Text, Translator, Update
 
@@ -36,12 +35,16 @@ BROKEN_ATTEMPTS = 4
 REPORT_SECONDS = 1.0  # how often a reader adds the events it read to the metric
 RECORD_RETRY_SECONDS = 0.02  # the first wait for the owner's record, doubling up to a second
 Written = Callable[[int | BaseException], None]
+# A text delta as stream_writes.lua takes it: message_id, the entry's JSON without `seq` and
+# `text` (made once per message), the text, the event's sequence number (-1: none). A tuple:
+# a reply has a hundred.
+TextDelta = tuple[str, str, str, int]
 
 
 class Sink(Protocol):
     """Where a reader writes (worker/streams/streams.py)."""
 
-    def send(self, target: StreamTarget, owner: str, cursor: str, deltas: list[Delta], done: Written) -> None:
+    def send(self, target: StreamTarget, owner: str, cursor: str, deltas: list[TextDelta], done: Written) -> None:
         """Queue a write of text deltas; `done` gets its answer (or the error)."""
 
     async def store(self, target: StreamTarget, owner: str, document: str) -> int: ...
@@ -68,7 +71,7 @@ class StreamReader:
         self._backlog: list[sse.Event] = []  # a chunk's events after the first's
         self.run_id = spec.run_id
         self.cursor: int | None = None
-        self._pending: list[Delta] = []
+        self._pending: list[TextDelta] = []
         self._writes = _Writes()
         self._texts = 0
         self._entries: dict[tuple[str, str], str] = {}
@@ -167,7 +170,7 @@ class StreamReader:
         cursor = f"{self.run_id} {self.cursor}" if self.cursor is not None and self.run_id else ""
         self.sink.send(self.spec.target, self.spec.owner, cursor, deltas, partial(self._written, deltas))
 
-    def _written(self, deltas: list[Delta], result: int | BaseException) -> None:
+    def _written(self, deltas: list[TextDelta], result: int | BaseException) -> None:
         writes = self._writes
         writes.in_flight = False
         if isinstance(result, BaseException):
@@ -218,16 +221,15 @@ class StreamReader:
         self._texts += written
         self._report()
 
-    def _delta(self, text: Text) -> Delta:
-        """A message.delta; its entry's JSON is made once per message (a reply has a hundred)."""
+    def _delta(self, text: Text) -> TextDelta:
+        """A message.delta; its entry's JSON is made once per message."""
         target, run = self.spec.target, self.run_id or ""
         entry = self._entries.get((run, text.message_id))
         if entry is None:
             fields = {"type": "message.delta", "conversation_id": target.conversation_id,
                       "event_ids": target.event_ids, "run_id": run or None, "message_id": text.message_id}
             entry = self._entries[(run, text.message_id)] = json.dumps(fields, separators=(",", ":"))
-        return Delta("message.delta", run, message_id=text.message_id, text=text.text, at=self.cursor,
-                     entry_json=entry)
+        return text.message_id, entry, text.text, -1 if self.cursor is None else self.cursor
 
 
 def _final(update: Update) -> bool:

@@ -35,10 +35,10 @@ from worker.backends.base import RunState, StreamTarget
 from worker.backends.run_reader import httpx_lib
 from worker.errors import TransientApiError
 from worker.settings import Settings
-from worker.store.deltas import Delta, DeltaStreams
+from worker.store.deltas import DeltaStreams
 from worker.streams.events import Translator, Update
 from worker.streams.loop import StreamLoop
-from worker.streams.reader import StreamReader, StreamSpec, Written
+from worker.streams.reader import StreamReader, StreamSpec, TextDelta, Written
 from worker.streams.registry import Registry
 from worker.streams.writes import BatchedWrites
 
@@ -257,9 +257,10 @@ class Streams:
             response.close()
 
     # --- the reader's writes (Sink) ------------------------------------------------------
-    def send(self, target: StreamTarget, owner: str, cursor: str, deltas: list[Delta], done: Written) -> None:
+    def send(self, target: StreamTarget, owner: str, cursor: str, deltas: list[TextDelta], done: Written) -> None:
         assert self._writes is not None
-        item = ["d", target.batch_id, owner, target.conversation_id, cursor, self.deltas.texts(deltas)]
+        texts = deltas if self.deltas.config.enabled else []  # DELTAS=off: the cursor only
+        item = ["d", target.batch_id, owner, target.conversation_id, cursor, texts]
         self._writes.send(self._row(target), item, done)
 
     async def store(self, target: StreamTarget, owner: str, document: str) -> int:
