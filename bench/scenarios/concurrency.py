@@ -15,9 +15,11 @@ from bench.load import Outbound, Sampler, make_producer, send_burst
 from bench.scenarios import dbos_side
 from bench.scenarios.common import completed, cpu_percent, outcome_counts, polled
 from bench.stack import running_emulator, running_stack
-from bench.waits import Deadline
+from bench.waits import BenchTimeout, Deadline
 
-TIMEOUT = 720.0
+TIMEOUT = 1200.0
+# One DBOS process answers 3-7 of these runs a second here: the 2,000 take it up to 11 min.
+DBOS_WAIT_SECONDS = 660.0
 RUN_SECONDS = 10.0
 MB = 1024 * 1024
 
@@ -119,8 +121,13 @@ def _dbos(ctx: Context, conversations: int, deadline: Deadline) -> dict[str, Any
             start = stack.cpu_mark()
             sent = send_burst(stack.producer, (f"conc-{i}" for i in range(conversations)),  # type: ignore[arg-type]
                               lambda i: f"Hello, this is conversation {i}.")
-            outbound.wait_length(conversations, deadline.sub(500, f"{conversations} DBOS replies"),
-                                 check=stack.check_alive)
+            try:
+                outbound.wait_length(conversations, deadline.sub(DBOS_WAIT_SECONDS, f"{conversations} DBOS replies"),
+                                     check=stack.check_alive)
+            except BenchTimeout as exc:  # reported, not judged: what it answered in time, and how fast
+                answered = len(outbound.read_new())
+                return {"conversations": conversations, "processes": 1, "error": str(exc), "replies": answered,
+                        "replies_per_s": round(answered / max(1e-9, time.time() - sent.first), 2)}
             used = stack.cpu_mark().since(start)
         replies = outbound.read_new()
         correctness = stack.correctness
