@@ -93,11 +93,11 @@ class Scripts:
         self._script = LuaScript(client, "stream_writes")
 
     def call(self, owner: str, writes: list[list[object]], now: float = 0.0) -> list[int]:
-        row = [keys.batch(CID), self.deltas.key(CID), keys.delta_lengths(CID)]
         return [int(r) for r in self._script(
-            keys={"owned": keys.owned_streams(owner.rpartition("/")[0]), "schedule": keys.SCHEDULE,
-                  "wake": keys.WAKE, "rows": row * len(writes)},
-            args={"now": now, "maxlen": 100, "ttl": 60, "writes": json.dumps(writes, ensure_ascii=False)})]
+            keys={"owned": keys.owned_streams(owner.rpartition("/")[0]), "schedule": keys.SCHEDULE, "wake": keys.WAKE},
+            args={"now": now, "maxlen": 100, "ttl": 60, "batch_prefix": keys.batch(""),
+                  "deltas_prefix": self.deltas.key(""), "lengths_prefix": keys.delta_lengths(""),
+                  "writes": json.dumps(writes, ensure_ascii=False)})]
 
     def texts(self, batch: Batch, owner: str, cursor: str, items: list[TextDelta]) -> list[object]:
         return ["d", batch.batch_id, owner, CID, cursor, items]
@@ -280,7 +280,7 @@ def test_writes_that_come_together_go_in_one_call_and_survive_a_script_flush(red
 
     async def run() -> tuple[int, list[int]]:
         client = redis.asyncio.Redis.from_url(redis_url)
-        writes = BatchedWrites(client, "host:1:abc", maxlen=100, ttl_seconds=60)
+        writes = BatchedWrites(client, "host:1:abc", DeltaConfig(maxlen=100, ttl_seconds=60))
         writer = asyncio.get_running_loop().create_task(writes.run())
         calls = [0]
         real = writes.script.__call__
@@ -292,7 +292,7 @@ def test_writes_that_come_together_go_in_one_call_and_survive_a_script_flush(red
         writes.script = counted  # type: ignore[assignment]
 
         def call(n: int) -> Awaitable[int]:
-            return writes.call((f"b{n}", f"d{n}", f"l{n}"), ["s", "x", "o", f"c{n}", "{}"])
+            return writes.call(["s", "x", "o", f"c{n}", "{}"])
 
         first = list(await asyncio.gather(*(call(n) for n in range(20))))
         sent = calls[0]

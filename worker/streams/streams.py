@@ -29,7 +29,7 @@ import redis
 import redis.asyncio
 import structlog
 
-from worker import keys, metrics
+from worker import metrics
 from worker.backends.api import ApiObserver, status_outcome, translate
 from worker.backends.base import RunState, StreamTarget
 from worker.backends.run_reader import httpx_lib
@@ -116,8 +116,7 @@ class Streams:
         # The writer's own connection: one call at a time, no pool to take it from each time.
         self._writer_redis = redis.asyncio.Redis.from_url(s.redis_url, single_connection_client=True,
                                                           socket_connect_timeout=5)
-        self._writes = BatchedWrites(self._writer_redis, self.process_id, self.deltas.config.maxlen,
-                                     self.deltas.config.ttl_seconds)
+        self._writes = BatchedWrites(self._writer_redis, self.process_id, self.deltas.config)
         self._registry = Registry(self._aredis, self.process_id)
         loop = asyncio.get_running_loop()
         self._beat, self._writer = loop.create_task(self._heartbeat()), loop.create_task(self._writes.run())
@@ -261,16 +260,11 @@ class Streams:
         assert self._writes is not None
         texts = deltas if self.deltas.config.enabled else []  # DELTAS=off: the cursor only
         item = ["d", target.batch_id, owner, target.conversation_id, cursor, texts]
-        self._writes.send(self._row(target), item, done)
+        self._writes.send(item, done)
 
     async def store(self, target: StreamTarget, owner: str, document: str) -> int:
         assert self._writes is not None
-        return await self._writes.call(self._row(target),
-                                       ["s", target.batch_id, owner, target.conversation_id, document])
-
-    def _row(self, target: StreamTarget) -> tuple[str, str, str]:
-        cid = target.conversation_id
-        return keys.batch(cid), self.deltas.key(cid), keys.delta_lengths(cid)
+        return await self._writes.call(["s", target.batch_id, owner, target.conversation_id, document])
 
 
 def _trust() -> ssl.SSLContext:

@@ -19,7 +19,8 @@ import redis.asyncio
 import structlog
 
 from worker import keys
-from worker.store.scripts import LuaScript
+from worker.store.deltas import DeltaConfig
+from worker.store.scripts import Arg, LuaScript
 
 log = structlog.get_logger("worker.streams")
 
@@ -32,28 +33,30 @@ Done = Callable[[int | BaseException], None]
 
 @dataclass
 class _Write:
-    row: tuple[str, str, str]  # the batch's, the delta stream's and the lengths' keys
     item: list[Any]  # kind batch_id owner conversation_id and the kind's own (stream_writes.lua)
     done: Done  # told the answer, or the error
 
 
 class BatchedWrites:
-    def __init__(self, client: redis.asyncio.Redis, process_id: str, maxlen: int, ttl_seconds: int) -> None:
+    def __init__(self, client: redis.asyncio.Redis, process_id: str, config: DeltaConfig) -> None:
         self.script = LuaScript(client, "stream_writes")
-        self._fixed = {"owned": keys.owned_streams(process_id), "schedule": keys.SCHEDULE, "wake": keys.WAKE}
-        self._limits = (maxlen, ttl_seconds)
+        self._keys = {"owned": keys.owned_streams(process_id), "schedule": keys.SCHEDULE, "wake": keys.WAKE}
+        # A write's keys: these prefixes and its conversation id (stream_writes.lua says why).
+        self._args: dict[str, Arg] = {
+            "maxlen": config.maxlen, "ttl": config.ttl_seconds, "batch_prefix": keys.batch(""),
+            "deltas_prefix": config.prefix, "lengths_prefix": keys.delta_lengths("")}
         self._queued: list[_Write] = []
         self._wake = asyncio.Event()
 
-    def send(self, row: tuple[str, str, str], item: list[Any], done: Done) -> None:
+    def send(self, item: list[Any], done: Done) -> None:
         """Queue one write; `done` is told its answer (stream_writes.lua's) once its call came back."""
-        self._queued.append(_Write(row, item, done))
+        self._queued.append(_Write(item, done))
         self._wake.set()
 
-    async def call(self, row: tuple[str, str, str], item: list[Any]) -> int:
+    async def call(self, item: list[Any]) -> int:
         """Queue one write and wait for its answer."""
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self.send(row, item, partial(_settle, answer))
+        self.send(item, partial(_settle, answer))
         return await answer
 
     async def run(self) -> None:
@@ -67,13 +70,10 @@ class BatchedWrites:
                 await self._send(writes)
 
     async def _send(self, writes: list[_Write]) -> None:
-        rows = [key for write in writes for key in write.row]
         # Not ASCII-escaped: the script counts a message's published text in UTF-8 bytes.
         encoded = json.dumps([write.item for write in writes], ensure_ascii=False, separators=(",", ":"))
-        maxlen, ttl = self._limits
         try:  # redis-py loads the script again should Redis have lost it (a restart)
-            results: Any = await self.script({**self._fixed, "rows": rows},
-                                             {"now": time.time(), "maxlen": maxlen, "ttl": ttl, "writes": encoded})
+            results: Any = await self.script(self._keys, {**self._args, "now": time.time(), "writes": encoded})
         except Exception as exc:  # noqa: BLE001 - every waiting write is told, and the writer goes on
             for write in writes:
                 _tell(write.done, exc)

@@ -12,16 +12,20 @@
 -- Both are fenced by the stream's owner as the batch records it: a reader that lost its
 -- stream (a takeover, an ended phase, a published batch) writes nothing.
 -- uses: deltas
--- KEYS: owned schedule wake rows...
--- ARGV: now maxlen ttl writes
--- rows: per write, its batch, delta stream and lengths keys.
+-- KEYS: owned schedule wake
+-- ARGV: now maxlen ttl batch_prefix deltas_prefix lengths_prefix writes
 -- writes: a JSON list, per write [kind, batch_id, owner, conversation_id, then for 'd' the
 --   cursor and a list of [message_id, entry, text, at] (at -1: no sequence number), for 's'
 --   the state]: one argument, since redis-py packs each argument in Python (a few us each).
+--   For the same reason a write's own keys (its batch, delta stream and lengths) are made
+--   here from its conversation id and the prefixes rather than passed in KEYS: a window's
+--   hundred keys cost more to pack than its writes (measured). The worker's Redis is one
+--   server (no cluster), where a script may do so.
 -- returns: per write, -1 the batch moved on (another batch, or answered); -2 another owner
 --   (or none recorded yet); else the entries written ('d') or 1 ('s')
 local owned, schedule, wake = KEYS[1], KEYS[2], KEYS[3]
 local now, maxlen, ttl = ARGV[1], ARGV[2], ARGV[3]
+local batch_prefix, deltas_prefix, lengths_prefix = ARGV[4], ARGV[5], ARGV[6]
 
 local function fence(batch, batch_id, owner)
   local found = redis.call('HMGET', batch, 'batch_id', 'stream_owner', 'published', 'stream_cursor')
@@ -56,9 +60,10 @@ local function store_state(batch, owner, conversation_id, state)
 end
 
 local results = {}
-for i, w in ipairs(cjson.decode(ARGV[4])) do
+for i, w in ipairs(cjson.decode(ARGV[7])) do
   local kind, batch_id, owner, conversation_id = w[1], w[2], w[3], w[4]
-  local batch, stream, lengths = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local batch = batch_prefix .. conversation_id
+  local stream, lengths = deltas_prefix .. conversation_id, lengths_prefix .. conversation_id
   local refused, kept = fence(batch, batch_id, owner)
   if refused ~= 0 then
     results[i] = refused
