@@ -185,6 +185,15 @@ FIGURES += [
     Figure("faults", "worker user messages appended twice / runs per message",
            _join(_path("faults", "worker", "duplicate_user_messages"), _path("faults", "worker", "runs_per_message"))),
 ]
+FIGURES += [
+    Figure("cold_burst", "worker CPU per completed 2 s run, a worker just started, {cold_burst[conversations]:,} "
+           "new conversations at once, STREAMING=off", _path("cold_burst", "streaming_off", "worker_cpu_ms_per_run"),
+           "ms", Target("<=", 8)),
+    Figure("cold_burst", "  the same, STREAMING=auto (runs followed by their streams)",
+           _path("cold_burst", "streaming_auto", "worker_cpu_ms_per_run"), "ms", Target("<=", 8)),
+    Figure("cold_burst", "  first send -> last reply, off / auto",
+           _join(_path("cold_burst", "streaming_off", "wall_s"), _path("cold_burst", "streaming_auto", "wall_s")), "s"),
+]
 FIGURES += _streaming_figures("assistants", "Assistants", True)
 FIGURES += _streaming_figures("responses", "Responses", False)
 FIGURES += [

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.context import Context
-from bench.scenarios import concurrency, cost, faults, overhead, polling, saturation, streaming
+from bench.scenarios import cold_burst, concurrency, cost, faults, overhead, polling, saturation, streaming
 
 Scenario = Callable[[Context], dict[str, Any]]
 
@@ -18,4 +18,5 @@ SCENARIOS: dict[str, tuple[Scenario, float]] = {
     "polling": (polling.run, polling.TIMEOUT),
     "streaming": (streaming.run, streaming.TIMEOUT),
     "faults": (faults.run, faults.TIMEOUT),
+    "cold_burst": (cold_burst.run, cold_burst.TIMEOUT),
 }

@@ -59,7 +59,7 @@ def _dbos_variant(ctx: Context, name: str, text: Any, warm_up: str, conversation
     with dbos_side.checked_stack(ctx.logs(f"dbos-{name}"), run_seconds=RUN_SECONDS, processes=1,
                                  warm_up=warm_up) as stack:
         # one process is CPU-bound at about 6 replies/s here: 1,000 runs take minutes
-        figures = _burst(stack, stack.producer, f"cost-dbos-{name}", text, conversations, deadline, wait=500)
+        figures = burst(stack, stack.producer, f"cost-dbos-{name}", text, conversations, deadline, wait=500)
         figures["correctness"] = stack.correctness
     return {**figures, **_side(figures)}
 
@@ -78,17 +78,17 @@ def _variant(ctx: Context, name: str, modules: str, text: Any, warm_up: str, con
             idle_start = stack.cpu_mark()
             time.sleep(IDLE_SECONDS)
             idle["idle_cpu_percent"] = cpu_percent(stack.cpu_mark().since(idle_start))
-        first = _burst(stack, producer, f"cost-{name}-first", text, conversations, deadline)
-        figures = _burst(stack, producer, f"cost-{name}", text, conversations, deadline)
+        first = burst(stack, producer, f"cost-{name}-first", text, conversations, deadline)
+        figures = burst(stack, producer, f"cost-{name}", text, conversations, deadline)
         # A new worker process on the same Redis: seeded with the run durations the first
         # one shared (aw:poll:phases), it should cost what a worker with history costs.
         stack.workers.restart(stack.redis.client)
         stack.warm_up(warm_up)  # imports and connections, as after the first start
-        restarted = _burst(stack, producer, f"cost-{name}-restarted", text, conversations, deadline)
+        restarted = burst(stack, producer, f"cost-{name}-restarted", text, conversations, deadline)
     return {**idle, **figures, "first_burst": first, "restarted": restarted}
 
 
-def _burst(stack: Stack | Any, producer: Producer | Any, prefix: str, text: Any, conversations: int,
+def burst(stack: Stack | Any, producer: Producer | Any, prefix: str, text: Any, conversations: int,
            deadline: Deadline, wait: float = 240) -> dict[str, Any]:
     outbound = Outbound(stack.redis.client)  # this burst's replies only
     stats_before = stack.emulator.stats()
