@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench.figures import _fmt, _label
+from bench.figures import _fmt, _label, _path
 
 Results = dict[str, Any]
 Get = Callable[[Results], Any] | None
@@ -26,22 +26,13 @@ class Side:
     ratio: bool = True  # show worker / DBOS
 
 
-def _at(*keys: str) -> Callable[[Results], Any]:
-    def get(results: Results) -> Any:
-        value: Any = results
-        for key in keys:
-            value = value[key]
-        return value
-    return get
-
-
 def _sum(*getters: Callable[[Results], Any]) -> Callable[[Results], Any]:
     return lambda r: round(sum(float(g(r)) for g in getters), 3)
 
 
 def _ms_per_run(*keys: str) -> Callable[[Results], Any]:
     """CPU seconds at `keys` of the concurrency burst, per reply, in ms."""
-    return lambda r: round(1000 * float(_at("concurrency", *keys)(r)) / r["concurrency"]["conversations"], 2)
+    return lambda r: round(1000 * float(_path("concurrency", *keys)(r)) / r["concurrency"]["conversations"], 2)
 
 
 def _cost(variant: str) -> list[Side]:
@@ -49,16 +40,16 @@ def _cost(variant: str) -> list[Side]:
     return [
         Side("cost", f"{variant}: worker CPU per completed 10 s run, ms"
              + (" (blocking: its loop's, in the concurrency scenario)" if variant == "no_tools" else ""),
-             _at(*worker, "worker_cpu_ms_per_run"),
-             _at("concurrency", "baseline", "cpu_ms_per_run") if variant == "no_tools" else None,
-             _at(*dbos, "worker_cpu_ms_per_run")),
+             _path(*worker, "worker_cpu_ms_per_run"),
+             _path("concurrency", "baseline", "cpu_ms_per_run") if variant == "no_tools" else None,
+             _path(*dbos, "worker_cpu_ms_per_run")),
         Side("cost", f"{variant}: store CPU per run (Redis; DBOS: PostgreSQL + Redis), ms",
-             _at(*worker, "redis_cpu_ms_per_run"), None, _at(*dbos, "store_cpu_ms_per_run")),
-        Side("cost", f"{variant}:   of which PostgreSQL, ms", None, None, _at(*dbos, "postgres_cpu_ms_per_run"),
+             _path(*worker, "redis_cpu_ms_per_run"), None, _path(*dbos, "store_cpu_ms_per_run")),
+        Side("cost", f"{variant}:   of which PostgreSQL, ms", None, None, _path(*dbos, "postgres_cpu_ms_per_run"),
              ratio=False),
         Side("cost", f"{variant}: worker + store CPU per run, ms",
-             _sum(_at(*worker, "worker_cpu_ms_per_run"), _at(*worker, "redis_cpu_ms_per_run")), None,
-             _at(*dbos, "total_cpu_ms_per_run")),
+             _sum(_path(*worker, "worker_cpu_ms_per_run"), _path(*worker, "redis_cpu_ms_per_run")), None,
+             _path(*dbos, "total_cpu_ms_per_run")),
         Side("cost", f"{variant}: API calls / polls per run",
              lambda r: f"{_fmt(r['cost'][variant]['api']['calls_per_run'])} / "
                        f"{_fmt(r['cost'][variant]['api']['polls_per_run'])}", None,
@@ -69,37 +60,37 @@ def _cost(variant: str) -> list[Side]:
 
 def _faults(name: str, label: str, key: str) -> Side:
     return Side("faults", f"{label} (of {{faults[worker][sent]}}; blocking: of {{faults[blocking_baseline][sent]}})",
-                _at("faults", "worker", key), _at("faults", "blocking_baseline", key) if name else None,
-                _at("faults", "dbos", key), ratio=False)
+                _path("faults", "worker", key), _path("faults", "blocking_baseline", key) if name else None,
+                _path("faults", "dbos", key), ratio=False)
 
 
 SIDES: list[Side] = [
     Side("concurrency", "replies/s ({concurrency[conversations]:,} conversations at once, 10 s runs, 1 process; "
          "blocking: {concurrency[baseline][messages]} messages on 8 threads)",
-         _at("concurrency", "replies_per_s"), _at("concurrency", "baseline", "replies_per_s"),
-         _at("concurrency", "dbos", "replies_per_s")),
-    Side("concurrency", "first send -> last reply, s", _at("concurrency", "wall_s"), None,
-         _at("concurrency", "dbos", "wall_s")),
+         _path("concurrency", "replies_per_s"), _path("concurrency", "baseline", "replies_per_s"),
+         _path("concurrency", "dbos", "replies_per_s")),
+    Side("concurrency", "first send -> last reply, s", _path("concurrency", "wall_s"), None,
+         _path("concurrency", "dbos", "wall_s")),
     Side("concurrency", "worker CPU per reply over the burst, ms (blocking: its loop's, in this process)",
          _ms_per_run("cpu_s", "worker"),
-         _at("concurrency", "baseline", "cpu_ms_per_run"), _ms_per_run("dbos", "worker_cpu_s")),
+         _path("concurrency", "baseline", "cpu_ms_per_run"), _ms_per_run("dbos", "worker_cpu_s")),
     Side("concurrency", "store CPU per reply (Redis; DBOS: PostgreSQL + Redis), ms", _ms_per_run("cpu_s", "redis"),
          None, _ms_per_run("dbos", "store_cpu_s")),
-    Side("concurrency", "worker RSS, max, MB", _at("concurrency", "worker_rss_mb_max"), None,
-         _at("concurrency", "dbos", "rss_mb_max")),
+    Side("concurrency", "worker RSS, max, MB", _path("concurrency", "worker_rss_mb_max"), None,
+         _path("concurrency", "dbos", "rss_mb_max")),
     *_cost("no_tools"),
     *_cost("one_tool"),
     Side("saturation", "peak replies/s (run time 0, 2 processes; blocking: {saturation[blocking_baseline][messages]} "
-         "messages on 16 threads)", _at("saturation", "peak_replies_per_s"),
-         _at("saturation", "blocking_baseline", "replies_per_s"), _at("saturation", "dbos", "peak_replies_per_s")),
-    Side("saturation", "worker CPU at the peak step, % of one core", _at("saturation", "worker_cpu_percent"), None,
-         _at("saturation", "dbos", "worker_cpu_percent")),
+         "messages on 16 threads)", _path("saturation", "peak_replies_per_s"),
+         _path("saturation", "blocking_baseline", "replies_per_s"), _path("saturation", "dbos", "peak_replies_per_s")),
+    Side("saturation", "worker CPU at the peak step, % of one core", _path("saturation", "worker_cpu_percent"), None,
+         _path("saturation", "dbos", "worker_cpu_percent")),
     Side("saturation", "store CPU at the peak step (Redis; DBOS: PostgreSQL + Redis), %",
-         _at("saturation", "store_cpu_percent"), None, _at("saturation", "dbos", "store_cpu_percent")),
+         _path("saturation", "store_cpu_percent"), None, _path("saturation", "dbos", "store_cpu_percent")),
     Side("saturation", "worker / store CPU per reply at the peak step, ms (blocking: its loop's)",
          lambda r: f"{_fmt(r['saturation']['worker_cpu_ms_per_reply'])} / "
                    f"{_fmt(r['saturation']['store_cpu_ms_per_reply'])}",
-         _at("saturation", "blocking_baseline", "cpu_ms_per_run"),
+         _path("saturation", "blocking_baseline", "cpu_ms_per_run"),
          lambda r: f"{_fmt(r['saturation']['dbos']['worker_cpu_ms_per_reply'])} / "
                    f"{_fmt(r['saturation']['dbos']['store_cpu_ms_per_reply'])}", ratio=False),
     _faults("blocking", "replies lost", "lost"),

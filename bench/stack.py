@@ -298,6 +298,18 @@ def running_emulator(log_dir: Path, run_seconds: float) -> Iterator[Emulator]:
         emulator.stop()
 
 
+def start_services(stack: ExitStack, log_dir: Path, run_seconds: float,
+                   emulator_config: dict[str, Any] | None = None) -> tuple[RedisServer, Emulator]:
+    """A fresh redis-server and emulator (its config fields set), stopped when `stack` closes."""
+    server = RedisServer(log_dir)
+    stack.callback(server.stop)
+    server.start()
+    emulator = stack.enter_context(running_emulator(log_dir, run_seconds))
+    if emulator_config:
+        emulator.configure(**emulator_config)
+    return server, emulator
+
+
 @contextmanager
 def running_stack(log_dir: Path, *, run_seconds: float, processes: int = 1, threads: int = 8,
                   tool_modules: str = "", warm_up: str | None = WARM_UP,
@@ -307,12 +319,7 @@ def running_stack(log_dir: Path, *, run_seconds: float, processes: int = 1, thre
     none); all stopped on the way out, even on failure. `worker_env`: settings of the worker
     (added to its environment); `emulator_config`: config fields set before the worker starts."""
     with ExitStack() as stack:
-        server = RedisServer(log_dir)
-        stack.callback(server.stop)
-        server.start()
-        emulator = stack.enter_context(running_emulator(log_dir, run_seconds))
-        if emulator_config:
-            emulator.configure(**emulator_config)
+        server, emulator = start_services(stack, log_dir, run_seconds, emulator_config)
         workers = Workers(log_dir, server.url, emulator.base_url, processes, threads, tool_modules,
                           metrics_port, worker_env)
         stack.callback(workers.stop)

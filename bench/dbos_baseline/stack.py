@@ -19,7 +19,7 @@ from bench import procs
 from bench.dbos_baseline.database import scratch_database, server_pids
 from bench.dbos_baseline.names import READY
 from bench.dbos_baseline.producer import DbosProducer
-from bench.stack import OUTBOUND, ROOT, WARM_UP, CpuMark, Emulator, RedisServer, Service, running_emulator
+from bench.stack import OUTBOUND, ROOT, WARM_UP, CpuMark, Emulator, RedisServer, Service, start_services
 from bench.waits import Deadline
 
 
@@ -93,12 +93,7 @@ def running_dbos_stack(log_dir: Path, *, run_seconds: float, processes: int = 1,
     """A fresh redis-server, emulator, scratch database and baseline, warmed up by one message;
     all stopped (the database dropped) on the way out, even on failure."""
     with ExitStack() as stack:
-        server = RedisServer(log_dir)
-        stack.callback(server.stop)
-        server.start()
-        emulator = stack.enter_context(running_emulator(log_dir, run_seconds))
-        if emulator_config:
-            emulator.configure(**emulator_config)
+        server, emulator = start_services(stack, log_dir, run_seconds, emulator_config)
         database_url = stack.enter_context(scratch_database())
         workers = DbosWorkers(log_dir, server.url, emulator.base_url, database_url, processes)
         stack.callback(workers.stop)

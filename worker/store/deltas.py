@@ -41,12 +41,9 @@ class Delta:
     at: int | None = None  # a stream event's sequence number (Responses): written once per event
     entry_json: str | None = None  # the entry's JSON, made once for many deltas (else from `fields`)
 
-    def entry(self) -> str:
-        """The entry's JSON object without `seq` and `text` (which the script adds)."""
-        return self.entry_json or json.dumps({"type": self.type, **self.fields}, separators=(",", ":"))
-
     def item(self) -> dict[str, Any]:
-        item: dict[str, Any] = {"type": self.type, "run": self.run, "entry": self.entry()}
+        entry = self.entry_json or json.dumps({"type": self.type, **self.fields}, separators=(",", ":"))
+        item: dict[str, Any] = {"type": self.type, "run": self.run, "entry": entry}
         if self.type == "message.delta":
             item.update(message_id=self.message_id, text=self.text or "", catch_up=self.catch_up)
         if self.at is not None:

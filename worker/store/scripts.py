@@ -6,7 +6,7 @@ Each file starts with a header that names its arguments in order:
     -- ARGV: batch_id token fields...
     -- uses: fence
 
-A trailing `name...` takes a list (the rest of KEYS, or of ARGV); `uses:` prepends shared Lua from
+A trailing `name...` takes a list (the rest of ARGV); `uses:` prepends shared Lua from
 another file. `LuaScript` checks every call against the header, so a key or argument is
 passed by name and never matched by position by hand.
 
@@ -65,14 +65,14 @@ class LuaScript:
     def __init__(self, client: redis.Redis | redis.asyncio.Redis, name: str) -> None:
         self.source = source(name)
         self._script = client.register_script(self.source.text)
-        self._key_specs = _specs(self.source.keys)
-        self._arg_specs = _specs(self.source.args)
+        self._key_names = frozenset(self.source.keys)
+        self._arg_specs = tuple((a.removesuffix("..."), a.endswith("...")) for a in self.source.args)
+        self._arg_names = frozenset(name for name, _ in self._arg_specs)
 
-    def __call__(self, keys: Mapping[str, str | list[str]], args: Mapping[str, Arg | list[Arg] | None]) -> Any:
+    def __call__(self, keys: Mapping[str, str], args: Mapping[str, Arg | list[Arg] | None]) -> Any:
         return self._script(keys=self._keys(keys), args=self._args(args))
 
-    def queue(self, pipeline: Any, keys: Mapping[str, str | list[str]],
-              args: Mapping[str, Arg | list[Arg] | None]) -> None:
+    def queue(self, pipeline: Any, keys: Mapping[str, str], args: Mapping[str, Arg | list[Arg] | None]) -> None:
         """Add a call to `pipeline` by the script's SHA (the script must be loaded on the server)."""
         key_list = self._keys(keys)
         pipeline.evalsha(self.sha, len(key_list), *key_list, *self._args(args))
@@ -81,29 +81,22 @@ class LuaScript:
     def sha(self) -> str:
         return str(self._script.sha)
 
-    def _keys(self, given: Mapping[str, str | list[str]]) -> list[str]:
-        return _flat(self.source.name, "keys", self._key_specs, given)
+    def _keys(self, given: Mapping[str, str]) -> list[str]:
+        if given.keys() != self._key_names:
+            raise TypeError(f"{self.source.name}.lua takes the keys {self.source.keys}, got {tuple(given)}")
+        return [given[k] for k in self.source.keys]
 
     def _args(self, given: Mapping[str, Arg | list[Arg] | None]) -> list[Arg]:
-        return _flat(self.source.name, "arguments", self._arg_specs, given)
-
-
-def _specs(names: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
-    """(name, takes a list) of each name of a header line."""
-    return tuple((n.removesuffix("..."), n.endswith("...")) for n in names)
-
-
-def _flat(script: str, what: str, specs: tuple[tuple[str, bool], ...], given: Mapping[str, Any]) -> list[Any]:
-    """The values of a call in the header's order, a list in its place, checked by name."""
-    if given.keys() != {name for name, _ in specs}:
-        raise TypeError(f"{script}.lua takes the {what} {tuple(n for n, _ in specs)}, got {tuple(given)}")
-    out: list[Any] = []
-    for name, listed in specs:
-        value = given[name]
-        if isinstance(value, list) != listed:
-            raise TypeError(f"{script}.lua: {name} must {'' if listed else 'not '}be a list")
-        if isinstance(value, list):
-            out.extend(value)
-        else:
-            out.append("" if value is None else value)
-    return out
+        if given.keys() != self._arg_names:
+            expected = tuple(name for name, _ in self._arg_specs)
+            raise TypeError(f"{self.source.name}.lua takes the arguments {expected}, got {tuple(given)}")
+        out: list[Arg] = []
+        for name, listed in self._arg_specs:
+            value = given[name]
+            if isinstance(value, list) != listed:
+                raise TypeError(f"{self.source.name}.lua: {name} must {'' if listed else 'not '}be a list")
+            if isinstance(value, list):
+                out.extend(value)
+            else:
+                out.append("" if value is None else value)
+        return out

@@ -83,7 +83,6 @@ class Streams:
         self._http: aiohttp.ClientSession | None = None
         self._base_url = ""
         self._aredis: redis.asyncio.Redis | None = None
-        self._writer_redis: redis.asyncio.Redis | None = None
         self._beat: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._writes: BatchedWrites | None = None
@@ -108,15 +107,11 @@ class Streams:
                                         sock_read=max(60.0, 2 * s.stream_safety_poll_seconds))
         self._http = aiohttp.ClientSession(connector=connector, headers=self.headers, timeout=timeout,
                                            trust_env=True, raise_for_status=False)
-        # A few connections carry the pipelined writes; more would wait, not fail (redis-py's
-        # default pool raises past 100).
-        pool = redis.asyncio.BlockingConnectionPool.from_url(s.redis_url, max_connections=32, timeout=10,
-                                                             socket_connect_timeout=5)
-        self._aredis = redis.asyncio.Redis(connection_pool=pool)
-        # The writer's own connection: one call at a time, no pool to take it from each time.
-        self._writer_redis = redis.asyncio.Redis.from_url(s.redis_url, single_connection_client=True,
-                                                          socket_connect_timeout=5)
-        self._writes = BatchedWrites(self._writer_redis, self.process_id, self.deltas.config)
+        # One connection: the writer sends one call at a time (no pool to take it from each
+        # time), the heartbeat a few commands every 2 s.
+        self._aredis = redis.asyncio.Redis.from_url(s.redis_url, single_connection_client=True,
+                                                    socket_connect_timeout=5)
+        self._writes = BatchedWrites(self._aredis, self.process_id, self.deltas.config)
         self._registry = Registry(self._aredis, self.process_id)
         loop = asyncio.get_running_loop()
         self._beat, self._writer = loop.create_task(self._heartbeat()), loop.create_task(self._writes.run())
@@ -156,8 +151,6 @@ class Streams:
                                               return_exceptions=True), HAND_OVER_SECONDS)
         if self._writer is not None:
             self._writer.cancel()
-        if self._writer_redis is not None:
-            await self._writer_redis.aclose()
         if self._http is not None:
             await self._http.close()
         if self._aredis is not None:
