@@ -39,7 +39,7 @@ def capability(stack: Stack) -> bool | None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_reply_streams_in_many_deltas_and_its_end_needs_no_poll(redis_url: str, backend: str) -> None:
+def test_a_reply_streams_in_many_deltas_and_its_end_needs_no_call(redis_url: str, backend: str) -> None:
     config = EmulatorConfig(run_seconds=1.0, stream_chunks=20)
     streamed_before = counter(metrics.RUN_ENDS_DETECTED, by="stream")
     with running_stack(redis_url, config, assistant_backend=backend) as stack:
@@ -54,8 +54,9 @@ def test_a_reply_streams_in_many_deltas_and_its_end_needs_no_poll(redis_url: str
     for cid in cids:
         assert len(texts(streams[cid])) >= 5, streams[cid]  # written as it came, not at the end
     assert log, "the emulator streamed nothing"
-    polls = calls.get(POLL[backend], 0) - (len(entries) if backend == "responses" else 0)  # Responses reads its output
-    assert polls <= 0, calls
+    # Neither a poll nor a read of the messages: the stream carried the run's end and its messages.
+    assert calls.get(POLL[backend], 0) == 0 and calls.get("listMessages", 0) == 0, calls
+    assert [m["text"] for e in entries for m in e["messages"]] and all(m["text"] for e in entries for m in e["messages"])
     assert counter(metrics.RUN_ENDS_DETECTED, by="stream") - streamed_before >= len(entries)
 
 

@@ -11,7 +11,7 @@ from worker import keys
 from worker.backends.base import RunState
 from worker.batch import Phase
 from worker.conversation import streamed
-from worker.conversation.transitions import DispatchTools, Polled, Step, Wait
+from worker.conversation.transitions import DispatchTools, Finish, Polled, Step, Wait
 from worker.streams import state
 
 OWNER = "host:1:abc/1"
@@ -87,3 +87,22 @@ def test_a_server_ended_stream_is_polled_not_re_attached(harness: Harness) -> No
     transition = harness.service._handle(Step(1), batch)
     assert isinstance(transition, Wait) and transition.batch.stream_owner is None
     assert "get_run" in harness.backend.calls
+
+
+def test_an_ended_run_s_streamed_messages_answer_it_without_a_read(harness: Harness) -> None:
+    carried = [{"id": "msg_9", "role": "assistant", "text": "from the stream", "annotations": [], "created_at": 1}]
+    stored = RunState(id="run_1", status="completed", messages=carried)
+    batch = make_batch(Phase.RUNNING, stream_owner=OWNER, stream_ended=f"{OWNER} {START}",
+                       stream_run=state.encode_run(stored))
+    transition = harness.service._handle(Step(1), batch)
+    assert isinstance(transition, Finish) and transition.entry is not None
+    assert [m.text for m in transition.entry.messages] == ["from the stream"]
+    assert "run_messages" not in harness.backend.calls and "get_run" not in harness.backend.calls
+
+
+def test_an_ended_run_without_streamed_messages_has_them_read(harness: Harness) -> None:
+    stored = RunState(id="run_1", status="completed")  # a tool round's stream: not the whole run
+    batch = make_batch(Phase.RUNNING, stream_owner=OWNER, stream_ended=f"{OWNER} {START}",
+                       stream_run=state.encode_run(stored))
+    harness.service._handle(Step(1), batch)
+    assert "run_messages" in harness.backend.calls

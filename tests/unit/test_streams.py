@@ -5,16 +5,19 @@ reader stores for the next step, and the Lua that fences a reader by its ownersh
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 import redis
 
 from tests.unit.harness import FakeClock
 from tests.unit.test_delta_scripts import started
 from tests.unit.test_lua_scripts import CID
 from worker import keys
+from worker.backends import assistants, responses
 from worker.backends.base import RunState, StreamTarget, ToolCall
 from worker.batch import Batch
 from worker.conversation import deltas
@@ -24,6 +27,7 @@ from worker.store.scripts import LuaScript
 from worker.streams import sse, state
 from worker.streams.events import AssistantsEvents, ResponsesEvents
 from worker.streams.reader import StreamReader, StreamSpec, TextDelta
+from worker.streams.streams import env_proxy
 
 OWNER = "host:1:abc/1"
 
@@ -49,6 +53,56 @@ def test_assistants_events_give_text_parts_and_the_run_s_end() -> None:
     assert ended is not None and ended.ended and ended.run is not None
     done, error = events.read(ev("done", "[DONE]")), events.read(ev("error", {"error": {"message": "boom"}}))
     assert done is not None and done.done and error is not None and error.error == "boom"
+
+
+def test_a_create_s_stream_brings_its_run_s_finished_messages_with_the_end() -> None:
+    message = {"id": "msg_1", "role": "assistant", "content": [{"type": "text", "text": {"value": "Hi"}}]}
+    whole, part = AssistantsEvents.of_create(), AssistantsEvents()
+    for events in (whole, part):
+        assert events.read(ev("thread.message.completed", message)) is None
+    ending = ev("thread.run.completed", {"id": "run_1", "status": "completed"})
+    carried, not_carried = whole.read(ending), part.read(ending)
+    assert carried is not None and carried.messages == [message]
+    assert not_carried is not None and not_carried.messages is None  # a tool round's stream: read them
+    state_of = assistants._streamed_run({"id": "run_1", "status": "completed"}, [message])
+    assert state_of.messages is not None and [m["text"] for m in state_of.messages] == ["Hi"]
+    waiting = assistants._streamed_run({"id": "run_1", "status": "requires_action"}, [message])
+    assert waiting.messages is None  # only an ended run's messages answer it
+
+
+def test_an_ended_response_s_stream_brings_its_output_s_messages() -> None:
+    body = {"id": "resp_1", "status": "completed", "created_at": 5, "output": [
+        {"type": "reasoning", "id": "rs_1"},
+        {"type": "message", "id": "msg_1", "role": "assistant", "content": [{"type": "output_text", "text": "Hi"}]}]}
+    ended = responses._streamed_response(body, None)
+    assert ended.messages is not None and [(m["id"], m["text"]) for m in ended.messages] == [("msg_1", "Hi")]
+    assert responses._streamed_response({**body, "status": "in_progress"}, None).messages is None
+
+
+def test_a_stored_state_keeps_its_messages_beside_the_run() -> None:
+    messages = [{"id": "msg_1", "role": "assistant", "text": "Hi", "annotations": [], "created_at": 1}]
+    run = RunState(id="run_1", status="completed", messages=messages)
+    document = state.encode_run(run)
+    assert "messages" not in json.loads(document)["run"]  # an older worker reads `run` alone
+    assert state.decode(document).run == run
+    plain = state.decode(state.encode_run(RunState(id="run_1", status="completed"))).run
+    assert plain is not None and plain.messages is None
+
+
+def test_the_stream_client_finds_the_environment_s_proxy_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
+                 "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy("https://api.example.com/v1/") == (None, None)
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:p%40ss@proxy.local:3128")
+    proxy, headers = env_proxy("https://api.example.com/v1/")
+    assert proxy == "http://proxy.local:3128"
+    assert headers == {"Proxy-Authorization": "Basic " + base64.b64encode(b"user:p@ss").decode()}
+    assert env_proxy("http://api.example.com/v1/") == (None, None)  # HTTPS_PROXY is for https only
+    monkeypatch.setenv("ALL_PROXY", "proxy.local:8080")
+    assert env_proxy("http://api.example.com/v1/") == ("http://proxy.local:8080", None)
+    monkeypatch.setenv("NO_PROXY", "api.example.com")
+    assert env_proxy("https://api.example.com/v1/") == (None, None)
 
 
 def test_responses_events_give_text_cursor_and_end() -> None:
@@ -193,7 +247,7 @@ def follow(sink: Sink, names: list[tuple[str, object]]) -> None:
 
     async def run() -> None:
         spec = StreamSpec(StreamTarget(CID, "b1", ["e1"]), OWNER, AssistantsEvents(),
-                          lambda run: RunState(id=str(run["id"]), status=str(run["status"])), 0.0)
+                          lambda run, _messages: RunState(id=str(run["id"]), status=str(run["status"])), 0.0)
         reader = StreamReader(sink, spec, read)
         first = await reader.first()
         await reader.follow(first)

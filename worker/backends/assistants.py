@@ -10,6 +10,7 @@ The shared HTTP plumbing (SDK retries off, error translation, metrics) is in api
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import openai
@@ -103,7 +104,7 @@ class AssistantsBackend:
             body["additional_messages"] = messages
         with self._shapes.watch(len(messages)):
             opened = self.streamed.post("runs.create", f"threads/{request.thread}/runs", body, request.stream_to,
-                                        AssistantsEvents, _streamed_run)
+                                        AssistantsEvents.of_create, _streamed_run)
             if opened is not None:
                 return streamed(_run_state(opened.object, None), opened)
             raw = self.api.call("runs.create", True, lambda: self._runs.create(request.thread, **body))
@@ -134,7 +135,7 @@ class AssistantsBackend:
         try:
             with self._shapes.watch(len(messages)):
                 opened = self.streamed.post("threads.create_and_run", "threads/runs", body, request.stream_to,
-                                            AssistantsEvents, _streamed_run)
+                                            AssistantsEvents.of_create, _streamed_run)
                 if opened is not None:
                     return str(opened.object["thread_id"]), streamed(_run_state(opened.object, None), opened)
                 raw = self.api.call("threads.create_and_run", True,
@@ -247,8 +248,12 @@ def _user_message(event: Any) -> dict[str, Any]:
     return message
 
 
-def _streamed_run(run: dict[str, Any]) -> RunState:
-    return _run_state(run, None)
+def _streamed_run(run: dict[str, Any], messages: list[dict[str, Any]] | None) -> RunState:
+    state = _run_state(run, None)
+    if messages is None or not state.terminal:
+        return state
+    ours = [_outbound_message(m) for m in messages if m.get("role", "assistant") == "assistant"]
+    return dataclasses.replace(state, messages=ours)
 
 
 def _run_state(run: dict[str, Any], headers: Any) -> RunState:

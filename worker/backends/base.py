@@ -97,6 +97,9 @@ class RunState:
     confirmed: bool = True
     # Followed by its event stream, opened by this call: the stream's owner (worker/streams/).
     stream_owner: str | None = None
+    # An ended run's messages as the outbound entry has them, when its stream carried them
+    # all (None: the step reads them).
+    messages: list[dict[str, Any]] | None = None
 
     @property
     def active(self) -> bool:

@@ -80,6 +80,7 @@ from worker.backends.responses_items import (
     pending_calls,
     response_state,
     responses_tool,
+    stamped_output,
     user_input,
     user_item,
 )
@@ -337,5 +338,11 @@ class ResponsesBackend:
         return response_state(json_object(raw), raw.headers)
 
 
-def _streamed_response(body: dict[str, Any]) -> RunState:
-    return response_state(body, None)
+def _streamed_response(body: dict[str, Any], messages: list[dict[str, Any]] | None) -> RunState:
+    """A response's state from its stream; an ended one brings its output's messages."""
+    state = response_state(body, None)
+    if not state.terminal or not isinstance(body.get("output"), list):
+        return state
+    ours = [outbound_message(item) for item in stamped_output(body)
+            if item.get("type") == "message" and item.get("role", "assistant") == "assistant"]
+    return dataclasses.replace(state, messages=ours)

@@ -12,7 +12,7 @@ from typing import Any
 from worker.backends.base import RunState, StreamTarget
 from worker.capabilities import Capability, CapabilityStore
 from worker.errors import PermanentApiError, RequestRefusedError
-from worker.streams.events import Translator
+from worker.streams.events import Parse, Translator
 from worker.streams.streams import Opened, OpenRequest, Streams
 
 
@@ -26,7 +26,7 @@ class StreamedCalls:
         return self.streams is not None and self.known.supports(Capability.STREAM) and self.streams.can_open()
 
     def post(self, operation: str, path: str, body: dict[str, Any], target: StreamTarget | None,
-             translator: Callable[[], Translator], parse: Callable[[dict[str, Any]], RunState],
+             translator: Callable[[], Translator], parse: Parse,
              run_id: str | None = None) -> Opened | None:
         """The call sent as a stream; None when it is not (send it plainly). A JSON answer
         is the call's answer all the same (`owner` None)."""
@@ -46,7 +46,7 @@ class StreamedCalls:
         return opened
 
     def resume(self, path: str, target: StreamTarget, translator: Callable[[], Translator],
-               parse: Callable[[dict[str, Any]], RunState], run_id: str) -> str | None:
+               parse: Parse, run_id: str) -> str | None:
         """Re-attach to a run's stream (GET `path`); the new stream's owner, or None when the
         server refuses (learnt: its runs are polled) or nothing streams."""
         if self.streams is None or not self.available():

@@ -51,11 +51,16 @@ def finish(ctx: Context, batch: Batch, run: RunState) -> Transition:
         return Wait(retry, ctx.backoff(attempt))
     assert batch.thread_id is not None
     late_copies.begin(ctx, batch, run.id)  # a batch created again: watched from now on
-    messages = ctx.backend.run_messages(batch.thread_id, run.id) if kind in WITH_MESSAGES else []
+    messages = _messages(ctx, batch.thread_id, run) if kind in WITH_MESSAGES else []
     steps = ctx.backend.run_steps(batch.thread_id, run.id) if ctx.settings.include_run_steps else None
     entry = batch_entry(batch, kind, error=None if kind == "run.completed" else error,
                         messages=messages, steps=steps, now=ctx.clock())
     return Finish(batch, entry)
+
+
+def _messages(ctx: Context, thread_id: str, run: RunState) -> list[dict[str, Any]]:
+    """The run's messages: those its stream carried, else read from the API."""
+    return run.messages if run.messages is not None else ctx.backend.run_messages(thread_id, run.id)
 
 
 def cancel(ctx: Context, batch: Batch, code: str, message: str) -> Transition:

@@ -5,10 +5,17 @@ its events (a new part of a message starts with "\n", as the outbound entry join
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from worker.backends.base import RunState
 from worker.streams.sse import Event
+
+# The run's (response's) state from its object, and from the run's finished messages when
+# its stream carried all of them (None: the step reads them).
+Parse = Callable[[dict[str, Any], list[dict[str, Any]] | None], RunState]
+MESSAGE_ENDINGS = frozenset({"thread.message.completed", "thread.message.incomplete"})
 
 ASSISTANTS_ENDINGS = frozenset({"thread.run.requires_action", "thread.run.completed", "thread.run.failed",
                                 "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete"})
@@ -34,6 +41,7 @@ class Update:
     cursor: int | None = None  # Responses: the event's sequence_number
     done: bool = False  # the stream's own end marker
     error: str | None = None  # an error event: the stream is broken
+    messages: list[dict[str, Any]] | None = None  # with an ending: the run's finished messages (see Parse)
 
 
 class Translator(Protocol):
@@ -54,10 +62,17 @@ class _Parts:
 
 
 class AssistantsEvents:
-    """Assistants v2: `thread.run.*` events carry the run, `thread.message.delta` its text."""
+    """Assistants v2: `thread.run.*` events carry the run, `thread.message.delta` its text.
+    The stream of a create (`whole_run`) sees every message of its run finish: the ending
+    brings them, and the step need not list them."""
 
-    def __init__(self) -> None:
+    def __init__(self, whole_run: bool = False) -> None:
         self._parts = _Parts()
+        self._messages: dict[str, dict[str, Any]] | None = {} if whole_run else None
+
+    @classmethod
+    def of_create(cls) -> AssistantsEvents:
+        return cls(whole_run=True)
 
     def read(self, event: Event) -> Update | None:
         name = event.name
@@ -67,7 +82,16 @@ class AssistantsEvents:
             return Update(texts=texts) if texts else None
         if name.startswith("thread.run.") and not name.startswith("thread.run.step."):
             data = event.data
-            return Update(run=data, ended=name in ASSISTANTS_ENDINGS) if isinstance(data, dict) else None
+            if not isinstance(data, dict):
+                return None
+            ended = name in ASSISTANTS_ENDINGS
+            messages = list(self._messages.values()) if ended and self._messages is not None else None
+            return Update(run=data, ended=ended, messages=messages)
+        if name in MESSAGE_ENDINGS and self._messages is not None:
+            data = event.data
+            if isinstance(data, dict) and data.get("id"):
+                self._messages[str(data["id"])] = data
+            return None
         if name == "done":
             return Update(done=True)
         if name == "error":

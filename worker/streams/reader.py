@@ -17,15 +17,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis
 import structlog
 
 from worker import metrics
-from worker.backends.base import RunState, StreamTarget
+from worker.backends.base import StreamTarget
 from worker.streams import sse, state
-from worker.streams.events import Text, Translator, Update
+from worker.streams.events import Parse, Text, Translator, Update
 
 log = structlog.get_logger("worker.streams")
 
@@ -57,7 +57,7 @@ class StreamSpec:
     target: StreamTarget
     owner: str
     translator: Translator
-    parse: Callable[[dict[str, Any]], RunState]
+    parse: Parse
     opened_at: float
     run_id: str | None = None  # known before the first event (a re-attach, a tool round)
 
@@ -137,7 +137,7 @@ class StreamReader:
         if update.error:
             await self._broken(update.error)
         elif update.ended and update.run is not None:
-            await self._store(state.encode_run(self.spec.parse(update.run)))
+            await self._store(state.encode_run(self.spec.parse(update.run, update.messages)))
         else:
             await self._broken("the server ended the stream before the run's end", resumable=False)
 

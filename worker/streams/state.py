@@ -26,7 +26,12 @@ class Stored:
 
 
 def encode_run(run: RunState) -> str:
-    return json.dumps({"run": dataclasses.asdict(run)}, separators=(",", ":"))
+    """The run's state; its messages beside it, not in it: a worker of the release before,
+    during a rolling deploy, reads `run` alone."""
+    fields = dataclasses.asdict(run)
+    messages = fields.pop("messages")
+    document = {"run": fields} if messages is None else {"run": fields, "messages": messages}
+    return json.dumps(document, separators=(",", ":"))
 
 
 def encode_broken(reason: str, resumable: bool = True) -> str:
@@ -39,7 +44,8 @@ def decode(text: str) -> Stored:
     if not isinstance(run, dict):
         return Stored(None, str(document.get("broken") or "broken"), bool(document.get("resumable", True)))
     calls = [ToolCall(**c) for c in run.pop("tool_calls", [])]
-    return Stored(RunState(tool_calls=calls, **run))
+    messages = document.get("messages")
+    return Stored(RunState(tool_calls=calls, messages=messages if isinstance(messages, list) else None, **run))
 
 
 def stored(stream_owner: str | None, stream_ended: str | None, stream_run: str | None) -> Stored | None:
