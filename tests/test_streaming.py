@@ -56,7 +56,8 @@ def test_a_reply_streams_in_many_deltas_and_its_end_needs_no_call(redis_url: str
     assert log, "the emulator streamed nothing"
     # Neither a poll nor a read of the messages: the stream carried the run's end and its messages.
     assert calls.get(POLL[backend], 0) == 0 and calls.get("listMessages", 0) == 0, calls
-    assert [m["text"] for e in entries for m in e["messages"]] and all(m["text"] for e in entries for m in e["messages"])
+    carried = [m["text"] for e in entries for m in e["messages"]]
+    assert carried and all(carried), entries
     assert counter(metrics.RUN_ENDS_DETECTED, by="stream") - streamed_before >= len(entries)
 
 

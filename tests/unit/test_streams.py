@@ -127,6 +127,12 @@ def test_server_sent_events_are_split_on_blank_lines() -> None:
     assert [(e.name, e.data) for e in events] == [("thread.run.created", {"id": "run_1"}), ("done", "[DONE]")]
 
 
+def test_unusual_events_are_read_as_the_usual_ones() -> None:
+    text = b'event:thread.run.created\ndata:{"id": "run_1"}\n\ndata: {"a":\ndata: 1}\nevent: x\n\nevent: y\n\n'
+    events = sse.Parser().feed(text)  # no spaces; data on two lines, before its name; an event without data
+    assert [(e.name, e.data) for e in events] == [("thread.run.created", {"id": "run_1"}), ("x", {"a": 1})]
+
+
 def test_a_stored_state_counts_only_for_the_batch_s_current_stream() -> None:
     run = RunState(id="run_1", status="requires_action", tool_calls=[ToolCall("c1", "add", "{}")], stream_owner=OWNER)
     document = state.encode_run(run)

@@ -31,7 +31,7 @@ class Text(NamedTuple):  # a tuple: one per delta
     text: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Update:
     """What one event brought."""
 
@@ -99,13 +99,17 @@ class AssistantsEvents:
         return None
 
     def _texts(self, data: dict[str, Any]) -> list[Text]:
+        content = (data.get("delta") or {}).get("content")
+        if not content:
+            return []
         message_id = str(data.get("id") or "")
         texts = []
-        for part in (data.get("delta") or {}).get("content") or []:
+        for part in content:
             if isinstance(part, dict) and part.get("type") == "text":
-                value = str((part.get("text") or {}).get("value") or "")
-                texts.append(self._parts.text(message_id, int(part.get("index") or 0), value))
-        return [t for t in texts if t.text]
+                value = (part.get("text") or {}).get("value")
+                if value:
+                    texts.append(self._parts.text(message_id, int(part.get("index") or 0), str(value)))
+        return texts
 
 
 class ResponsesEvents:

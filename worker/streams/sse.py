@@ -5,8 +5,13 @@ run's stream (steps, parts, items) need only their name."""
 
 from __future__ import annotations
 
-import json
+import re
 from typing import Any
+
+import orjson
+
+# The usual event, one `event:` line and one `data:` line, matched in one go.
+_USUAL = re.compile(rb"event: ?([^\n]*)\ndata: ?([^\n]*)")
 
 
 class Event:
@@ -20,12 +25,15 @@ class Event:
     def data(self) -> Any:
         """The decoded JSON of `data:`, or its text when it is not JSON (`[DONE]`)."""
         try:
-            return json.loads(self.raw)
-        except ValueError:
+            return orjson.loads(self.raw)
+        except ValueError:  # orjson.JSONDecodeError is one
             return self.raw.decode(errors="replace")
 
 
 def _event(block: bytes) -> Event | None:
+    usual = _USUAL.fullmatch(block)
+    if usual is not None:
+        return Event(usual[1].strip().decode(), usual[2])
     name, data = "", list[bytes]()
     for line in block.split(b"\n"):
         if line.startswith(b"data:"):

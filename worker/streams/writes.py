@@ -8,13 +8,13 @@ each), hence one argument for all. With hundreds of streams each bringing a delt
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+import orjson
 import redis.asyncio
 import structlog
 
@@ -70,8 +70,8 @@ class BatchedWrites:
                 await self._send(writes)
 
     async def _send(self, writes: list[_Write]) -> None:
-        # Not ASCII-escaped: the script counts a message's published text in UTF-8 bytes.
-        encoded = json.dumps([write.item for write in writes], ensure_ascii=False, separators=(",", ":"))
+        # UTF-8, not ASCII-escaped (orjson's only way): the script counts a message's published text in bytes.
+        encoded = orjson.dumps([write.item for write in writes])
         try:  # redis-py loads the script again should Redis have lost it (a restart)
             results: Any = await self.script(self._keys, {**self._args, "now": time.time(), "writes": encoded})
         except Exception as exc:  # noqa: BLE001 - every waiting write is told, and the writer goes on
