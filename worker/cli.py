@@ -195,15 +195,18 @@ def _clear_stale_files(folder: Path) -> None:
         stale.unlink()
 
 
+WORKER_THREAD_TIMEOUT_MS = 1000  # Dramatiq's own default
+
+
 def _dramatiq_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
     command = [sys.executable, "-m", "dramatiq", "worker.app",
                "--processes", str(settings.worker_processes),
                "--threads", str(settings.worker_threads),
                "--queues", settings.worker_queue, "--skip-logging",
                "--worker-shutdown-timeout", str(int(settings.worker_shutdown_seconds * 1000))]
-    # An idle Dramatiq consumer backs off up to its worker timeout (1 s by default) before
-    # it looks for new messages again: that would be the latency of every first step.
-    return command, {**os.environ, "dramatiq_worker_timeout": str(settings.worker_idle_poll_ms)}
+    # Dramatiq's worker timeout: how often its idle worker threads wake to see whether they
+    # should stop. Its consumers' idle wait is WORKER_IDLE_POLL_MS instead (wakeup.py).
+    return command, {**os.environ, "dramatiq_worker_timeout": str(WORKER_THREAD_TIMEOUT_MS)}
 
 
 def manage_assistant(settings: Settings, args: argparse.Namespace) -> int:

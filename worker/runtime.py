@@ -64,7 +64,8 @@ def make_broker(settings: Settings) -> RedisBroker:
     (Conversations do not depend on it: their claims expire by themselves.)"""
     heartbeat_ms = int(min(settings.lease_seconds, 60.0) * 1000)
     return WakeableRedisBroker(url=settings.redis_url, heartbeat_timeout=heartbeat_ms,
-                               maintenance_chance=10_000, namespace=keys.DRAMATIQ_NAMESPACE)
+                               maintenance_chance=10_000, namespace=keys.DRAMATIQ_NAMESPACE,
+                               idle_poll_ms=settings.worker_idle_poll_ms)
 
 
 @dataclass

@@ -336,20 +336,21 @@ def test_one_call_carries_many_streams_writes_each_answered_in_order(redis_clien
 def test_writes_that_come_together_go_in_one_call_and_survive_a_script_flush(redis_url: str) -> None:
     import redis.asyncio
 
+    from worker.streams.direct import DirectConnection
     from worker.streams.writes import BatchedWrites
 
     async def run() -> tuple[int, list[int]]:
-        client = redis.asyncio.Redis.from_url(redis_url)
-        writes = BatchedWrites(client, "host:1:abc", DeltaConfig(maxlen=100, ttl_seconds=60))
+        client, direct = redis.asyncio.Redis.from_url(redis_url), DirectConnection(redis_url)
+        writes = BatchedWrites(direct, "host:1:abc", DeltaConfig(maxlen=100, ttl_seconds=60))
         writer = asyncio.get_running_loop().create_task(writes.run())
         calls = [0]
-        real = writes.script.__call__
+        real = direct.script
 
         def counted(*args: Any) -> Any:
             calls[0] += 1
             return real(*args)
 
-        writes.script = counted  # type: ignore[assignment]
+        direct.script = counted  # type: ignore[method-assign]
 
         def call(n: int) -> Awaitable[int]:
             return writes.call(["s", "x", "o", f"c{n}", "{}"])
@@ -360,6 +361,7 @@ def test_writes_that_come_together_go_in_one_call_and_survive_a_script_flush(red
         second = [await call(0)]
         writer.cancel()
         await client.aclose()
+        await direct.close()
         return sent, [*first, *second]
 
     sent, answers = asyncio.run(run())

@@ -16,6 +16,7 @@ read the sources without the worker's dependencies.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -60,16 +61,19 @@ def names() -> list[str]:
 
 class LuaScript:
     """One registered script, called with its keys and arguments by name (with an asyncio
-    client, the call returns its awaitable)."""
+    client, the call returns its awaitable; with none, `command` gives what to send)."""
 
-    def __init__(self, client: redis.Redis | redis.asyncio.Redis, name: str) -> None:
+    def __init__(self, client: redis.Redis | redis.asyncio.Redis | None, name: str) -> None:
         self.source = source(name)
-        self._script = client.register_script(self.source.text)
+        self._script = client.register_script(self.source.text) if client is not None else None
+        self._sha = hashlib.sha1(self.source.text.encode()).hexdigest()  # Redis names scripts by their SHA-1
         self._key_names = frozenset(self.source.keys)
         self._arg_specs = tuple((a.removesuffix("..."), a.endswith("...")) for a in self.source.args)
         self._arg_names = frozenset(name for name, _ in self._arg_specs)
 
     def __call__(self, keys: Mapping[str, str], args: Mapping[str, Arg | list[Arg] | None]) -> Any:
+        if self._script is None:
+            raise TypeError(f"{self.source.name}.lua has no client to be called with")
         return self._script(keys=self._keys(keys), args=self._args(args))
 
     def queue(self, pipeline: Any, keys: Mapping[str, str], args: Mapping[str, Arg | list[Arg] | None]) -> None:
@@ -77,9 +81,14 @@ class LuaScript:
         key_list = self._keys(keys)
         pipeline.evalsha(self.sha, len(key_list), *key_list, *self._args(args))
 
+    def command(self, keys: Mapping[str, str], args: Mapping[str, Arg | list[Arg] | None]) -> tuple[Arg, ...]:
+        """The EVALSHA command of a call, for a caller that packs and sends it itself."""
+        key_list = self._keys(keys)
+        return ("EVALSHA", self.sha, len(key_list), *key_list, *self._args(args))
+
     @property
     def sha(self) -> str:
-        return str(self._script.sha)
+        return self._sha
 
     def _keys(self, given: Mapping[str, str]) -> list[str]:
         if given.keys() != self._key_names:

@@ -38,6 +38,7 @@ from worker.backends.run_reader import httpx_lib
 from worker.errors import TransientApiError
 from worker.settings import Settings
 from worker.store.deltas import DeltaStreams
+from worker.streams.direct import DirectConnection
 from worker.streams.events import Parse, Translator, Update
 from worker.streams.loop import StreamLoop
 from worker.streams.reader import StreamReader, StreamSpec, TextDelta, Written
@@ -87,6 +88,7 @@ class Streams:
         self._proxy_headers: dict[str, str] | None = None
         self._base_url = ""
         self._aredis: redis.asyncio.Redis | None = None
+        self._direct: DirectConnection | None = None
         self._beat: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._writes: BatchedWrites | None = None
@@ -114,11 +116,11 @@ class Streams:
         self._proxy, self._proxy_headers = env_proxy(self._base_url)
         self._http = aiohttp.ClientSession(connector=connector, headers=self.headers, timeout=timeout,
                                            raise_for_status=False)
-        # One connection: the writer sends one call at a time (no pool to take it from each
-        # time), the heartbeat a few commands every 2 s.
+        # The heartbeat's connection (a few commands every 2 s), and the writer's own.
         self._aredis = redis.asyncio.Redis.from_url(s.redis_url, single_connection_client=True,
                                                     socket_connect_timeout=5)
-        self._writes = BatchedWrites(self._aredis, self.process_id, self.deltas.config)
+        self._direct = DirectConnection(s.redis_url)
+        self._writes = BatchedWrites(self._direct, self.process_id, self.deltas.config)
         self._registry = Registry(self._aredis, self.process_id)
         loop = asyncio.get_running_loop()
         self._beat, self._writer = loop.create_task(self._heartbeat()), loop.create_task(self._writes.run())
@@ -158,6 +160,8 @@ class Streams:
                                               return_exceptions=True), HAND_OVER_SECONDS)
         if self._writer is not None:
             self._writer.cancel()
+        if self._direct is not None:
+            await self._direct.close()
         if self._http is not None:
             await self._http.close()
         if self._aredis is not None:

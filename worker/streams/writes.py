@@ -1,9 +1,8 @@
 """The stream readers' Redis writes, sent together: every write that arrives within a few
 milliseconds of the first goes in one call of `stream_writes.lua`, on a connection of its
-own, the writes encoded as one JSON argument. One call per write cost about 120 us of CPU
-alone and 40 us pipelined; redis-py packs each argument of a call in Python (a few us
-each), hence one argument for all. With hundreds of streams each bringing a delta every
-100 ms, most writes find company within the window."""
+own (direct.py), the writes encoded as one JSON argument. One call per write cost about
+120 us of CPU alone and 40 us pipelined, hence one call for all. With hundreds of streams
+each bringing a delta every 100 ms, most writes find company within the window."""
 
 from __future__ import annotations
 
@@ -15,12 +14,12 @@ from functools import partial
 from typing import Any
 
 import orjson
-import redis.asyncio
 import structlog
 
 from worker import keys
 from worker.store.deltas import DeltaConfig
 from worker.store.scripts import Arg, LuaScript
+from worker.streams.direct import DirectConnection
 
 log = structlog.get_logger("worker.streams")
 
@@ -38,8 +37,9 @@ class _Write:
 
 
 class BatchedWrites:
-    def __init__(self, client: redis.asyncio.Redis, process_id: str, config: DeltaConfig) -> None:
-        self.script = LuaScript(client, "stream_writes")
+    def __init__(self, connection: DirectConnection, process_id: str, config: DeltaConfig) -> None:
+        self.connection = connection
+        self.script = LuaScript(None, "stream_writes")
         self._keys = {"owned": keys.owned_streams(process_id), "schedule": keys.SCHEDULE, "wake": keys.WAKE}
         # A write's keys: these prefixes and its conversation id (stream_writes.lua says why).
         self._args: dict[str, Arg] = {
@@ -72,8 +72,9 @@ class BatchedWrites:
     async def _send(self, writes: list[_Write]) -> None:
         # UTF-8, not ASCII-escaped (orjson's only way): the script counts a message's published text in bytes.
         encoded = orjson.dumps([write.item for write in writes])
-        try:  # redis-py loads the script again should Redis have lost it (a restart)
-            results: Any = await self.script(self._keys, {**self._args, "now": time.time(), "writes": encoded})
+        try:
+            results: Any = await self.connection.script(self.script, self._keys,
+                                                        {**self._args, "now": time.time(), "writes": encoded})
         except Exception as exc:  # noqa: BLE001 - every waiting write is told, and the writer goes on
             for write in writes:
                 _tell(write.done, exc)
