@@ -14,6 +14,7 @@ import redis
 from emulator import EmulatorConfig, EmulatorServer
 from producers.client import Producer
 from tests.conftest import wait_until
+from worker.cli import WORKER_THREAD_TIMEOUT_MS
 from worker.logs import configure_logging, reset_logging
 from worker.runtime import Runtime, build_runtime
 from worker.settings import Settings
@@ -106,15 +107,16 @@ class Stack:
 def running_stack(redis_url: str, emulator_config: EmulatorConfig | None = None,
                   threads: int = 8, idle_poll_ms: int = 100, **overrides: Any) -> Iterator[Stack]:
     """`assistant_backend="responses"` among the overrides runs the Responses backend;
-    `idle_poll_ms` is the Dramatiq worker's idle timeout (WORKER_IDLE_POLL_MS)."""
+    `idle_poll_ms` is the Dramatiq consumers' idle wait (WORKER_IDLE_POLL_MS); its worker
+    threads wait Dramatiq's timeout, as `assistant-worker run` sets it."""
     emulator = EmulatorServer(emulator_config or EmulatorConfig(run_seconds=0.2), port=0)
     emulator.start()
-    values = {**FAST, **overrides}
+    values = {**FAST, "worker_idle_poll_ms": idle_poll_ms, **overrides}
     settings = Settings(redis_url=redis_url, openai_base_url=emulator.base_url,
                         openai_api_key="sk-test-secret", assistant_id="asst_default", **values)
     configure_logging(settings)
     runtime = build_runtime(settings)
-    worker = dramatiq.Worker(runtime.broker, worker_threads=threads, worker_timeout=idle_poll_ms)
+    worker = dramatiq.Worker(runtime.broker, worker_threads=threads, worker_timeout=WORKER_THREAD_TIMEOUT_MS)
     worker.start()
     producer = Producer(settings)
     try:

@@ -313,8 +313,7 @@ def test_a_server_without_create_thread_and_run_gets_a_thread_then_a_run(redis_u
 def test_steps_sent_by_the_process_wake_its_idle_consumers(redis_url: str) -> None:
     """An idle Dramatiq consumer looks for messages every WORKER_IDLE_POLL_MS (here 4 s),
     but a message this process sends (its scheduler's claims) wakes it at once: a short
-    run's reply, several steps, comes before a single idle wait would end. (Stopping the
-    stack takes those 4 s: Dramatiq's worker threads wait that long for work.)"""
+    run's reply, several steps, comes before a single idle wait would end."""
     with running_stack(redis_url, EmulatorConfig(run_seconds=0.1), idle_poll_ms=4000) as stack:
         stack.wait_answered([stack.send("wake-0", "first")], timeout=20)  # consumers now idle
         started = time.monotonic()
