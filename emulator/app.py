@@ -149,6 +149,7 @@ class App:
             return _error(self.faults.error(fault))
         query = dict(parse_qsl(query_string))
         response: Response | StreamResponse
+        gone = self._runs_of(ids[-1]) if op == "deleteThread" else []
         try:
             if self._streamed(op, payload, query):
                 source = self.api.stream(op, ids, query, payload)
@@ -159,7 +160,15 @@ class App:
             response = _error(exc)
         if op in CANCEL_OPS and response.status == 200:
             self.streams.poke(ids[-1])  # an open stream of it ends with the cancel
+        if gone and response.status == 200:  # the runs went with their thread: so do their streams
+            for run_id in gone:
+                self.streams.cut(run_id)
         return _error(self.faults.error(fault)) if fault == LOST else response
+
+    def _runs_of(self, thread_id: str) -> list[str]:
+        with self.store.lock:
+            thread = self.store.threads.get(thread_id)
+            return [run.id for run in thread.runs] if thread is not None else []
 
     def _streamed(self, op: str, payload: dict[str, Any], query: dict[str, str]) -> bool:
         """Whether to answer with a stream; the `stream_refuse` switch plays servers that do not."""

@@ -142,6 +142,14 @@ class StreamHub:
                 player.interrupted = True
                 self._push(player, self.clock())
 
+    def cut(self, record_id: str) -> None:
+        """Break the open streams of a run now (its thread was deleted): no more events, no end."""
+        with self._cond:
+            now = self.clock()
+            for player in self._watchers.get(record_id, ()):
+                player.cut_at = now
+                self._push(player, now)
+
     def log(self) -> list[dict[str, Any]]:
         with self._log_lock:
             records = list(self._log)

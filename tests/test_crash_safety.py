@@ -24,7 +24,7 @@ from tests.emulator_fixtures import make_emulator, openai_client  # noqa: F401 -
 from tests.stack import BACKENDS, CREATE_RUN, Stack, running_stack
 from worker.backends.base import RunRequest
 from worker.backends.responses import ResponsesBackend
-from worker.conversation import tool_round
+from worker.conversation import endings, tool_round
 from worker.errors import TransientApiError
 from worker.events import InboundEvent
 
@@ -419,16 +419,17 @@ def test_next_event_id_counts_requeues() -> None:
     assert next_event_id("a:r9") == "a:r10"
 
 
-def test_a_step_that_keeps_crashing_ends_in_run_failed_internal_error(backend_stack: Stack) -> None:
+def test_a_step_that_keeps_crashing_ends_in_run_failed_internal_error(backend_stack: Stack,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """A bug or an answer the worker cannot handle never loops forever on a conversation."""
     stack = backend_stack
-    backend = stack.runtime.service().backend
 
-    def broken(thread_id: str, run_id: str) -> Any:
+    def broken(*args: Any) -> Any:
         raise RuntimeError("unexpected answer")
 
-    # A fault injected into this instance, met by polled and streamed runs alike.
-    backend.run_messages = broken  # type: ignore[method-assign]
+    # A fault where an ended run's messages are taken (from its stream, or read), met by
+    # polled and streamed runs alike.
+    monkeypatch.setattr(endings, "_messages", broken)
     event_id = stack.send("bug-1", "hello")
     (entry,) = stack.wait_answered([event_id], timeout=30)
     assert entry["type"] == "run.failed"

@@ -388,6 +388,21 @@ def test_stream_cut_closes_mid_way_and_the_record_goes_on(srv: EmulatorServer, c
     assert any(record["event"] == "cut" for record in srv.stream_log())
 
 
+def test_a_deleted_thread_s_run_streams_no_more(srv: EmulatorServer, client: openai.OpenAI) -> None:
+    """The run goes with its thread: its open stream breaks (no more events, no end)."""
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "sleep:1 hello"}])
+    received: Events = []
+    with pytest.raises(httpx2.HTTPError), sse(srv, "POST", f"/threads/{thread.id}/runs",
+                                               {"assistant_id": "asst_default", "stream": True}) as events:
+        for event in events:
+            received.append(event)
+            if event[0] == "thread.run.in_progress":
+                client.beta.threads.delete(thread.id)
+    assert "thread.run.in_progress" in names(received)
+    # What was on its way may still come; the run's end never does.
+    assert not {"thread.run.completed", "done"} & set(names(received)), names(received)
+
+
 def test_stream_refuse_modes(srv: EmulatorServer) -> None:
     run_body = {"assistant_id": "asst_default", "stream": True, "thread": {"messages": [{"role": "user",
                                                                                         "content": "hi"}]}}

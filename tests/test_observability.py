@@ -189,7 +189,8 @@ def test_prometheus_sees_the_runs_of_every_worker_process(observed: dict[str, An
     assert low - 1e-9 <= observed["p50_reply"] <= high + 1e-9
     assert observed["tools_ok"] == CONVERSATIONS // TOOL_EVERY
     assert observed["ends_detected"] >= CONVERSATIONS  # by their streams or by polls
-    assert observed["api_ok"] >= 2 * CONVERSATIONS  # the run (its thread with it), its messages at least
+    # The run (its thread with it) at least; a streamed run's messages come with its stream.
+    assert observed["api_ok"] >= CONVERSATIONS
     assert observed["tokens"] and observed["tokens"] > 0
     assert observed["dramatiq"] and observed["dramatiq"] >= CONVERSATIONS  # Dramatiq's own metrics
     # Several processes did the work, and Prometheus got their sum.
