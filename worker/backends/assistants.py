@@ -195,8 +195,7 @@ class AssistantsBackend:
     def run_messages(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
         pages = self.api.pages("messages.list", f"threads/{thread_id}/messages",
                             {"run_id": run_id, "order": "asc", "limit": PAGE_LIMIT})
-        # Some servers tag the run's additional (user) messages with its run id too.
-        return [_outbound_message(m) for m in pages if m.get("role", "assistant") == "assistant"]
+        return _assistant_messages(pages)
 
     def run_steps(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
         return [_outbound_step(step) for step in self.api.pages(
@@ -252,8 +251,13 @@ def _streamed_run(run: dict[str, Any], messages: list[dict[str, Any]] | None) ->
     state = _run_state(run, None)
     if messages is None or not state.terminal:
         return state
-    ours = [_outbound_message(m) for m in messages if m.get("role", "assistant") == "assistant"]
-    return dataclasses.replace(state, messages=ours)
+    return dataclasses.replace(state, messages=_assistant_messages(messages))
+
+
+def _assistant_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's messages as the outbound entry has them (some servers tag the run's
+    additional user messages with its run id too: those are left out)."""
+    return [_outbound_message(m) for m in messages if m.get("role", "assistant") == "assistant"]
 
 
 def _run_state(run: dict[str, Any], headers: Any) -> RunState:

@@ -302,8 +302,7 @@ class ResponsesBackend:
         return str(json_object(raw).get("status") or "")
 
     def run_messages(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
-        return [outbound_message(item) for item in self.reads.output(thread_id, run_id)
-                if item.get("type") == "message" and item.get("role", "assistant") == "assistant"]
+        return _assistant_messages(self.reads.output(thread_id, run_id))
 
     def run_steps(self, thread_id: str, run_id: str) -> list[dict[str, Any]]:
         return output_steps(self.reads.output(thread_id, run_id))
@@ -343,6 +342,10 @@ def _streamed_response(body: dict[str, Any], messages: list[dict[str, Any]] | No
     state = response_state(body, None)
     if not state.terminal or not isinstance(body.get("output"), list):
         return state
-    ours = [outbound_message(item) for item in stamped_output(body)
+    return dataclasses.replace(state, messages=_assistant_messages(stamped_output(body)))
+
+
+def _assistant_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A response's output messages as the outbound entry has them."""
+    return [outbound_message(item) for item in output
             if item.get("type") == "message" and item.get("role", "assistant") == "assistant"]
-    return dataclasses.replace(state, messages=ours)

@@ -1,8 +1,8 @@
 """A Redis connection of the stream writer's own, its calls packed by hiredis and sent as
-they are. redis-py's asyncio command path (each argument encoded in Python, a retry
-wrapper, a timeout per send and per read) cost about 400 us of CPU per call of
-stream_writes.lua, ten times the packing and the reply's parsing (docs/architecture.md).
-redis-py still makes the connection (URL, TLS, AUTH, database) and parses the replies.
+they are, without redis-py's asyncio command path (each argument encoded in Python, a
+retry wrapper, a timeout per send and per read): measured, 51 -> 45-47 us of CPU per
+delta write (200 writers, 2,000 writes/s, about ten writes per call). redis-py still
+makes the connection (URL, TLS, AUTH, database) and parses the replies.
 
 One call at a time: the writer waits for each before it sends the next.
 """
