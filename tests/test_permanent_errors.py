@@ -89,7 +89,7 @@ def test_a_thread_deleted_while_its_run_works(stack: Stack) -> None:
             ["sleep:1 think about it"]
     else:
         assert entry["thread_id"] == batch.thread_id
-        with pytest.raises(openai.NotFoundError):
-            openai_client(stack.emulator).conversations.retrieve(batch.thread_id)
+        with openai_client(stack.emulator) as client, pytest.raises(openai.NotFoundError):
+            client.conversations.retrieve(batch.thread_id)
         (later,) = stack.wait_answered([stack.send("lost-2", "and now?")])
         assert later["type"] == "run.completed" and later["thread_id"] != batch.thread_id
