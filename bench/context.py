@@ -10,6 +10,9 @@ from pathlib import Path
 class Context:
     quick: bool
     log_dir: Path  # bench-results/logs/<scenario>
+    # A repetition (the second or third of a full run): only the parts behind judged figures
+    # run, without the baselines, DBOS and the figures that have no target.
+    judged_only: bool = False
 
     def size(self, full: int, quick: int | None = None) -> int:
         """`full`, or about a fifth of it (or `quick`) for a smoke run."""

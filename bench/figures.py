@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,8 @@ class Figure:
     get: Callable[[Results], Any]  # the value (a number, or a str for composite figures)
     unit: str = ""
     target: Target | None = None
+    # Judged on the worst of the repetitions, not their median: a count that must hold each time.
+    worst: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,7 @@ def _streaming_figures(backend: str, name: str, targets: bool) -> list[Figure]:
                _join(_stream(backend, "completed"), _stream(backend, "replies"))),
         Figure("streaming", f"{name}: messages whose concatenated deltas differ from the reply text "
                f"(of {{streaming[{backend}][text_checked]:,}})",
-               _stream(backend, "text_mismatches"), "", Target("<=", 0)),
+               _stream(backend, "text_mismatches"), "", Target("<=", 0), worst=True),
     ]
 
 
@@ -181,7 +184,7 @@ FIGURES += [
     Figure("faults", "worker replies lost + duplicated + conversations out of order (2 % lost responses, 3 % 429, "
            "3 % 500; {faults[worker][sent]:,} messages)",
            lambda r: sum(r["faults"]["worker"][k] for k in ("lost", "duplicated", "reordered_conversations")),
-           "", Target("<=", 0)),
+           "", Target("<=", 0), worst=True),
     Figure("faults", "worker user messages appended twice / runs per message",
            _join(_path("faults", "worker", "duplicate_user_messages"), _path("faults", "worker", "runs_per_message"))),
 ]
@@ -207,11 +210,14 @@ FIGURES += [
 ]
 
 
-def rows(results: Results) -> list[Row]:
-    """Every figure that can be read from `results` (a failed scenario's figures show ERROR)."""
+def rows(results: Results, repetitions: Sequence[Results] = ()) -> list[Row]:
+    """Every figure that can be read from `results` (a failed scenario's figures show ERROR).
+    A figure with a target is judged on the median of its values in `results` and in the
+    `repetitions` that measured it (the worst of them for a `worst` figure); its cell lists
+    each value, in the order they were measured."""
     out = []
     for figure in FIGURES:
-        source = "concurrency" if figure.scenario == "memory" else figure.scenario
+        source = _source(figure)
         if source not in results:
             continue
         target = f"{figure.target.op} {_fmt(figure.target.threshold)} {figure.unit}".strip() if figure.target else ""
@@ -219,16 +225,39 @@ def rows(results: Results) -> list[Row]:
             out.append(Row(figure.scenario, _label(figure.label, results), "error", target,
                            "ERROR" if figure.target else ""))
             continue
-        try:
-            value = figure.get(results)
-        except (KeyError, TypeError, IndexError):
-            value = None
-        text = f"{_fmt(value)} {figure.unit}".strip() if value is not None else "n/a"
+        values = [_value(figure, results)]
+        if figure.target is not None:
+            values += [_value(figure, r) for r in repetitions if source in r and "error" not in r[source]]
+        value, text = _judged(figure, values)
         status = ""
         if figure.target is not None:
             status = "MISS" if not isinstance(value, (int, float)) else "PASS" if figure.target.met(value) else "MISS"
         out.append(Row(figure.scenario, _label(figure.label, results), text, target, status))
     return out
+
+
+def _source(figure: Figure) -> str:
+    return "concurrency" if figure.scenario == "memory" else figure.scenario
+
+
+def _value(figure: Figure, results: Results) -> Any:
+    try:
+        return figure.get(results)
+    except (KeyError, TypeError, IndexError):
+        return None
+
+
+def _judged(figure: Figure, values: list[Any]) -> tuple[Any, str]:
+    """The value judged and the cell's text: the first pass's value alone, or the median (or
+    the worst) of the repetitions' numbers followed by each of them."""
+    numbers = [v for v in values if isinstance(v, (int, float))]
+    if len(numbers) < 2 or figure.target is None:
+        value = values[0]
+        return value, f"{_fmt(value)} {figure.unit}".strip() if value is not None else "n/a"
+    worst = max(numbers) if figure.target.op == "<=" else min(numbers)
+    value = worst if figure.worst else statistics.median(numbers)
+    each = " / ".join(_fmt(v) for v in numbers)
+    return value, f"{_fmt(value)} {figure.unit}".strip() + f" ({'worst' if figure.worst else 'median'} of {each})"
 
 
 def _label(label: str, results: Results) -> str:

@@ -77,6 +77,8 @@ def run(ctx: Context) -> dict[str, Any]:
         "cpu_s": {k: round(v, 3) for k, v in used.items()}, "cpu_percent": cpu_percent(used),
     })
 
+    if ctx.judged_only:  # a repetition: the baseline's speed (and DBOS) come from the first pass
+        return result
     with running_emulator(ctx.logs("baseline"), RUN_SECONDS) as emulator:
         _warm_sdk(emulator.base_url)
         cpu_before = time.process_time()  # the baseline runs in this process, nothing else does meanwhile

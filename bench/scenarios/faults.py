@@ -39,6 +39,8 @@ def run(ctx: Context) -> dict[str, Any]:
     with running_stack(ctx.logs("worker"), run_seconds=RUN_SECONDS, processes=1, threads=8,
                        worker_env=polled()) as stack:
         result["worker"] = _flow(stack, make_producer(stack.redis.url), conversations, deadline)
+    if ctx.judged_only:  # a repetition: the worker's flow alone
+        return result
     result["blocking_baseline"] = _blocking(ctx, ctx.size(40, 16), deadline)
     why = dbos_side.skipped()
     if why is not None:

@@ -46,6 +46,7 @@ RATE = 20.0
 SECONDS = 30.0
 CHUNKS = 100  # the emulator's stream_chunks: text deltas per reply
 BACKENDS = ("assistants", "responses")
+JUDGED_BACKEND = "assistants"  # the targets are on its rows
 MEMORY_STREAMS = 2000
 MEMORY_RUN_SECONDS = 300.0  # long: every stream is still open when the last one opens
 DELTA_PREFIX = "assistant:deltas:"
@@ -67,7 +68,11 @@ def run(ctx: Context) -> dict[str, Any]:
     result: dict[str, Any] = {"run_seconds": RUN_SECONDS, "rate": RATE, "seconds": seconds, "chunks": CHUNKS,
                               "worker_processes": 1, "worker_threads": 8}
     for backend in BACKENDS:
+        if ctx.judged_only and backend != JUDGED_BACKEND:  # a repetition: the judged flow alone
+            continue
         result[backend] = _flow(ctx, backend, seconds, deadline)
+    if ctx.judged_only:
+        return result
     result["memory"] = _memory(ctx, ctx.size(MEMORY_STREAMS), deadline)
     return result
 
