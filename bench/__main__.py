@@ -86,11 +86,10 @@ def run_passes(args: argparse.Namespace, logs: Path) -> tuple[dict[str, Any], li
     parts, each going through the scenarios in turn: a slow spell of the host falls on one
     repetition of several scenarios, not on every repetition of one."""
     results = {name: run_scenario(name, Context(quick=args.quick, log_dir=logs / name)) for name in args.names}
-    def repetition(number: int) -> dict[str, Any]:
-        return {name: run_scenario(name, Context(quick=args.quick, log_dir=logs / f"{name}-{number}", judged_only=True),
-                                   f"{name} (repetition {number} of {args.repeat})") for name in args.names}
-
-    repetitions = [repetition(number) for number in range(2, args.repeat + 1)]
+    repetitions = [
+        {name: run_scenario(name, Context(quick=args.quick, log_dir=logs / f"{name}-{number}", judged_only=True),
+                            f"{name} (repetition {number} of {args.repeat})") for name in args.names}
+        for number in range(2, args.repeat + 1)]
     return results, repetitions
 
 
@@ -118,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     git_now = machine.describe(argv)["git"]
     if git_now != about["git"]:  # the code changed under the run
         about["git_at_end"] = git_now
-    full = args.full
     report.write_json(args.out / "results.json", {
         "machine": about, "quick": args.quick, "scenarios": args.names, "elapsed_s": round(seconds, 1),
         "results": results, "repetitions": repetitions,
@@ -128,12 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     side_by_side = sides.table(results)
     if side_by_side:
         print("\nSide by side (ratios reported, not judged):\n" + side_by_side)
-    if full:
+    if args.full:
         args.markdown.write_text(report.markdown(about, rows, results, seconds, repetitions))
     failed, missed = report.errors(results, repetitions), report.misses(rows)
     print(f"\n{len(rows)} figures, {sum(r.status == 'PASS' for r in rows)} targets met, {len(missed)} missed; "
           f"{seconds / 60:.1f} minutes; results in {args.out / 'results.json'}"
-          + (f" and {args.markdown.name}" if full else ""))
+          + (f" and {args.markdown.name}" if args.full else ""))
     for line in failed:
         print(f"FAILED {line}")
     if background["busy_cpu_percent"] > NOISY_PERCENT:
