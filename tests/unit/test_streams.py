@@ -368,6 +368,43 @@ def test_writes_that_come_together_go_in_one_call_and_survive_a_script_flush(red
     assert sent == 1 and answers == [-1] * 21  # no such batch: refused, each answered
 
 
+class _HeldConnection:
+    """A Redis connection whose calls wait until the test lets them answer (each write: 0)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, int]] = []  # when each call was sent (loop time), its writes
+        self.release = asyncio.Event()
+
+    async def script(self, script: LuaScript, keys: Any, args: dict[str, Any]) -> list[int]:
+        writes = json.loads(args["writes"])
+        self.calls.append((asyncio.get_running_loop().time(), len(writes)))
+        await self.release.wait()
+        return [0] * len(writes)
+
+
+def test_writes_that_come_while_a_call_is_out_wait_their_window_and_go_together() -> None:
+    from worker.streams.writes import WINDOW_SECONDS, BatchedWrites
+
+    async def run() -> tuple[float, list[tuple[float, int]]]:
+        connection = _HeldConnection()
+        writes = BatchedWrites(connection, "host:1:abc", DeltaConfig(maxlen=100, ttl_seconds=60))  # type: ignore[arg-type]
+        writer = asyncio.get_running_loop().create_task(writes.run())
+        first = asyncio.ensure_future(writes.call(["s", "x", "o", "c0", "{}"]))
+        while not connection.calls:  # the first call goes out a window later, and is held
+            await asyncio.sleep(0.001)
+        queued_at = asyncio.get_running_loop().time()
+        later = [asyncio.ensure_future(writes.call(["s", "x", "o", f"c{n}", "{}"])) for n in range(1, 4)]
+        await asyncio.sleep(0)
+        connection.release.set()  # the first call answers: the three wait for their own window
+        await asyncio.gather(first, *later)
+        writer.cancel()
+        return queued_at, connection.calls
+
+    queued_at, calls = asyncio.run(run())
+    assert [count for _, count in calls] == [1, 3]
+    assert calls[1][0] - queued_at >= WINDOW_SECONDS * 0.99  # not sent the moment the first answered
+
+
 def test_a_silent_process_s_conversations_are_made_due_by_another_s_beat(redis_url: str) -> None:
     import redis.asyncio
 

@@ -2,7 +2,11 @@
 milliseconds of the first goes in one call of `stream_writes.lua`, on a connection of its
 own (direct.py), the writes encoded as one JSON argument. One call per write cost about
 120 us of CPU alone and 40 us pipelined, hence one call for all. With hundreds of streams
-each bringing a delta every 100 ms, most writes find company within the window."""
+each bringing a delta every 100 ms, most writes find company within the window.
+
+The window counts from the oldest write waiting, also for those that came while a call
+was out: sent at once after it, they went in about three calls for every one the window
+made (measured: 335 calls a second for 2,000 deltas, 6 writes a call)."""
 
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from worker.streams.direct import DirectConnection
 
 log = structlog.get_logger("worker.streams")
 
-WINDOW_SECONDS = 0.004  # what a write waits for others: well within a delta's latency budget
+WINDOW_SECONDS = 0.008  # what a write waits for others: well within a delta's 20 ms latency budget
 MAX_WRITES = 256  # per call: a script blocks Redis while it runs
 
 
@@ -46,12 +50,15 @@ class BatchedWrites:
             "maxlen": config.maxlen, "ttl": config.ttl_seconds, "batch_prefix": keys.batch(""),
             "deltas_prefix": config.prefix, "lengths_prefix": keys.delta_lengths("")}
         self._queued: list[_Write] = []
+        self._oldest_at = 0.0  # when the oldest write waiting was queued (loop time)
         self._wake = asyncio.Event()
 
     def send(self, item: list[Any], done: Done) -> None:
         """Queue one write; `done` is told its answer (stream_writes.lua's) once its call came back."""
+        if not self._queued:
+            self._oldest_at = asyncio.get_running_loop().time()
+            self._wake.set()
         self._queued.append(_Write(item, done))
-        self._wake.set()
 
     async def call(self, item: list[Any]) -> int:
         """Queue one write and wait for its answer."""
@@ -60,14 +67,20 @@ class BatchedWrites:
         return await answer
 
     async def run(self) -> None:
-        """Send what is queued, a window after the first write of each round."""
+        """Send what is queued, a window after the oldest write waiting (at once when a
+        call's worth waits)."""
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
-            await asyncio.sleep(WINDOW_SECONDS)
             self._wake.clear()
-            while self._queued:
-                writes, self._queued = self._queued[:MAX_WRITES], self._queued[MAX_WRITES:]
-                await self._send(writes)
+            wait = self._oldest_at + WINDOW_SECONDS - loop.time()
+            if wait > 0 and len(self._queued) < MAX_WRITES:
+                await asyncio.sleep(wait)
+            writes, self._queued = self._queued[:MAX_WRITES], self._queued[MAX_WRITES:]
+            if self._queued:  # the rest: a call's worth, sent next at once
+                self._oldest_at = loop.time() - WINDOW_SECONDS
+                self._wake.set()
+            await self._send(writes)
 
     async def _send(self, writes: list[_Write]) -> None:
         # UTF-8, not ASCII-escaped (orjson's only way): the script counts a message's published text in bytes.
