@@ -8,22 +8,30 @@ from collections.abc import Iterable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (index 0 is field 3, `state`)."""
+def _stat_fields(pid: int, tid: int | None = None) -> list[str] | None:
+    """Fields of /proc/PID/stat (of one thread's, /proc/PID/task/TID/stat) after the command
+    name (index 0 is field 3, `state`)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
+        with open(path, "rb") as f:
             raw = f.read().decode(errors="replace")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     return raw[raw.rfind(")") + 2:].split()
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """utime + stime of one process, in seconds (None when it is gone)."""
-    fields = _stat_fields(pid)
+def cpu_times(pid: int, tid: int | None = None) -> tuple[float, float] | None:
+    """utime and stime of one process (or of its thread `tid`), in seconds (None when it is gone)."""
+    fields = _stat_fields(pid, tid)
     if fields is None:
         return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of one process, in seconds (None when it is gone)."""
+    times = cpu_times(pid)
+    return None if times is None else times[0] + times[1]
 
 
 def parent_map() -> dict[int, list[int]]:

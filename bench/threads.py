@@ -41,16 +41,24 @@ class ThreadTimes:
 def thread_times(pid: int) -> dict[int, ThreadTimes]:
     """Each live thread of `pid` (by thread id)."""
     times: dict[int, ThreadTimes] = {}
-    for name in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{name}/stat") as stat, open(f"/proc/{pid}/task/{name}/status") as status:
-                fields, lines = stat.read().rsplit(")", 1)[1].split(), status.read()
-        except FileNotFoundError:
-            continue  # ended meanwhile
-        wakeups = int(lines.split("\nvoluntary_ctxt_switches:")[1].split()[0])
-        user, system = int(fields[11]) / procs.CLK_TCK, int(fields[12]) / procs.CLK_TCK
-        times[int(name)] = ThreadTimes(user + system, system, wakeups)
+    for tid in map(int, os.listdir(f"/proc/{pid}/task")):
+        cpu, wakeups = procs.cpu_times(pid, tid), _wakeups(pid, tid)
+        if cpu is not None and wakeups is not None:  # else it ended meanwhile
+            times[tid] = ThreadTimes(cpu[0] + cpu[1], cpu[1], wakeups)
     return times
+
+
+def _wakeups(pid: int, tid: int) -> int | None:
+    """A thread's voluntary context switches (None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/status") as status:
+            return int(status.read().split("\nvoluntary_ctxt_switches:")[1].split()[0])
+    except FileNotFoundError:
+        return None
+
+
+def grown(before: ThreadTimes, after: ThreadTimes) -> ThreadTimes:
+    return ThreadTimes(after.cpu - before.cpu, after.system - before.system, after.wakeups - before.wakeups)
 
 
 @dataclass
@@ -58,7 +66,7 @@ class Measured:
     runs: int
     speed: tuple[float, float]  # the host's CPU speed before and after
     processes: dict[int, tuple[float, str]]  # pid -> CPU seconds, command line
-    threads: dict[int, tuple[ThreadTimes, ThreadTimes]]  # the worker process's: thread id -> before, after
+    threads: dict[int, ThreadTimes]  # the worker process's threads: what each used meanwhile
 
 
 def measure(args: argparse.Namespace) -> Measured:
@@ -82,7 +90,7 @@ def measure(args: argparse.Namespace) -> Measured:
         runs = completed(outbound.read_new())
     shutil.rmtree(logs, ignore_errors=True)
     zero = ThreadTimes(0.0, 0.0, 0)
-    threads = {tid: (threads_before.get(tid, zero), after) for tid, after in threads_after.items()}
+    threads = {tid: grown(threads_before.get(tid, zero), after) for tid, after in threads_after.items()}
     return Measured(runs, (speed_before, speed_after), processes, threads)
 
 
@@ -92,11 +100,10 @@ def print_table(m: Measured) -> None:
     for pid, (cpu, command) in m.processes.items():
         print(f"process {pid:>7} {cpu * per_run:8.2f} ms/run  {command[:70]}")
     print(f"worker tree     {sum(cpu for cpu, _ in m.processes.values()) * per_run:8.2f} ms/run")
-    busiest = sorted(m.threads.items(), key=lambda item: item[1][0].cpu - item[1][1].cpu)[:14]
-    for tid, (then, now) in busiest:
-        system = (now.system - then.system) * per_run
-        print(f"  thread {tid:>7} {(now.cpu - then.cpu) * per_run:8.2f} ms/run  system {system:6.2f}"
-              f"  wake-ups/run {(now.wakeups - then.wakeups) / max(1, m.runs):6.1f}")
+    busiest = sorted(m.threads.items(), key=lambda item: item[1].cpu, reverse=True)[:14]
+    for tid, used in busiest:
+        print(f"  thread {tid:>7} {used.cpu * per_run:8.2f} ms/run  system {used.system * per_run:6.2f}"
+              f"  wake-ups/run {used.wakeups / max(1, m.runs):6.1f}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -373,11 +373,13 @@ class _HeldConnection:
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, int]] = []  # when each call was sent (loop time), its writes
+        self.sent = asyncio.Event()
         self.release = asyncio.Event()
 
     async def script(self, script: LuaScript, keys: Any, args: dict[str, Any]) -> list[int]:
         writes = json.loads(args["writes"])
         self.calls.append((asyncio.get_running_loop().time(), len(writes)))
+        self.sent.set()
         await self.release.wait()
         return [0] * len(writes)
 
@@ -390,8 +392,7 @@ def test_writes_that_come_while_a_call_is_out_wait_their_window_and_go_together(
         writes = BatchedWrites(connection, "host:1:abc", DeltaConfig(maxlen=100, ttl_seconds=60))  # type: ignore[arg-type]
         writer = asyncio.get_running_loop().create_task(writes.run())
         first = asyncio.ensure_future(writes.call(["s", "x", "o", "c0", "{}"]))
-        while not connection.calls:  # the first call goes out a window later, and is held
-            await asyncio.sleep(0.001)
+        await asyncio.wait_for(connection.sent.wait(), 5)  # the first call goes out a window later, and is held
         queued_at = asyncio.get_running_loop().time()
         later = [asyncio.ensure_future(writes.call(["s", "x", "o", f"c{n}", "{}"])) for n in range(1, 4)]
         await asyncio.sleep(0)

@@ -77,8 +77,7 @@ class BatchedWrites:
             if wait > 0 and len(self._queued) < MAX_WRITES:
                 await asyncio.sleep(wait)
             writes, self._queued = self._queued[:MAX_WRITES], self._queued[MAX_WRITES:]
-            if self._queued:  # the rest: a call's worth, sent next at once
-                self._oldest_at = loop.time() - WINDOW_SECONDS
+            if self._queued:  # the rest goes next, once the oldest's window is over
                 self._wake.set()
             await self._send(writes)
 
