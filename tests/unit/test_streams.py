@@ -25,7 +25,7 @@ from worker.store.batches import Batches
 from worker.store.deltas import DeltaConfig, DeltaStreams
 from worker.store.scripts import LuaScript
 from worker.streams import sse, state
-from worker.streams.events import AssistantsEvents, ResponsesEvents
+from worker.streams.events import AssistantsEvents, ResponsesEvents, Text
 from worker.streams.reader import StreamReader, StreamSpec, TextDelta
 from worker.streams.streams import env_proxy
 
@@ -53,6 +53,25 @@ def test_assistants_events_give_text_parts_and_the_run_s_end() -> None:
     assert ended is not None and ended.ended and ended.run is not None
     done, error = events.read(ev("done", "[DONE]")), events.read(ev("error", {"error": {"message": "boom"}}))
     assert done is not None and done.done and error is not None and error.error == "boom"
+
+
+def test_text_deltas_of_an_unusual_shape_are_read_with_care_and_others_are_not_text() -> None:
+    events = AssistantsEvents()
+    odd = ev("thread.message.delta", {"id": "msg_1", "delta": {"content": [
+        {"index": "1", "type": "text", "text": {"value": "a"}},  # an index as a string
+        {"type": "text", "text": {}},  # no value: nothing
+        {"index": 0, "type": "image_file", "image_file": {"file_id": "f"}}]}})
+    found = events.texts(odd)
+    assert found is not None and [(t.message_id, t.text) for t in found[0]] == [("msg_1", "a")]
+    assert events.texts(ev("thread.message.delta", {"id": 7, "delta": None})) == ([], None)
+    assert events.texts(ev("thread.run.created", {"id": "run_1", "status": "queued"})) is None
+    responses = ResponsesEvents()
+    text = ev("response.output_text.delta", {"type": "response.output_text.delta", "item_id": "msg_1",
+                                             "content_index": 0, "delta": "Hi", "sequence_number": 4})
+    assert responses.texts(text) == ([Text("msg_1", "Hi")], 4)
+    assert responses.texts(sse.Event("", text.raw)) is None  # unnamed: `read` finds its type in its data
+    unnamed = responses.read(sse.Event("", text.raw))
+    assert unnamed is not None and unnamed.texts == [Text("msg_1", "Hi")] and unnamed.cursor == 4
 
 
 def test_a_create_s_stream_brings_its_run_s_finished_messages_with_the_end() -> None:

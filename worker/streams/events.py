@@ -21,6 +21,7 @@ ASSISTANTS_ENDINGS = frozenset({"thread.run.requires_action", "thread.run.comple
                                 "thread.run.cancelled", "thread.run.expired", "thread.run.incomplete"})
 RESPONSES_ENDINGS = frozenset({"response.completed", "response.failed", "response.incomplete",
                                "response.cancelled"})
+TEXT_DELTA = "response.output_text.delta"
 # The Responses events whose data matters (the rest, parts and items, are skipped undecoded).
 RESPONSES_READ = RESPONSES_ENDINGS | {"response.created", "response.queued", "response.in_progress",
                                       "response.output_text.delta", "error"}
@@ -44,7 +45,15 @@ class Update:
     messages: list[dict[str, Any]] | None = None  # with an ending: the run's finished messages (see Parse)
 
 
+# A text event's texts and its sequence number (None: the API numbers no events).
+Texts = tuple[list[Text], int | None]
+
+
 class Translator(Protocol):
+    def texts(self, event: Event) -> Texts | None:
+        """A text delta's texts: the fast path, most events of a stream are these; None for
+        any other event (see `read`)."""
+
     def read(self, event: Event) -> Update | None:
         """What the event means to the worker; None: nothing (most events)."""
 
@@ -57,6 +66,8 @@ class _Parts:
 
     def text(self, message_id: str, index: int, value: str) -> Text:
         last = self._seen.get(message_id)
+        if last == index:  # most deltas: the same part as the one before
+            return Text(message_id, value)
         self._seen[message_id] = index if last is None else max(last, index)
         return Text(message_id, "\n" + value if last is not None and index > last else value)
 
@@ -74,11 +85,16 @@ class AssistantsEvents:
     def of_create(cls) -> AssistantsEvents:
         return cls(whole_run=True)
 
+    def texts(self, event: Event) -> Texts | None:
+        if event.name != "thread.message.delta":
+            return None
+        data = event.data
+        return (self._texts(data) if isinstance(data, dict) else []), None
+
     def read(self, event: Event) -> Update | None:
         name = event.name
-        if name == "thread.message.delta":  # most events: the fast path first
-            data = event.data
-            texts = self._texts(data) if isinstance(data, dict) else []
+        if name == "thread.message.delta":
+            texts, _ = self.texts(event) or ([], None)
             return Update(texts=texts) if texts else None
         if name.startswith("thread.run.") and not name.startswith("thread.run.step."):
             data = event.data
@@ -99,6 +115,21 @@ class AssistantsEvents:
         return None
 
     def _texts(self, data: dict[str, Any]) -> list[Text]:
+        try:  # the usual shape, read directly; any other is read with care below
+            message_id, texts = data["id"], []
+            for part in data["delta"]["content"]:
+                if part["type"] != "text":
+                    continue
+                index, value = part["index"], part["text"]["value"]
+                if type(message_id) is not str or type(index) is not int or type(value) is not str:
+                    return self._texts_with_care(data)
+                if value:
+                    texts.append(self._parts.text(message_id, index, value))
+            return texts
+        except (KeyError, TypeError):
+            return self._texts_with_care(data)
+
+    def _texts_with_care(self, data: dict[str, Any]) -> list[Text]:
         content = (data.get("delta") or {}).get("content")
         if not content:
             return []
@@ -118,6 +149,21 @@ class ResponsesEvents:
     def __init__(self) -> None:
         self._parts = _Parts()
 
+    def texts(self, event: Event) -> Texts | None:
+        if event.name != TEXT_DELTA:
+            return None  # unnamed events too: `read` finds their type in their data
+        data = event.data
+        if not isinstance(data, dict) or data.get("type") != TEXT_DELTA:
+            return None
+        seq = data.get("sequence_number")
+        return self._text(data), seq if isinstance(seq, int) else None
+
+    def _text(self, data: dict[str, Any]) -> list[Text]:
+        value = str(data.get("delta") or "")
+        if not value:
+            return []
+        return [self._parts.text(str(data.get("item_id") or ""), int(data.get("content_index") or 0), value)]
+
     def read(self, event: Event) -> Update | None:
         if event.name and event.name not in RESPONSES_READ:
             return None  # its sequence number is not needed: a re-attach replays it, harmless
@@ -129,11 +175,8 @@ class ResponsesEvents:
         update = Update(cursor=seq if isinstance(seq, int) else None)
         if kind == "error":
             update.error = _error_text(data)
-        elif kind == "response.output_text.delta":
-            value = str(data.get("delta") or "")
-            if value:
-                update.texts.append(self._parts.text(str(data.get("item_id") or ""),
-                                                     int(data.get("content_index") or 0), value))
+        elif kind == TEXT_DELTA:
+            update.texts = self._text(data)
         elif kind.startswith("response.") and isinstance(data.get("response"), dict):
             update.run, update.ended = data["response"], kind in RESPONSES_ENDINGS
         return update

@@ -16,7 +16,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Protocol
 
 import redis
@@ -72,6 +71,8 @@ class StreamReader:
         self.run_id = spec.run_id
         self.cursor: int | None = None
         self._pending: list[TextDelta] = []
+        self._sending: list[TextDelta] = []  # the write in flight's
+        self._on_written = self._written  # one bound method, not one per write
         self._writes = _Writes()
         self._texts = 0
         self._entries: dict[tuple[str, str], str] = {}
@@ -95,8 +96,13 @@ class StreamReader:
             await self._final(first)
             return
         (events, ended), self._backlog = (self._backlog, False), []
+        texts_of = self.spec.translator.texts
         while True:
             for event in events:
+                found = texts_of(event)  # most events: text, which only adds to what is pending
+                if found is not None:
+                    self._add(*found)
+                    continue
                 update = self._take(event)
                 if update is not None and _final(update):
                     await self._final(update)
@@ -113,20 +119,25 @@ class StreamReader:
     async def _events(self) -> tuple[list[sse.Event], bool]:
         """The next chunk's events, and whether the body ended."""
         chunk = await self._read()
-        return (self._parser.feed(chunk), False) if chunk else (self._parser.end(), True)
+        events, ended = (self._parser.feed(chunk), False) if chunk else (self._parser.end(), True)
+        self._unreported += len(events)
+        return events, ended
 
     def _take(self, event: sse.Event) -> Update | None:
-        self._unreported += 1
         update = self.spec.translator.read(event)
         if update is None:
             return None
         if update.run is not None and update.run.get("id"):
             self.run_id = str(update.run["id"])
-        if update.cursor is not None:
-            self.cursor = update.cursor
-        if update.texts:
-            self._pending.extend(self._delta(t) for t in update.texts)
+        self._add(update.texts, update.cursor)
         return update
+
+    def _add(self, texts: list[Text], cursor: int | None) -> None:
+        """An event's texts, pending until the next write; its sequence number the cursor."""
+        if cursor is not None:
+            self.cursor = cursor
+        for text in texts:
+            self._pending.append(self._delta(text))
 
     async def _final(self, update: Update) -> None:
         """The text written, then what the update means stored: an error or the stream's end
@@ -165,14 +176,14 @@ class StreamReader:
         writes = self._writes
         if not self._pending or writes.busy or writes.lost or writes.failure is not None:
             return
-        deltas, self._pending = self._pending, []
+        self._sending, self._pending = self._pending, []
         writes.in_flight = True
         cursor = f"{self.run_id} {self.cursor}" if self.cursor is not None and self.run_id else ""
-        self.sink.send(self.spec.target, self.spec.owner, cursor, deltas, partial(self._written, deltas))
+        self.sink.send(self.spec.target, self.spec.owner, cursor, self._sending, self._on_written)
 
-    def _written(self, deltas: list[TextDelta], result: int | BaseException) -> None:
-        writes = self._writes
-        writes.in_flight = False
+    def _written(self, result: int | BaseException) -> None:
+        writes, deltas = self._writes, self._sending
+        writes.in_flight, self._sending = False, []
         if isinstance(result, BaseException):
             self._pending[:0] = deltas  # tried again by broken_off, in order
             writes.failure = result

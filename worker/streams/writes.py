@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -34,10 +33,9 @@ MAX_WRITES = 256  # per call: a script blocks Redis while it runs
 Done = Callable[[int | BaseException], None]
 
 
-@dataclass
-class _Write:
-    item: list[Any]  # kind batch_id owner conversation_id and the kind's own (stream_writes.lua)
-    done: Done  # told the answer, or the error
+# A write: its item (kind batch_id owner conversation_id and the kind's own, stream_writes.lua)
+# and who is told the answer, or the error. A tuple: a reader sends ten a second.
+_Write = tuple[list[Any], Done]
 
 
 class BatchedWrites:
@@ -58,7 +56,7 @@ class BatchedWrites:
         if not self._queued:
             self._oldest_at = asyncio.get_running_loop().time()
             self._wake.set()
-        self._queued.append(_Write(item, done))
+        self._queued.append((item, done))
 
     async def call(self, item: list[Any]) -> int:
         """Queue one write and wait for its answer."""
@@ -83,16 +81,16 @@ class BatchedWrites:
 
     async def _send(self, writes: list[_Write]) -> None:
         # UTF-8, not ASCII-escaped (orjson's only way): the script counts a message's published text in bytes.
-        encoded = orjson.dumps([write.item for write in writes])
+        encoded = orjson.dumps([item for item, _ in writes])
         try:
             results: Any = await self.connection.script(self.script, self._keys,
                                                         {**self._args, "now": time.time(), "writes": encoded})
         except Exception as exc:  # noqa: BLE001 - every waiting write is told, and the writer goes on
-            for write in writes:
-                _tell(write.done, exc)
+            for _, done in writes:
+                _tell(done, exc)
             return
-        for write, result in zip(writes, results, strict=True):
-            _tell(write.done, int(result))
+        for (_, done), result in zip(writes, results, strict=True):
+            _tell(done, result)
 
 
 def _tell(done: Done, result: int | BaseException) -> None:
