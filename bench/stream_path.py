@@ -124,9 +124,10 @@ async def _measure(mode: str, port: int, redis_url: str, streams: int, seconds: 
     async def follow(i: int) -> None:
         await asyncio.sleep(random.random() * INTERVAL)
         response = await session.post(f"http://127.0.0.1:{port}/v1/threads/runs", json={"stream": True})
-        if mode == "drain":
-            while await response.content.readany():
-                pass
+        if mode == "drain":  # each chunk read and dropped
+            chunk = b"-"
+            while chunk:
+                chunk = await response.content.readany()
             return
         spec = StreamSpec(targets[i], f"p/{i}", AssistantsEvents.of_create(),
                           lambda run, _: RunState(id=str(run["id"]), status=str(run["status"])), time.time(), "r")
