@@ -62,10 +62,12 @@ class StreamSpec:
 
 
 class StreamReader:
-    def __init__(self, sink: Sink, spec: StreamSpec, read: Callable[[], Awaitable[bytes]]) -> None:
+    def __init__(self, sink: Sink, spec: StreamSpec, read: Callable[[], Awaitable[bytes]],
+                 pace: Callable[[], None] = lambda: None) -> None:
         self.sink = sink
         self.spec = spec
         self._read = read  # the next chunk of the body; b"" at its end
+        self._pace = pace  # told of each chunk read (StreamLoop.pace)
         self._parser = sse.Parser()
         self._backlog: list[sse.Event] = []  # a chunk's events after the first's
         self.run_id = spec.run_id
@@ -119,6 +121,7 @@ class StreamReader:
     async def _events(self) -> tuple[list[sse.Event], bool]:
         """The next chunk's events, and whether the body ended."""
         chunk = await self._read()
+        self._pace()
         events, ended = (self._parser.feed(chunk), False) if chunk else (self._parser.end(), True)
         self._unreported += len(events)
         return events, ended

@@ -195,7 +195,7 @@ class Streams:
         if response.status >= 400 or "text/event-stream" not in response.headers.get("content-type", ""):
             return await self._answered(request, response, is_post)
         spec = StreamSpec(request.target, owner, request.translator, request.parse, time.time(), request.run_id)
-        reader = StreamReader(self, spec, response.content.readany)
+        reader = StreamReader(self, spec, response.content.readany, self.loop.pace)
         try:
             first = await self._first(request, reader, is_post)
         except BaseException:  # a break, or the step stopped waiting (the call cancelled): nothing follows
