@@ -82,6 +82,10 @@ COMPARED: list[Compared] = [
              ("no_tools", "restarted", "worker_cpu_ms_per_run"), "cpu", "ms"),
     Compared("cost.no_tools.redis", "cost: Redis CPU per run, no tools", "cost",
              ("no_tools", "redis_cpu_ms_per_run"), "cpu", "ms"),
+    Compared("streaming.assistants", "streaming: worker CPU per run, deltas included (Assistants)", "streaming",
+             ("assistants", "worker_cpu_ms_per_run"), "cpu", "ms"),
+    Compared("streaming.responses", "streaming: worker CPU per run, deltas included (Responses)", "streaming",
+             ("responses", "worker_cpu_ms_per_run"), "cpu", "ms"),
     Compared("saturation.peak", "saturation: peak replies/s (run time 0, 2 processes x 8 threads)", "saturation",
              ("peak_replies_per_s",), "rate", "/s", RATE_TARGET, capped=("stop_reason", "all rates sent")),
 ]
