@@ -27,7 +27,7 @@ from worker.streams.direct import DirectConnection
 log = structlog.get_logger("worker.streams")
 
 # What a write waits for others. With the loop's pace (loop.py) it keeps a delta within its
-# 20 ms latency budget: measured p99 15.3 ms (5 ms pace, 4 ms here), 23 ms (8 ms pace, none).
+# 20 ms latency budget: measured p99 15-17.4 ms (5 ms pace, 4 ms here), 23 ms (8 ms pace, none).
 WINDOW_SECONDS = 0.004
 MAX_WRITES = 256  # per call: a script blocks Redis while it runs
 
