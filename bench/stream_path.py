@@ -8,7 +8,7 @@ target, not a scenario:
 
 Each mode adds one layer to the one before, so the differences are the layers' costs:
 
-- drain: aiohttp reading the bodies, nothing else;
+- drain: the worker's HTTP client (worker/streams/client.py) reading the bodies, nothing else;
 - parse: the StreamReader (SSE, translation, its writes' bookkeeping), writes answered at once;
 - full: the writes sent to Redis through stream_writes.lua, as on the worker.
 
@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import redis
 import uvloop
 
@@ -43,6 +42,7 @@ from bench.waits import Deadline
 from worker import keys
 from worker.backends.base import RunState, StreamTarget
 from worker.store.deltas import DeltaConfig
+from worker.streams.client import HttpClient
 from worker.streams.direct import DirectConnection
 from worker.streams.events import AssistantsEvents
 from worker.streams.reader import StreamReader, StreamSpec, TextDelta, Written
@@ -118,20 +118,20 @@ async def _measure(mode: str, port: int, redis_url: str, streams: int, seconds: 
     writes = BatchedWrites(DirectConnection(redis_url), "p", DeltaConfig()) if mode == "full" else None
     tasks = [asyncio.get_running_loop().create_task(writes.run())] if writes is not None else []
     sink = _Sink(writes)
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=streams + 64, limit_per_host=0),
-                                    timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_read=60))
+    client = HttpClient(f"http://127.0.0.1:{port}/v1/", {}, None, proxy=None, proxy_headers=None,
+                        connect_timeout=10.0, read_timeout=60.0)
 
     async def follow(i: int) -> None:
         await asyncio.sleep(random.random() * INTERVAL)
-        response = await session.post(f"http://127.0.0.1:{port}/v1/threads/runs", json={"stream": True})
+        response = await client.request("POST", "threads/runs", b'{"stream":true}')
         if mode == "drain":  # each chunk read and dropped
-            chunk = b"-"
-            while chunk:
-                chunk = await response.content.readany()
+            response.deliver(lambda chunk: None, lambda failure: None)
             return
         spec = StreamSpec(targets[i], f"p/{i}", AssistantsEvents.of_create(),
                           lambda run, _: RunState(id=str(run["id"]), status=str(run["status"])), time.time(), "r")
-        await StreamReader(sink, spec, response.content.readany).follow(None)
+        reader = StreamReader(sink, spec)
+        response.deliver(reader.feed, reader.ended)
+        await reader.follow()
 
     tasks += [asyncio.get_running_loop().create_task(follow(i)) for i in range(streams)]
     await asyncio.sleep(SETTLE_SECONDS)

@@ -3,8 +3,8 @@ about 100 deltas each, 20 new conversations a second, one worker process x 8 thr
 each process of the worker tree and each thread of the Dramatiq worker process in ms of CPU
 per completed run, its system part and its wake-ups. A development tool, not a scenario:
 
-    python -m bench.threads [--backend responses] [--seconds 30] [--env NAME=VALUE ...]
-                            [--py-spy FILE]
+    python -m bench.threads [--backend responses] [--seconds 30] [--chunks 100]
+                            [--env NAME=VALUE ...] [--py-spy FILE]
 
 The busiest thread is the stream loop's; `--py-spy FILE` records the worker process meanwhile
 (raw stacks, threads named) for a profile. CPU figures scale with the host's speed, printed
@@ -73,7 +73,7 @@ def measure(args: argparse.Namespace) -> Measured:
     worker_env = {"ASSISTANT_BACKEND": args.backend, **dict(item.split("=", 1) for item in args.env)}
     logs = Path(tempfile.mkdtemp(prefix="bench-threads-"))
     with running_stack(logs, run_seconds=RUN_SECONDS, processes=1, threads=8, metrics_port=free_port(),
-                       worker_env=worker_env, emulator_config={"stream_chunks": CHUNKS}) as stack:
+                       worker_env=worker_env, emulator_config={"stream_chunks": args.chunks}) as stack:
         outbound, producer = Outbound(stack.redis.client), make_producer(stack.redis.url)
         tree, (worker,) = stack.workers.pids(), stack.workers.worker_pids()
         before = {pid: procs.cpu_seconds(pid) or 0.0 for pid in tree}
@@ -110,6 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.threads", description=__doc__.split("\n\n")[0])
     parser.add_argument("--backend", default="assistants", choices=("assistants", "responses"))
     parser.add_argument("--seconds", type=float, default=30.0, help="how long new conversations come (30)")
+    parser.add_argument("--chunks", type=int, default=CHUNKS,
+                        help=f"text deltas per reply ({CHUNKS}); 1 leaves the per-run part alone")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a worker setting")
     parser.add_argument("--py-spy", metavar="FILE", help="record the worker process with py-spy (raw)")
     print_table(measure(parser.parse_args(argv)))

@@ -266,16 +266,19 @@ class Sink:
 def follow(sink: Sink, names: list[tuple[str, object]]) -> None:
     chunks = [f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in names]
 
-    async def read() -> bytes:
-        await asyncio.sleep(0.001)  # as from the network: the reader's writes are answered meanwhile
-        return chunks.pop(0) if chunks else b""
-
     async def run() -> None:
         spec = StreamSpec(StreamTarget(CID, "b1", ["e1"]), OWNER, AssistantsEvents(),
                           lambda run, _messages: RunState(id=str(run["id"]), status=str(run["status"])), 0.0)
-        reader = StreamReader(sink, spec, read)
-        first = await reader.first()
-        await reader.follow(first)
+        reader = StreamReader(sink, spec)
+        asyncio.get_running_loop().create_task(feed(reader))
+        await reader.first()
+        await reader.follow()
+
+    async def feed(reader: StreamReader) -> None:
+        for chunk in chunks:
+            await asyncio.sleep(0.001)  # as from the network: the reader's writes are answered meanwhile
+            reader.feed(chunk)
+        reader.ended(None)
 
     asyncio.run(run())
 

@@ -4,9 +4,10 @@ stored with the batch for the next step, which is due at once. A stream that bre
 that it broke: the next step re-attaches (Responses) or polls. Every write is fenced by
 the stream's owner: a reader that lost its stream (taken over, its batch answered) stops.
 
-A reader handles each chunk of bytes in one go, and does not wait for its text's writes:
-one write is in flight at a time (what comes meanwhile goes with the next, in order), and
-its answer comes back by a callback. Waiting for each would wake the reader twice per delta.
+A reader is fed each chunk of bytes by its connection's callback (client.py), and handles
+it in one go: no task wakes per chunk. Nor does it wait for its text's writes: one write is
+in flight at a time (what comes meanwhile goes with the next, in order), and its answer
+comes back by a callback. Waiting for each would wake the reader twice per delta.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import redis
 import structlog
@@ -27,6 +28,7 @@ from worker.streams import sse, state
 from worker.streams.events import Parse, Text, Translator, Update
 
 log = structlog.get_logger("worker.streams")
+T = TypeVar("T")
 
 LOST, NOT_RECORDED = -1, -2  # stream_writes.lua's refusals
 RECORD_WAIT_SECONDS = 30.0  # a stream whose owner is never recorded (its step died) is dropped
@@ -62,14 +64,14 @@ class StreamSpec:
 
 
 class StreamReader:
-    def __init__(self, sink: Sink, spec: StreamSpec, read: Callable[[], Awaitable[bytes]],
-                 pace: Callable[[], None] = lambda: None) -> None:
+    """Fed by its stream's connection as the bytes come (`feed`, `ended`, on the loop); the
+    task that follows the stream waits only for what ends it (`follow`)."""
+
+    def __init__(self, sink: Sink, spec: StreamSpec, pace: Callable[[], None] = lambda: None) -> None:
         self.sink = sink
         self.spec = spec
-        self._read = read  # the next chunk of the body; b"" at its end
         self._pace = pace  # told of each chunk read (StreamLoop.pace)
         self._parser = sse.Parser()
-        self._backlog: list[sse.Event] = []  # a chunk's events after the first's
         self.run_id = spec.run_id
         self.cursor: int | None = None
         self._pending: list[TextDelta] = []
@@ -79,52 +81,90 @@ class StreamReader:
         self._texts = 0
         self._entries: dict[tuple[str, str], str] = {}
         self._unreported, self._reported_at = 0, time.monotonic()  # events not counted in the metric yet
+        loop = asyncio.get_running_loop()
+        # A create's first event that carries the run (None: the run is known already), or the failure.
+        self._first: asyncio.Future[Update | BaseException] | None = (
+            loop.create_future() if spec.run_id is None else None)
+        self._before_first = self._first is not None  # events are read for it
+        # What ends the reading: the update it ends on, the connection's failure, or None (the
+        # stream is not ours any more, or a write failed). Values, not exceptions: nobody may wait.
+        self._outcome: asyncio.Future[Update | BaseException | None] = loop.create_future()
 
-    async def first(self) -> Update:
-        """Read up to the first event that carries the run (a create's answer)."""
-        ended = False
-        while not ended:
-            events, ended = await self._events()
-            for at, event in enumerate(events):
-                update = self._take(event)
-                if update is not None and (update.run is not None or update.error or update.done):
-                    self._backlog = events[at + 1:]
-                    return update
-        return Update(error="the stream ended before the run was created")
-
-    async def follow(self, first: Update | None) -> None:
-        """Read to the run's state the worker acts on, or to a break."""
-        if first is not None and _final(first):
-            await self._final(first)
+    # --- the connection's calls ------------------------------------------------------------
+    def feed(self, chunk: bytes) -> None:
+        """A chunk of the body: its events handled at once, its text's write sent."""
+        if self._outcome.done():
             return
-        (events, ended), self._backlog = (self._backlog, False), []
-        texts_of = self.spec.translator.texts
-        while True:
-            for event in events:
-                found = texts_of(event)  # most events: text, which only adds to what is pending
-                if found is not None:
-                    self._add(*found)
-                    continue
-                update = self._take(event)
-                if update is not None and _final(update):
-                    await self._final(update)
-                    return
-            if ended:
-                await self._final(Update(done=True))
-                return
-            self._send()
-            self._writes.check()
-            if self._writes.lost:
-                return
-            events, ended = await self._events()
-
-    async def _events(self) -> tuple[list[sse.Event], bool]:
-        """The next chunk's events, and whether the body ended."""
-        chunk = await self._read()
         self._pace()
-        events, ended = (self._parser.feed(chunk), False) if chunk else (self._parser.end(), True)
+        self._handle(self._parser.feed(chunk))
+
+    def ended(self, failure: BaseException | None) -> None:
+        """The body's end (None), or its connection's failure."""
+        if self._outcome.done():
+            return
+        if failure is not None:
+            self._stop(failure)
+            return
+        self._handle(self._parser.end())
+        if self._before_first:
+            self._stop(Update(error="the stream ended before the run was created"))
+        else:
+            self._stop(Update(done=True))
+
+    def _handle(self, events: list[sse.Event]) -> None:
         self._unreported += len(events)
-        return events, ended
+        texts_of = self.spec.translator.texts
+        for event in events:
+            if self._before_first:
+                if self._before_run(event):
+                    return
+                continue
+            found = texts_of(event)  # most events: text, which only adds to what is pending
+            if found is not None:
+                self._add(*found)
+                continue
+            update = self._take(event)
+            if update is not None and _final(update):
+                self._stop(update)
+                return
+        self._send()
+
+    def _before_run(self, event: sse.Event) -> bool:
+        """An event before the one that carries the run; True: it ended the stream."""
+        update = self._take(event)
+        if update is None or (update.run is None and not update.error and not update.done):
+            return False
+        _resolve(self._first, update)
+        self._before_first = False
+        if _final(update):
+            self._stop(update)
+            return True
+        return False
+
+    def _stop(self, outcome: Update | BaseException | None) -> None:
+        _resolve(self._first, outcome if outcome is not None else Update(error="the stream stopped"))
+        self._before_first = False
+        _resolve(self._outcome, outcome)
+
+    # --- the task's calls --------------------------------------------------------------------
+    async def first(self) -> Update:
+        """The first event that carries the run (a create's answer); raises the
+        connection's failure."""
+        assert self._first is not None, "the run is known already"
+        first = await self._first
+        if isinstance(first, BaseException):
+            raise first
+        return first
+
+    async def follow(self) -> None:
+        """Until the run's state the worker acts on is stored, or a break is (raises the
+        connection's failure, or a write's)."""
+        outcome = await self._outcome
+        self._writes.check()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome is not None and not self._writes.lost:
+            await self._final(outcome)
 
     def _take(self, event: sse.Event) -> Update | None:
         update = self.spec.translator.read(event)
@@ -159,6 +199,7 @@ class StreamReader:
         """The connection failed (or the process hands its streams over): say so, with the
         text that came before (Redis failing too is tried again; at worst the safety poll
         finds the run, its stream gone)."""
+        self._stop(None)  # what the connection still brings is not read
         for attempt in range(BROKEN_ATTEMPTS):
             try:
                 if await self._drain():
@@ -190,6 +231,7 @@ class StreamReader:
         if isinstance(result, BaseException):
             self._pending[:0] = deltas  # tried again by broken_off, in order
             writes.failure = result
+            self._stop(None)
         elif result >= 0:
             self._observe_first(result)
             writes.recorded = True
@@ -198,6 +240,7 @@ class StreamReader:
             writes.retry = asyncio.get_running_loop().call_later(delay, self._retried)
         else:
             writes.lost = True
+            self._stop(None)
         self._send()
         writes.settled()
 
@@ -244,6 +287,11 @@ class StreamReader:
                       "event_ids": target.event_ids, "run_id": run or None, "message_id": text.message_id}
             entry = self._entries[(run, text.message_id)] = json.dumps(fields, separators=(",", ":"))
         return text.message_id, entry, text.text, -1 if self.cursor is None else self.cursor
+
+
+def _resolve(future: asyncio.Future[T] | None, value: T) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
 
 
 def _final(update: Update) -> bool:

@@ -26,7 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
+import orjson
 import redis
 import redis.asyncio
 import structlog
@@ -38,6 +38,7 @@ from worker.backends.run_reader import httpx_lib
 from worker.errors import TransientApiError
 from worker.settings import Settings
 from worker.store.deltas import DeltaStreams
+from worker.streams.client import Connection, HttpClient
 from worker.streams.direct import DirectConnection
 from worker.streams.events import Parse, Translator, Update
 from worker.streams.loop import StreamLoop
@@ -49,7 +50,7 @@ log = structlog.get_logger("worker.streams")
 
 HEARTBEAT_SECONDS = 2.0  # each process beats, and looks for silent ones (registry.py)
 HAND_OVER_SECONDS = 5.0
-BROKEN = (aiohttp.ClientError, asyncio.TimeoutError)  # a connection that failed, or went silent
+BROKEN = (OSError, asyncio.TimeoutError)  # a connection that failed (client.StreamError), or went silent
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,7 @@ class Streams:
         self.open_count = 0
         self._generations = itertools.count(1)
         self._readers: dict[StreamReader, asyncio.Task[None]] = {}
-        self._http: aiohttp.ClientSession | None = None
-        self._proxy: str | None = None
-        self._proxy_headers: dict[str, str] | None = None
-        self._base_url = ""
+        self._http: HttpClient | None = None
         self._aredis: redis.asyncio.Redis | None = None
         self._direct: DirectConnection | None = None
         self._beat: asyncio.Task[None] | None = None
@@ -105,17 +103,13 @@ class Streams:
 
     async def _start(self) -> None:
         s = self.settings
-        self._base_url = s.api_base_url.rstrip("/") + "/"
-        # aiohttp, not the SDK's httpx: a quarter of its CPU per event (BENCHMARKS.md). A
-        # stream waits its safety poll twice over for an event before it counts as broken.
-        connector = aiohttp.TCPConnector(limit=s.stream_max_open + 64, limit_per_host=0, ssl=_trust())
-        timeout = aiohttp.ClientTimeout(total=None, connect=s.api_timeout_seconds,
-                                        sock_read=max(60.0, 2 * s.stream_safety_poll_seconds))
-        # The proxy the environment names, found once: aiohttp's trust_env looks for it (and
-        # reads ~/.netrc) on a thread at every request, a fifth of a stream's opening.
-        self._proxy, self._proxy_headers = env_proxy(self._base_url)
-        self._http = aiohttp.ClientSession(connector=connector, headers=self.headers, timeout=timeout,
-                                           raise_for_status=False)
+        base_url = s.api_base_url.rstrip("/") + "/"
+        # Our own client, not the SDK's httpx: a small part of its CPU per event (client.py).
+        # A stream waits its safety poll twice over for an event before it counts as broken.
+        proxy, proxy_headers = env_proxy(base_url)  # found once, as the SDK's client finds it
+        self._http = HttpClient(base_url, self.headers, _trust(), proxy=proxy, proxy_headers=proxy_headers,
+                                connect_timeout=s.api_timeout_seconds,
+                                read_timeout=max(60.0, 2 * s.stream_safety_poll_seconds))
         # The heartbeat's connection (a few commands every 2 s), and the writer's own.
         self._aredis = redis.asyncio.Redis.from_url(s.redis_url, single_connection_client=True,
                                                     socket_connect_timeout=5)
@@ -185,24 +179,24 @@ class Streams:
     async def _open(self, request: OpenRequest, owner: str) -> Opened:
         assert self._http is not None
         is_post = request.method == "POST"
+        body = orjson.dumps(request.body) if request.body is not None else None
         try:
-            response = await self._http.request(request.method, self._base_url + request.path, json=request.body,
-                                                headers=request.headers, proxy=self._proxy,
-                                                proxy_headers=self._proxy_headers)
+            response = await self._http.request(request.method, request.path, body, request.headers)
         except BROKEN as exc:
             self.observe(request.operation, "connection_error")
             raise TransientApiError(f"{request.operation}: {_describe(exc)}", maybe_applied=is_post) from None
         if response.status >= 400 or "text/event-stream" not in response.headers.get("content-type", ""):
             return await self._answered(request, response, is_post)
         spec = StreamSpec(request.target, owner, request.translator, request.parse, time.time(), request.run_id)
-        reader = StreamReader(self, spec, response.content.readany, self.loop.pace)
+        reader = StreamReader(self, spec, self.loop.pace)
+        response.deliver(reader.feed, reader.ended)
         try:
             first = await self._first(request, reader, is_post)
         except BaseException:  # a break, or the step stopped waiting (the call cancelled): nothing follows
-            response.close()
+            self._http.release(response)
             raise
         self.observe(request.operation, "ok")
-        self._readers[reader] = asyncio.get_running_loop().create_task(self._follow(reader, response, first))
+        self._readers[reader] = asyncio.get_running_loop().create_task(self._follow(reader, response))
         return Opened(first.run if first is not None and first.run is not None else {}, owner)
 
     async def _first(self, request: OpenRequest, reader: StreamReader, is_post: bool) -> Update | None:
@@ -219,15 +213,16 @@ class Streams:
             raise TransientApiError(f"{request.operation}: {first.error}", maybe_applied=is_post)
         return first
 
-    async def _answered(self, request: OpenRequest, response: aiohttp.ClientResponse, is_post: bool) -> Opened:
+    async def _answered(self, request: OpenRequest, response: Connection, is_post: bool) -> Opened:
         """An error, or a JSON answer where a stream was asked for."""
+        assert self._http is not None
         try:
             content = await response.read()
         except BROKEN as exc:
             self.observe(request.operation, "connection_error")
             raise TransientApiError(f"{request.operation}: {_describe(exc)}", maybe_applied=is_post) from None
         finally:
-            response.release()
+            self._http.release(response)
         try:
             body = json.loads(content)
         except ValueError:
@@ -241,11 +236,11 @@ class Streams:
         self.observe(request.operation, "ok")
         return Opened(body, None)
 
-    async def _follow(self, reader: StreamReader, response: aiohttp.ClientResponse, first: Any) -> None:
+    async def _follow(self, reader: StreamReader, response: Connection) -> None:
         self.open_count += 1
         metrics.STREAMS_OPEN.inc()
         try:
-            await reader.follow(first)
+            await reader.follow()
         except BROKEN as exc:
             await reader.broken_off(_describe(exc))
         except redis.RedisError as exc:
@@ -258,7 +253,8 @@ class Streams:
             self.open_count -= 1
             metrics.STREAMS_OPEN.dec()
             self._readers.pop(reader, None)
-            response.close()
+            assert self._http is not None
+            self._http.release(response)
 
     # --- the reader's writes (Sink) ------------------------------------------------------
     def send(self, target: StreamTarget, owner: str, cursor: str, deltas: list[TextDelta], done: Written) -> None:
