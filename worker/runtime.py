@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from worker.scheduler import Scheduler, SchedulerMiddleware
 from worker.settings import Settings
 from worker.store.conversation_store import Store
 from worker.store.deltas import DeltaConfig
+from worker.streams.next_steps import NextSteps
 from worker.streams.streams import Streams
 from worker.tools import ToolRunner, definitions, load_tool_modules
 from worker.wakeup import WakeableRedisBroker
@@ -90,6 +92,10 @@ class Runtime:
         client = make_openai(self.settings)
         streams = Streams(self.settings, self.store.deltas, sdk_headers(client), self.observe_api)
         client.close()
+        streams.next_steps = NextSteps(lambda cid, claimed: self.service().advance(cid, claimed),
+                                       lambda cid: self.store.schedule.put(cid, time.time()),
+                                       threads=max(2, self.settings.worker_threads // 4),
+                                       lease_seconds=self.settings.lease_seconds)
         streams.start()
         self.streams = streams
 
