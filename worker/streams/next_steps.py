@@ -3,7 +3,8 @@ break), run in the process that read it, at once. The script that stores the sta
 the conversation for it, as the scheduler's claim does (the schedule's score moves
 `LEASE_SECONDS` ahead: a process that dies with the step comes due again by itself), so
 the step needs no scheduler round and no Dramatiq message: measured with
-`python -m bench.threads`, the worker's CPU per streamed run -X ms.
+`python -m bench.threads`, the worker's CPU per streamed run 21.6 -> 18.3 ms (its scheduler
+thread 2.2 -> 1.1, its Dramatiq consumer 2.1 -> 1.5).
 
 A few threads of their own, with room for a few claims each: when they are all taken the
 stream's state makes the conversation due instead, and the scheduler sends it the usual
