@@ -127,11 +127,12 @@ class Runtime:
     def close(self) -> None:
         """Close this process's API and Redis connections (Dramatiq's broker is closed by its
         owner). A later use reconnects; nothing is left for the garbage collector to close."""
+        streams = self.streams
+        if streams is not None:  # handed over first (their batches due at once elsewhere), its
+            streams.close()  # next steps ended while the service still serves them
         with self._building:
             service, self._service = self._service, None
-            streams, self.streams = self.streams, None
-        if streams is not None:  # handed over first: their batches are due at once elsewhere
-            streams.close()
+            self.streams = None
         if service is not None:
             service.backend.close()
             service.tool_runner.shutdown()

@@ -5,8 +5,9 @@ left to the scheduler (its conversation due now)."""
 from __future__ import annotations
 
 import threading
+import time
 
-from worker.streams.next_steps import ROOM_PER_THREAD, NextSteps
+from worker.streams.next_steps import NextSteps
 
 
 class Recorder:
@@ -46,15 +47,23 @@ def test_a_reserved_claim_runs_its_step_with_that_claim() -> None:
     assert recorder.advanced == [("c1", 145.0)] and recorder.released == []
 
 
-def test_claims_beyond_the_room_go_the_scheduler_s_way_and_a_cancelled_one_frees_its_place() -> None:
+def test_a_claim_a_thread_beyond_which_the_scheduler_takes_them_and_a_cancelled_one_frees_its_place() -> None:
     recorder = Recorder()
-    recorder.gate.clear()  # the steps wait: their places stay taken
-    steps = steps_of(recorder, threads=1)
-    claims = [steps.reserve() for _ in range(ROOM_PER_THREAD)]
+    recorder.gate.clear()  # the steps wait: their threads stay busy
+    steps = steps_of(recorder, threads=2)
+    claims = [steps.reserve() for _ in range(2)]
     assert all(claims) and steps.reserve() == 0.0
     steps.cancel()  # a write refused: not started
-    assert steps.reserve() != 0.0
+    claim = steps.reserve()
+    assert claim != 0.0
+    steps.start("c1", claim)
+    assert recorder.entered.acquire(timeout=10)
+    assert steps.reserve() == 0.0  # one running, one reserved
     recorder.gate.set()
+    deadline = time.monotonic() + 10
+    while steps.reserve() == 0.0:  # c1's thread is free again once its step returned
+        assert time.monotonic() < deadline, "a thread whose step ended stayed taken"
+        time.sleep(0.01)
     steps.close()
 
 
@@ -65,9 +74,10 @@ def test_a_failed_step_and_the_steps_stopping_leaves_unstarted_are_let_go() -> N
     assert recorder.done.acquire(timeout=10)
     recorder.fail, recorder.advanced = False, []
     recorder.gate.clear()
+    assert recorder.entered.acquire(timeout=10)  # c1's
     steps.start("c2", steps.reserve())  # runs, and waits at the gate
-    assert recorder.entered.acquire(timeout=10) and recorder.entered.acquire(timeout=10)  # c1's, c2's
-    steps.start("c3", steps.reserve())  # queued behind it on the one thread
+    assert recorder.entered.acquire(timeout=10)
+    steps.start("c3", 145.0)  # queued behind it on the one thread (as the loop would, its claim made)
     closing = threading.Thread(target=steps.close)
     closing.start()
     recorder.gate.set()

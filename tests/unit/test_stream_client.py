@@ -187,6 +187,7 @@ def test_an_http_proxy_gets_the_whole_url() -> None:
         assert ended is None
         head = server.heads[0].decode()
         assert head.startswith("POST http://localhost:4/v1/threads/runs HTTP/1.1\r\n")
+        assert "Proxy-Authorization: Basic x\r\n" in head
         await stop(listener, server.writers, client)
 
     asyncio.run(run())
@@ -268,6 +269,51 @@ def test_a_kept_connection_is_not_reused_when(why: str, monkeypatch: pytest.Monk
             await asyncio.sleep(0.05)  # the close reaches the client
             client.release(response)
         assert server.connections == 2
+        await stop(listener, server.writers, client)
+
+    asyncio.run(run())
+
+
+def test_an_informational_answer_is_not_the_response() -> None:
+    async def early_hints(head: bytes, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        body = b'{"id": "run_1"}'
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(body), body))
+
+    async def run() -> None:
+        server = Server(early_hints)
+        listener, port = await serve(server.handle)
+        client = make_client(port)
+        response = await client.request("POST", "threads/runs", b"{}")
+        assert response.status == 200 and "link" not in response.headers
+        assert await response.read() == b'{"id": "run_1"}'
+        await stop(listener, server.writers, client)
+
+    asyncio.run(run())
+
+
+def test_a_kept_connection_that_receives_bytes_is_closed_not_reused() -> None:
+    async def then_more(head: bytes, writer: asyncio.StreamWriter) -> None:
+        await stream_events(head, writer)
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n")  # unasked
+
+    async def run() -> None:
+        server = Server(then_more)
+        listener, port = await serve(server.handle)
+        client = make_client(port)
+        response = await client.request("POST", "threads/runs", b"{}")
+        _, ended = await collect(response)
+        assert ended is None
+        client.release(response)  # kept
+        await asyncio.sleep(0.1)  # the unasked answer arrives
+        response = await client.request("POST", "threads/runs", b"{}")
+        _, ended = await collect(response)
+        assert ended is None and server.connections == 2
         await stop(listener, server.writers, client)
 
     asyncio.run(run())

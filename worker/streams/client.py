@@ -68,8 +68,11 @@ class Connection(asyncio.Protocol):
         self._buffered: list[bytes] = []
         self._on_chunk: Chunk | None = None
         self._on_end: End | None = None
-        self._ended: BaseException | bool | None = False  # False: not yet; None: cleanly; else its failure
+        self._ended = False  # the body ended (cleanly, or with `_failure`)
+        self._failure: BaseException | None = None
         self._length_known = False
+        self._informational = False  # a 1xx answer is being read: the response comes after it
+        self.idle = False
 
     # --- asyncio's calls --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -77,6 +80,9 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_data_at = time.monotonic()
+        if self.idle:  # nothing is asked of a kept connection: bytes on it mean it is out of step
+            self.close()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -95,6 +101,9 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
+        if self.status < 200:  # 100 Continue, 103 Early Hints: not the answer
+            self._informational, self.headers = True, {}
+            return
         self.keep_alive = self._parser.should_keep_alive()
         self._length_known = "content-length" in self.headers or "chunked" in self.headers.get(
             "transfer-encoding", "")
@@ -108,6 +117,9 @@ class Connection(asyncio.Protocol):
             self._buffered.append(body)
 
     def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
         self.complete = True
         self._end(None)
 
@@ -164,9 +176,10 @@ class Connection(asyncio.Protocol):
         return self.complete and self.keep_alive and self.alive()
 
     def keep(self) -> None:
-        """Kept for a later request: idle from now (its response's status and headers stay
-        readable until it is taken again)."""
-        self.idle_since = time.monotonic()
+        """Kept for a later request: idle from now, told nothing more (its response's status
+        and headers stay readable until it is taken again)."""
+        self.idle, self.idle_since = True, time.monotonic()
+        self._on_chunk = self._on_end = None
 
     def take(self) -> Connection:
         """Taken for a new request: a new response to read."""
@@ -184,8 +197,9 @@ class HttpClient:
                  connect_timeout: float, read_timeout: float) -> None:
         self.origin = Origin(base_url, proxy, proxy_headers)
         self._tls = tls if self.origin.tls else None
+        proxied = self.origin.proxy_headers if self.origin.proxy is not None and not self.origin.tls else {}
         self._head = _lines({"Host": self.origin.authority, "Content-Type": "application/json", **headers,
-                             "Accept-Encoding": "identity"})
+                             "Accept-Encoding": "identity", **proxied})
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._idle: list[Connection] = []
@@ -245,10 +259,15 @@ class HttpClient:
             return connection
         proxy_host, proxy_port = origin.proxy.hostname or "localhost", origin.proxy.port or 80
         transport, connection = await loop.create_connection(Connection, proxy_host, proxy_port)
-        if self._tls is not None:  # a tunnel through the proxy, TLS inside it
+        if self._tls is None:
+            return connection
+        try:  # a tunnel through the proxy, TLS inside it
             await self._tunnel(connection)
             tls = await loop.start_tls(transport, connection, self._tls, server_hostname=origin.host)
-            connection.transport = cast(asyncio.Transport, tls)
+        except BaseException:  # refused, timed out, cancelled: the proxy's socket goes too
+            transport.close()
+            raise
+        connection.transport = cast(asyncio.Transport, tls)
         return connection
 
     async def _tunnel(self, connection: Connection) -> None:

@@ -6,15 +6,15 @@ the step needs no scheduler round and no Dramatiq message: measured with
 `python -m bench.threads`, the worker's CPU per streamed run 21.6 -> 18.3 ms (its scheduler
 thread 2.2 -> 1.1, its Dramatiq consumer 2.1 -> 1.5).
 
-A few threads of their own, with room for a few claims each: when they are all taken the
-stream's state makes the conversation due instead, and the scheduler sends it the usual
-way. A step that fails (Redis lost meanwhile) or that stopping leaves unstarted makes its
-conversation due at once, for whichever process comes next.
+A few threads of their own, a claim each: when they are all busy, the stream's state makes
+the conversation due instead, and the scheduler sends it the usual way (no step waits
+behind a slow one). A step that fails (Redis lost meanwhile) or that stopping leaves
+unstarted makes its conversation due at once, for whichever process comes next.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +25,7 @@ from worker import health
 
 log = structlog.get_logger("worker.streams")
 
-ROOM_PER_THREAD = 4  # claims waiting or running, per thread
+_STOP = ("", 0.0)  # a thread's last item
 
 
 class NextSteps:
@@ -33,18 +33,22 @@ class NextSteps:
                  threads: int, lease_seconds: float, clock: Callable[[], float] = time.time) -> None:
         self._advance = advance  # ConversationService.advance
         self._release = release  # the conversation due now (Schedule.put)
-        self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="next-step")
-        self._room = threads * ROOM_PER_THREAD
         self.lease_seconds = lease_seconds
         self._clock = clock
         self._lock = threading.Lock()
-        self._taken = 0
-        self._queued: dict[concurrent.futures.Future[None], str] = {}
+        self._room = threads
+        self._taken = 0  # claims reserved: waiting for their write, queued or running
         self._closed = False
+        self._queue: queue.SimpleQueue[tuple[str, float]] = queue.SimpleQueue()
+        # Daemon threads, as Dramatiq's: a step that hangs does not keep a stopping process alive.
+        self._threads = [threading.Thread(target=self._serve, name=f"next-step-{n}", daemon=True)
+                         for n in range(threads)]
+        for thread in self._threads:
+            thread.start()
 
     def reserve(self) -> float:
-        """A claim's score for a step to come (0.0: no room; the conversation goes the
-        scheduler's way)."""
+        """A claim's score for a step to come (0.0: every thread busy; the conversation
+        goes the scheduler's way)."""
         with self._lock:
             if self._closed or self._taken >= self._room:
                 return 0.0
@@ -57,15 +61,24 @@ class NextSteps:
             self._taken -= 1
 
     def start(self, conversation_id: str, claimed: float) -> None:
-        """Run the conversation's step on one of the threads (never waits)."""
+        """Run the conversation's step on one of the threads (never waits: called on the loop)."""
         with self._lock:
-            if self._closed:
-                self._taken -= 1
-                self._release_now(conversation_id)
-                return
-            future = self._pool.submit(self._step, conversation_id, claimed)
-            self._queued[future] = conversation_id
-        future.add_done_callback(self._done)
+            closed = self._closed
+        if closed:  # let go, off the loop (a Redis call)
+            threading.Thread(target=self._let_go, args=(conversation_id,), daemon=True).start()
+        else:
+            self._queue.put((conversation_id, claimed))
+
+    def _serve(self) -> None:
+        while (item := self._queue.get()) != _STOP:
+            conversation_id, claimed = item
+            with self._lock:
+                closed = self._closed
+            if closed:
+                self._let_go(conversation_id)
+            else:
+                self._step(conversation_id, claimed)
+                self._free()
 
     def _step(self, conversation_id: str, claimed: float) -> None:
         health.step_started()
@@ -78,12 +91,13 @@ class NextSteps:
         finally:
             health.step_ended()
 
-    def _done(self, future: concurrent.futures.Future[None]) -> None:
+    def _let_go(self, conversation_id: str) -> None:
+        self._release_now(conversation_id)
+        self._free()
+
+    def _free(self) -> None:
         with self._lock:
             self._taken -= 1
-            conversation_id = self._queued.pop(future, None)
-        if future.cancelled() and conversation_id is not None:
-            self._release_now(conversation_id)
 
     def _release_now(self, conversation_id: str) -> None:
         try:
@@ -93,11 +107,12 @@ class NextSteps:
                         error=repr(exc))
 
     def close(self, timeout: float = 10.0) -> None:
-        """No more steps: those not started are let go (due now), those running finish."""
+        """No more steps: those not started are let go (due now), those running finish
+        (waited for up to `timeout`)."""
         with self._lock:
             self._closed = True
-            queued = list(self._queued)
-        for future in queued:
-            future.cancel()  # its done callback lets the conversation go
-        self._pool.shutdown(wait=False)
-        concurrent.futures.wait(queued, timeout)
+        for _ in self._threads:
+            self._queue.put(_STOP)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))

@@ -96,7 +96,10 @@ class StreamReader:
         if self._outcome.done():
             return
         self._pace()
-        self._handle(self._parser.feed(chunk))
+        try:
+            self._handle(self._parser.feed(chunk))
+        except Exception as exc:  # noqa: BLE001 - the reader's own failure: its task raises it (Streams logs it)
+            self._stop(exc)
 
     def ended(self, failure: BaseException | None) -> None:
         """The body's end (None), or its connection's failure."""
@@ -105,7 +108,11 @@ class StreamReader:
         if failure is not None:
             self._stop(failure)
             return
-        self._handle(self._parser.end())
+        try:
+            self._handle(self._parser.end())
+        except Exception as exc:  # noqa: BLE001 - as in feed
+            self._stop(exc)
+            return
         if self._before_first:
             self._stop(Update(error="the stream ended before the run was created"))
         else:

@@ -193,8 +193,8 @@ class Streams:
             return await self._answered(request, response, is_post)
         spec = StreamSpec(request.target, owner, request.translator, request.parse, time.time(), request.run_id)
         reader = StreamReader(self, spec, self.loop.pace)
-        response.deliver(reader.feed, reader.ended)
         try:
+            response.deliver(reader.feed, reader.ended)
             first = await self._first(request, reader, is_post)
         except BaseException:  # a break, or the step stopped waiting (the call cancelled): nothing follows
             self._http.release(response)
