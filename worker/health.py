@@ -44,10 +44,6 @@ def step_started() -> None:
         _busy[threading.get_ident()] = time.time()
 
 
-def step_ended() -> None:
-    _busy.pop(threading.get_ident(), None)
-
-
 def heartbeat_path(folder: str | Path, pid: int) -> Path:
     return Path(folder) / f"{PREFIX}{pid}.json"
 
@@ -71,7 +67,7 @@ class HealthMiddleware(dramatiq.Middleware):
 
     def after_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, *,
                               result: Any = None, exception: BaseException | None = None) -> None:
-        step_ended()
+        _busy.pop(threading.get_ident(), None)
 
     after_skip_message = after_process_message
 

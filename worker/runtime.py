@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,7 +27,6 @@ from worker.scheduler import Scheduler, SchedulerMiddleware
 from worker.settings import Settings
 from worker.store.conversation_store import Store
 from worker.store.deltas import DeltaConfig
-from worker.streams.next_steps import NextSteps
 from worker.streams.streams import Streams
 from worker.tools import ToolRunner, definitions, load_tool_modules
 from worker.wakeup import WakeableRedisBroker
@@ -92,10 +90,6 @@ class Runtime:
         client = make_openai(self.settings)
         streams = Streams(self.settings, self.store.deltas, sdk_headers(client), self.observe_api)
         client.close()
-        streams.next_steps = NextSteps(lambda cid, claimed: self.service().advance(cid, claimed),
-                                       lambda cid: self.store.schedule.put(cid, time.time()),
-                                       threads=max(2, self.settings.worker_threads // 4),
-                                       lease_seconds=self.settings.lease_seconds)
         streams.start()
         self.streams = streams
 
@@ -127,12 +121,11 @@ class Runtime:
     def close(self) -> None:
         """Close this process's API and Redis connections (Dramatiq's broker is closed by its
         owner). A later use reconnects; nothing is left for the garbage collector to close."""
-        streams = self.streams
-        if streams is not None:  # handed over first (their batches due at once elsewhere), its
-            streams.close()  # next steps ended while the service still serves them
         with self._building:
             service, self._service = self._service, None
-            self.streams = None
+            streams, self.streams = self.streams, None
+        if streams is not None:  # handed over first: their batches are due at once elsewhere
+            streams.close()
         if service is not None:
             service.backend.close()
             service.tool_runner.shutdown()

@@ -23,7 +23,6 @@ from worker.batch import Batch
 from worker.conversation import deltas
 from worker.store.batches import Batches
 from worker.store.deltas import DeltaConfig, DeltaStreams
-from worker.store.schedule import NotBegun, Schedule
 from worker.store.scripts import LuaScript
 from worker.streams import sse, state
 from worker.streams.events import AssistantsEvents, ResponsesEvents, Text
@@ -185,8 +184,8 @@ class Scripts:
     def write(self, batch: Batch, owner: str, cursor: str, items: list[TextDelta]) -> int:
         return self.call(owner, [self.texts(batch, owner, cursor, items)])[0]
 
-    def store(self, batch: Batch, owner: str, document: str, now: float, claim: float = 0.0) -> int:
-        return self.call(owner, [["s", batch.batch_id, owner, CID, document, claim]], now)[0]
+    def store(self, batch: Batch, owner: str, document: str, now: float) -> int:
+        return self.call(owner, [["s", batch.batch_id, owner, CID, document]], now)[0]
 
 
 def text(batch: Batch, value: str, at: int = -1) -> TextDelta:
@@ -232,25 +231,6 @@ def test_a_stored_end_makes_the_batch_due_and_outlives_the_step_s_own_due_time(r
     assert Batches(redis_client).save(owned.evolve(stream_owner=None), token=token, due=140.0).written
     assert redis_client.zscore(keys.SCHEDULE, CID) == 140.0
     assert scripts.store(batch, "host:9:zzz/1", state.encode_broken("x"), now=150.0) == -2
-
-
-def test_a_stored_state_with_a_claim_is_claimed_for_the_reader_s_process(redis_client: redis.Redis,
-                                                                          clock: FakeClock) -> None:
-    """The writer's process runs the next step itself (next_steps.py): the script claims the
-    conversation for it, as the scheduler's claim does, and wakes no scheduler."""
-    token, batch = started(redis_client, clock)
-    scripts = Scripts(redis_client)
-    assert Batches(redis_client).save(batch.evolve(stream_owner=OWNER), token=token).written
-    schedule = Schedule(redis_client, clock)
-    assert schedule.end_step(CID, token)  # the step that opened the stream is over
-    redis_client.delete(keys.WAKE)
-    claim = 145.25
-    assert scripts.store(batch, OWNER, state.encode_run(RunState(id="run_1", status="completed")), now=100.0,
-                         claim=claim) == 1
-    assert redis_client.zscore(keys.SCHEDULE, CID) == claim and redis_client.llen(keys.WAKE) == 0
-    # The claim is the schedule's: the step that carries it begins (a stale one would not).
-    assert isinstance(schedule.begin_step(CID, lease_seconds=45.0, claimed=claim + 1, inbox_head=1), NotBegun)
-    assert not isinstance(schedule.begin_step(CID, lease_seconds=45.0, claimed=claim, inbox_head=1), NotBegun)
 
 
 class Sink:

@@ -42,7 +42,6 @@ from worker.streams.client import Connection, HttpClient
 from worker.streams.direct import DirectConnection
 from worker.streams.events import Parse, Translator, Update
 from worker.streams.loop import StreamLoop
-from worker.streams.next_steps import NextSteps
 from worker.streams.reader import StreamReader, StreamSpec, TextDelta, Written
 from worker.streams.registry import Registry
 from worker.streams.writes import BatchedWrites
@@ -92,7 +91,6 @@ class Streams:
         self._writer: asyncio.Task[None] | None = None
         self._writes: BatchedWrites | None = None
         self._registry: Registry | None = None
-        self.next_steps: NextSteps | None = None  # set by the runtime: where a stored state's step runs
 
     # --- the process's life ------------------------------------------------------------
     def start(self) -> None:
@@ -140,8 +138,6 @@ class Streams:
         """Hand the streams over (their batches are due at once) and stop the loop."""
         if not self.loop.running:
             return
-        if self.next_steps is not None:  # no more claims; the steps running end (on the loop, some)
-            self.next_steps.close()
         try:
             self.loop.call(self._close(), timeout=HAND_OVER_SECONDS + 2)
         except Exception as exc:  # noqa: BLE001 - stopping goes on: the owners' heartbeat expires
@@ -268,22 +264,8 @@ class Streams:
         self._writes.send(item, done)
 
     async def store(self, target: StreamTarget, owner: str, document: str) -> int:
-        """The state stored, and its next step claimed and started here where there is room."""
         assert self._writes is not None
-        steps = self.next_steps
-        claim = steps.reserve() if steps is not None else 0.0
-        try:
-            stored = await self._writes.call(["s", target.batch_id, owner, target.conversation_id, document, claim])
-        except BaseException:
-            if steps is not None and claim:
-                steps.cancel()
-            raise
-        if steps is not None and claim:
-            if stored > 0:
-                steps.start(target.conversation_id, claim)
-            else:
-                steps.cancel()
-        return stored
+        return await self._writes.call(["s", target.batch_id, owner, target.conversation_id, document])
 
 
 def _trust() -> ssl.SSLContext:

@@ -7,9 +7,8 @@
 --       re-attached stream replaying from an older cursor writes each event once. The
 --       conversation goes in the owner process's set (`owned`, registry.py).
 --   's' a state the worker acts on (tool calls, an ending) or a break: stored for the next
---       step, which uses it instead of polling; the conversation leaves the owner's set. The
---       step is due at once, or, with a claim score, claimed for the writer's process, which
---       runs it at once (worker/streams/next_steps.py): the scheduler's claim, made here.
+--       step, which is due at once and uses it instead of polling; the conversation leaves
+--       the owner's set.
 -- Both are fenced by the stream's owner as the batch records it: a reader that lost its
 -- stream (a takeover, an ended phase, a published batch) writes nothing.
 -- uses: deltas
@@ -17,7 +16,7 @@
 -- ARGV: now maxlen ttl batch_prefix deltas_prefix lengths_prefix writes
 -- writes: a JSON list, per write [kind, batch_id, owner, conversation_id, then for 'd' the
 --   cursor and a list of [message_id, entry, text, at] (at -1: no sequence number), for 's'
---   the state and the claim's score (0: none)]: one argument, since redis-py packs each argument in Python (a few us each).
+--   the state]: one argument, since redis-py packs each argument in Python (a few us each).
 --   For the same reason a write's own keys (its batch, delta stream and lengths) are made
 --   here from its conversation id and the prefixes rather than passed in KEYS: a window's
 --   hundred keys cost more to pack than its writes (measured). The worker's Redis is one
@@ -51,16 +50,12 @@ local function write_texts(batch, stream, lengths, kept, cursor, texts)
   return written
 end
 
-local function store_state(batch, owner, conversation_id, state, claim)
+local function store_state(batch, owner, conversation_id, state)
   redis.call('HSET', batch, 'stream_run', state, 'stream_ended', owner .. ' ' .. now)
   redis.call('SREM', owned, conversation_id)
-  if claim and claim > 0 then
-    redis.call('ZADD', schedule, claim, conversation_id)
-  else
-    redis.call('ZADD', schedule, now, conversation_id)
-    redis.call('LPUSH', wake, '1')
-    redis.call('LTRIM', wake, 0, 0)
-  end
+  redis.call('ZADD', schedule, now, conversation_id)
+  redis.call('LPUSH', wake, '1')
+  redis.call('LTRIM', wake, 0, 0)
   return 1
 end
 
@@ -76,7 +71,7 @@ for i, w in ipairs(cjson.decode(ARGV[7])) do
     redis.call('SADD', owned, conversation_id)
     results[i] = write_texts(batch, stream, lengths, kept, w[5], w[6])
   else
-    results[i] = store_state(batch, owner, conversation_id, w[5], w[6])
+    results[i] = store_state(batch, owner, conversation_id, w[5])
   end
 end
 return results
