@@ -5,7 +5,7 @@ through a proxy."""
 from __future__ import annotations
 
 import asyncio
-import shutil
+import contextlib
 import ssl
 import subprocess
 from collections.abc import Awaitable, Callable
@@ -33,15 +33,14 @@ class Server:
         self.connections += 1
         self.writers.append(writer)
         try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                self.heads.append(head)
-                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                               if line.lower().startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
-                await self.answer(head, writer)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):  # the client went away
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    self.heads.append(head)
+                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), 0)
+                    await reader.readexactly(length)
+                    await self.answer(head, writer)
         finally:
             writer.close()
 
@@ -87,15 +86,20 @@ async def collect(response: Connection) -> tuple[list[bytes], BaseException | No
     return chunks, await asyncio.wait_for(ended, 10)
 
 
+async def streamed(client: HttpClient, body: bytes = b"{}") -> tuple[Connection, list[bytes], BaseException | None]:
+    """A streamed request sent, and its body as `collect` gives it."""
+    response = await client.request("POST", "threads/runs", body)
+    return (response, *await collect(response))
+
+
 def test_a_streamed_body_comes_chunk_by_chunk_and_its_connection_serves_the_next_request() -> None:
     async def run() -> None:
         server = Server(stream_events)
         listener, port = await serve(server.handle)
         client = make_client(port)
         for _ in range(2):
-            response = await client.request("POST", "threads/runs", b'{"stream":true}')
+            response, chunks, ended = await streamed(client, b'{"stream":true}')
             assert response.status == 200 and response.headers["content-type"] == "text/event-stream"
-            chunks, ended = await collect(response)
             assert ended is None and b"".join(chunks) == EVENT * 3 and len(chunks) >= 2  # as they came
             client.release(response)
         assert server.connections == 1  # kept and reused
@@ -145,8 +149,7 @@ def test_a_body_cut_mid_way_fails_and_one_that_lasts_until_the_close_ends_cleanl
             server = Server(answer)
             listener, port = await serve(server.handle)
             client = make_client(port)
-            response = await client.request("POST", "threads/runs", b"{}")
-            chunks, ended = await collect(response)
+            response, chunks, ended = await streamed(client)
             assert b"".join(chunks) == EVENT
             assert isinstance(ended, StreamError) if failed else ended is None
             client.release(response)
@@ -164,8 +167,7 @@ def test_a_silent_body_times_out_and_a_refused_connection_fails() -> None:
         server = Server(silent)
         listener, port = await serve(server.handle)
         client = make_client(port, read_timeout=0.2)
-        response = await client.request("POST", "threads/runs", b"{}")
-        _, ended = await collect(response)
+        response, _, ended = await streamed(client)
         assert isinstance(ended, TimeoutError)
         client.release(response)
         await stop(listener, server.writers, client)
@@ -182,8 +184,7 @@ def test_an_http_proxy_gets_the_whole_url() -> None:
         server = Server(stream_events)
         listener, port = await serve(server.handle)
         client = make_client(4, proxy=f"http://127.0.0.1:{port}", proxy_headers={"Proxy-Authorization": "Basic x"})
-        response = await client.request("POST", "threads/runs", b"{}")
-        _, ended = await collect(response)
+        _, _, ended = await streamed(client)
         assert ended is None
         head = server.heads[0].decode()
         assert head.startswith("POST http://localhost:4/v1/threads/runs HTTP/1.1\r\n")
@@ -195,8 +196,6 @@ def test_an_http_proxy_gets_the_whole_url() -> None:
 
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
@@ -234,8 +233,7 @@ def test_tls_direct_and_through_a_connect_tunnel(certificate: tuple[Path, Path])
         proxy_listener, proxy_port = await serve(proxy)
         for options in ({}, {"proxy": f"http://127.0.0.1:{proxy_port}", "proxy_headers": {"Proxy-Authorization": "B"}}):
             client = make_client(port, "https", tls=client_tls, **options)
-            response = await client.request("POST", "threads/runs", b"{}")
-            chunks, ended = await collect(response)
+            response, chunks, ended = await streamed(client)
             assert ended is None and b"".join(chunks) == EVENT * 3
             client.release(response)
             await client.close()
@@ -263,8 +261,7 @@ def test_a_kept_connection_is_not_reused_when(why: str, monkeypatch: pytest.Monk
         listener, port = await serve(server.handle)
         client = make_client(port)
         for _ in range(2):
-            response = await client.request("POST", "threads/runs", b"{}")
-            _, ended = await collect(response)
+            response, _, ended = await streamed(client)
             assert ended is None
             await asyncio.sleep(0.05)  # the close reaches the client
             client.release(response)
@@ -306,13 +303,11 @@ def test_a_kept_connection_that_receives_bytes_is_closed_not_reused() -> None:
         server = Server(then_more)
         listener, port = await serve(server.handle)
         client = make_client(port)
-        response = await client.request("POST", "threads/runs", b"{}")
-        _, ended = await collect(response)
+        response, _, ended = await streamed(client)
         assert ended is None
         client.release(response)  # kept
         await asyncio.sleep(0.1)  # the unasked answer arrives
-        response = await client.request("POST", "threads/runs", b"{}")
-        _, ended = await collect(response)
+        response, _, ended = await streamed(client)
         assert ended is None and server.connections == 2
         await stop(listener, server.writers, client)
 

@@ -70,7 +70,6 @@ class Connection(asyncio.Protocol):
         self._on_end: End | None = None
         self._ended = False  # the body ended (cleanly, or with `_failure`)
         self._failure: BaseException | None = None
-        self._length_known = False
         self._informational = False  # a 1xx answer is being read: the response comes after it
         self.idle = False
 
@@ -90,10 +89,14 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        if not self._ended and self._head.done() and exc is None and not self._length_known:
+        if not self._ended and self._head.done() and exc is None and self._ends_with_close():
             self._end(None)  # a body that lasts until the connection closes (HTTP/1.0 style)
         else:
             self.fail(StreamError(f"the connection closed: {exc}" if exc else "the server closed the connection"))
+
+    def _ends_with_close(self) -> bool:
+        """The answer gives neither a length nor chunks: its body ends with the connection."""
+        return "content-length" not in self.headers and "chunked" not in self.headers.get("transfer-encoding", "")
 
     # --- httptools' calls --------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -105,8 +108,6 @@ class Connection(asyncio.Protocol):
             self._informational, self.headers = True, {}
             return
         self.keep_alive = self._parser.should_keep_alive()
-        self._length_known = "content-length" in self.headers or "chunked" in self.headers.get(
-            "transfer-encoding", "")
         if not self._head.done():
             self._head.set_result(None)
 
